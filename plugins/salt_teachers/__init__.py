@@ -1,0 +1,94 @@
+"""Built-in plugin: the pixel teacher (stage 1) and a frozen random-init encoder teacher."""
+
+from __future__ import annotations
+
+import torch
+
+from salt.config import Config
+from salt.hookspecs import hookimpl
+from salt.registry import students
+from salt.teachers import Teacher
+
+
+def patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
+    """Video ``[B, C, T, H, W]`` -> tubelet pixels ``[B, N, tubelet*patch*patch*C]`` in token order."""
+    b, c, t, h, w = video.shape
+    x = video.reshape(b, c, t // tubelet, tubelet, h // patch, patch, w // patch, patch)
+    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)
+    return x.reshape(b, (t // tubelet) * (h // patch) * (w // patch), -1)
+
+
+class PixelTeacher(Teacher):
+    """Targets are each tubelet's pixels, normalized per patch (VideoMAE's ``norm_pix``)."""
+
+    def __init__(
+        self, grid, tubelet_size: int, patch_size: int, in_chans: int = 3, norm_pix: bool = True
+    ):
+        super().__init__()
+        self.grid = tuple(grid)
+        self.tubelet_size = tubelet_size
+        self.patch_size = patch_size
+        self.norm_pix = norm_pix
+        self.teacher_dim = in_chans * tubelet_size * patch_size * patch_size
+
+    def targets(self, batch: dict, video: torch.Tensor) -> torch.Tensor:
+        pixels = patchify(video.float(), self.tubelet_size, self.patch_size)
+        if not self.norm_pix:
+            return pixels
+        mean = pixels.mean(dim=-1, keepdim=True)
+        var = pixels.var(dim=-1, unbiased=True, keepdim=True)
+        return (pixels - mean) / (var + 1e-6).sqrt()
+
+
+class EncoderTeacher(Teacher):
+    """A frozen encoder's final tokens for the whole clip."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.grid = tuple(encoder.grid)
+        self.teacher_dim = int(encoder.embed_dim)
+
+    def targets(self, batch: dict, video: torch.Tensor) -> torch.Tensor:
+        return self.encoder(video)
+
+    def forward_flops(self) -> float:
+        return float(self.encoder.forward_flops(self.encoder.num_tokens))
+
+
+def _pixels(arg: str | None, cfg: Config) -> PixelTeacher:
+    norm = {None: True, "": True, "norm": True, "raw": False}
+    if arg not in norm:
+        raise ValueError(f"teacher 'pixels' takes 'pixels' or 'pixels:raw', got pixels:{arg}")
+    s = cfg.student
+    return PixelTeacher(cfg.grid, s.tubelet_size, s.patch_size, norm_pix=norm[arg])
+
+
+def _random(arg: str | None, cfg: Config) -> EncoderTeacher:
+    if not arg:
+        raise ValueError(
+            "teacher 'random' needs an architecture, e.g. 'random:vit_tiny'; "
+            f"students: {', '.join(students.names())}"
+        )
+    s = cfg.student
+    # A fixed seed, isolated from the run's RNG: the same spec always means the same teacher.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        encoder = students.create(
+            arg,
+            num_frames=cfg.data.num_frames,
+            image_size=cfg.data.image_size,
+            patch_size=s.patch_size,
+            tubelet_size=s.tubelet_size,
+        )
+    return EncoderTeacher(encoder)
+
+
+@hookimpl
+def register_teachers(register):
+    register(
+        "pixels",
+        _pixels,
+        "stage 1: per-patch normalized tubelet pixels (pixels:raw skips the norm)",
+    )
+    register("random", _random, "a frozen randomly initialized encoder, e.g. random:vit_tiny")

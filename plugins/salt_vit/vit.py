@@ -1,0 +1,204 @@
+"""Video ViT: tubelet embedding, 3-D positions, timm blocks run only on kept tokens."""
+
+from __future__ import annotations
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from salt.masking import gather_tokens
+from salt_vit.pos_embed import sincos_3d
+
+
+class TubeletEmbed(nn.Module):
+    """Non-overlapping ``tubelet x patch x patch`` Conv3d embedding."""
+
+    def __init__(self, patch_size: int, tubelet_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Conv3d(
+            in_chans,
+            embed_dim,
+            kernel_size=(tubelet_size, patch_size, patch_size),
+            stride=(tubelet_size, patch_size, patch_size),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Video ``[B, C, T, H, W]`` -> tokens ``[B, T'*H'*W', D]`` in (t, h, w) order."""
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class VideoViT(nn.Module):
+    """A video Vision Transformer without a CLS token.
+
+    ``forward(x, keep)`` embeds the whole clip but runs the transformer blocks only on the
+    kept (visible) tokens, which is where SALT saves its compute.
+    """
+
+    def __init__(
+        self,
+        num_frames: int = 16,
+        image_size: int = 224,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path: float = 0.0,
+        pos_embed: str = "sincos",
+        grad_checkpointing: bool = False,
+    ):
+        super().__init__()
+        if num_frames % tubelet_size or image_size % patch_size:
+            raise ValueError(
+                f"a {num_frames}x{image_size} clip does not tile into {tubelet_size}x"
+                f"{patch_size}x{patch_size} tubelets"
+            )
+        self.num_frames = num_frames
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        self.in_chans = in_chans
+        self.embed_dim = self.num_features = embed_dim
+        self.depth = depth
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.grid = (num_frames // tubelet_size, image_size // patch_size, image_size // patch_size)
+        self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
+        self.grad_checkpointing = grad_checkpointing
+
+        self.patch_embed = TubeletEmbed(patch_size, tubelet_size, in_chans, embed_dim)
+        if pos_embed == "sincos":
+            self.register_buffer(
+                "pos_embed", sincos_3d(embed_dim, self.grid)[None], persistent=False
+            )
+        elif pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        else:
+            raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
+        rates = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path=rate,
+                norm_layer=layer_norm,
+            )
+            for rate in rates
+        )
+        self.norm = layer_norm(embed_dim)
+        self.apply(init_weights)
+        rescale_blocks(self.blocks)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Video ``[B, C, T, H, W]`` -> position-embedded tokens ``[B, N, D]``."""
+        tokens = self.patch_embed(x)
+        if tokens.shape[1] != self.num_tokens:
+            raise ValueError(
+                f"clip of shape {tuple(x.shape)} gives {tokens.shape[1]} tokens, expected "
+                f"{self.num_tokens} for {self.num_frames} frames at {self.image_size}px"
+            )
+        return tokens + self.pos_embed.to(tokens.dtype)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Video ``[B, C, T, H, W]`` -> normed tokens ``[B, K, D]`` at ``keep [B, K]`` (all if None)."""
+        return self.encode(self.embed(x), keep)
+
+    def encode(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Embedded tokens ``[B, N, D]`` -> normed tokens ``[B, K, D]`` after the blocks."""
+        if keep is not None:
+            tokens = gather_tokens(tokens, keep)
+        for block in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, use_reentrant=False)
+            else:
+                tokens = block(tokens)
+        return self.norm(tokens)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in backward to save memory."""
+        self.grad_checkpointing = enable
+
+    def flops_per_token(self, tokens: int) -> float:
+        """Forward FLOPs per token with ``tokens`` in the sequence (attention counted)."""
+        return block_flops_per_token(self.embed_dim, self.depth, self.mlp_ratio, tokens)
+
+    def forward_flops(self, kept_tokens: int) -> float:
+        """Forward FLOPs for one clip whose blocks see ``kept_tokens`` tokens."""
+        patch_dim = self.in_chans * self.tubelet_size * self.patch_size**2
+        embed = 2.0 * self.num_tokens * patch_dim * self.embed_dim
+        return embed + kept_tokens * self.flops_per_token(kept_tokens)
+
+
+def block_flops_per_token(dim: int, depth: int, mlp_ratio: float, tokens: int) -> float:
+    """Forward FLOPs per token of ``depth`` pre-norm blocks: linears plus QK^T and AV."""
+    linear = 2.0 * (4 + 2 * mlp_ratio) * dim * dim
+    attention = 4.0 * tokens * dim
+    return depth * (linear + attention)
+
+
+def layer_norm(dim: int, **kwargs) -> nn.LayerNorm:
+    """LayerNorm with the ViT epsilon (timm passes device/dtype through kwargs)."""
+    return nn.LayerNorm(dim, eps=1e-6, **kwargs)
+
+
+def init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Conv3d):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def rescale_blocks(blocks: nn.ModuleList) -> None:
+    # Residual-branch outputs shrink with depth (as in V-JEPA/BEiT) so deep stacks start stable.
+    for i, block in enumerate(blocks, start=1):
+        block.attn.proj.weight.data.div_((2.0 * i) ** 0.5)
+        block.mlp.fc2.weight.data.div_((2.0 * i) ** 0.5)
+
+
+_SIZES = {
+    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
+    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
+    "vit_large": dict(embed_dim=1024, depth=24, num_heads=16),
+    "vit_huge": dict(embed_dim=1280, depth=32, num_heads=16),
+    "vit_giant": dict(embed_dim=1408, depth=40, num_heads=16, mlp_ratio=48 / 11),
+}
+
+ALIASES = {
+    "vit_tiny": ("vit_t",),
+    "vit_small": ("vit_s",),
+    "vit_base": ("vit_b",),
+    "vit_large": ("vit_l",),
+    "vit_huge": ("vit_h",),
+    "vit_giant": ("vit_g",),
+}
+
+
+def create_vit(size: str, **kwargs) -> VideoViT:
+    """Build a registered ViT size with any VideoViT keyword overrides."""
+    return VideoViT(**{**_SIZES[size], **kwargs})
+
+
+def size_description(size: str) -> str:
+    """One line describing a size, for `salt plugins`."""
+    s = _SIZES[size]
+    return f"video ViT, width {s['embed_dim']}, depth {s['depth']}, {s['num_heads']} heads"
+
+
+SIZES = tuple(_SIZES)
+
+__all__ = ["VideoViT", "create_vit", "gather_tokens", "SIZES", "ALIASES"]

@@ -1,0 +1,248 @@
+"""The ``salt`` command line. Only this module knows about argv."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from salt import __version__
+from salt.config import Config, apply_overrides, build_config, parse_value
+
+log = logging.getLogger("salt")
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not break the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def _setup_logging(verbose: bool, progress: bool = True) -> None:
+    handler = _TqdmHandler()
+    if progress and not verbose:
+        # The progress bar already shows the loss; step lines still reach the run's log file.
+        handler.addFilter(lambda record: record.name != "salt.metrics")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("salt")
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _TqdmHandler)]
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"salt: --set expects KEY=VALUE (e.g. optim.lr=1e-4), got {item!r}")
+        overrides[key.strip()] = parse_value(value.strip())
+    return overrides
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags the user actually gave, as config overrides (later ones win)."""
+    flags = {
+        "student.name": args.student,
+        "teacher.spec": args.teacher,
+        "data.spec": args.data,
+        "train.steps": args.steps,
+        "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "run.name": args.run_name,
+        "run.out": args.out,
+        "train.device": args.device,
+    }
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if args.steps is not None and args.epochs is None:
+        overrides["train.epochs"] = 0  # an explicit --steps beats epochs from a file
+    if args.no_progress:
+        overrides["train.progress"] = False
+    overrides.update(_parse_sets(args.set))
+    return overrides
+
+
+def _pick_profile(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
+    if args.profile != "auto":
+        return args.profile
+    import torch
+
+    device = overrides.get("train.device", "auto")
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    return "demo" if on_cpu else "recipe"
+
+
+def resolve_train_config(args: argparse.Namespace) -> Config:
+    """Recipe -> profile -> --config file -> flags and --set; a resume starts from its run."""
+    overrides = _train_overrides(args)
+    if args.resume:
+        from salt.train import config_from_checkpoint
+
+        cfg = config_from_checkpoint(args.resume)
+        return apply_overrides(cfg, overrides) if overrides else cfg
+    profile = _pick_profile(args, overrides)
+    return build_config(profile=profile, file=args.config, overrides=overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from salt.train import train
+
+    cfg = resolve_train_config(args)
+    if cfg.profile == "demo" and not args.resume:
+        log.info(
+            "profile demo: %s on %dx%dpx clips of %s (use --profile recipe for the full recipe)",
+            cfg.student.name,
+            cfg.data.num_frames,
+            cfg.data.image_size,
+            cfg.data.spec,
+        )
+    result = train(cfg, resume=args.resume)
+    s = result.summary
+    if s.get("steps_logged"):
+        print(
+            f"run {result.run_dir}: step {result.step}, loss {s['first_loss']:.4f} -> "
+            f"{s['last_loss']:.4f} (min {s['min_loss']:.4f} at step {s['min_loss_step']}"
+            f"{', late rebound' if s['late_rebound'] else ''})"
+        )
+    if result.stopped_by:
+        print(f"stopped by {result.stopped_by}; resume with: salt train --resume {result.run_dir}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from salt.plugins import plugin_hooks, plugin_versions
+    from salt.registry import REGISTRIES
+
+    versions = plugin_versions()
+    hooks = plugin_hooks()
+    report = {
+        "plugins": [
+            {"name": name, "version": versions.get(name), "hooks": hooks.get(name, [])}
+            for name in sorted(versions)
+        ],
+        "registries": {
+            kind: [
+                {
+                    "name": e.name,
+                    "aliases": list(e.aliases),
+                    "description": e.description,
+                    "plugin": e.plugin,
+                    "version": versions.get(e.plugin),
+                }
+                for e in sorted(reg.entries().values(), key=lambda e: e.name)
+            ]
+            for kind, reg in REGISTRIES.items()
+        },
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for kind, entries in report["registries"].items():
+        print(f"{kind}:")
+        if not entries:
+            print("  (none registered)")
+        width = max((len(e["name"]) for e in entries), default=0)
+        for e in entries:
+            alias = f" (alias {', '.join(e['aliases'])})" if e["aliases"] else ""
+            who = f"[{e['plugin']} {e['version'] or ''}]".replace(" ]", "]")
+            print(f"  {e['name']:<{width}}  {who}  {e['description']}{alias}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from salt.doctor import run_checks
+
+    results = run_checks()
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            print(f"[{r.status:>4}] {r.name}: {r.detail}")
+            if r.fix:
+                print(f"       fix: {r.fix}")
+    return 1 if any(r.status == "FAIL" for r in results) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="salt", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"salt-vla {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a student to predict a frozen teacher's latents")
+    t.add_argument("--student", help="student spec, e.g. vit_l (see `salt plugins`)")
+    t.add_argument("--teacher", help="teacher spec, e.g. cached:v1huge, pixels, random:vit_tiny")
+    t.add_argument("--data", help="data spec; 'synthetic' or 'synthetic:N' is the built-in data")
+    t.add_argument("--steps", type=int, help="optimizer steps")
+    t.add_argument("--epochs", type=int, help="passes over the data (overrides --steps)")
+    t.add_argument("--batch-size", type=int, help="clips per process per micro-step")
+    t.add_argument("--run-name", help="run directory name (default: student-teacher-time)")
+    t.add_argument("--out", help="folder holding run directories (default: runs)")
+    t.add_argument("--config", help="a .toml or .json config file")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set optim.lr=1e-4 (repeatable)",
+    )
+    t.add_argument(
+        "--resume",
+        metavar="RUN_OR_CHECKPOINT",
+        help="continue a run from its newest (or the given) checkpoint",
+    )
+    t.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    t.add_argument(
+        "--profile",
+        choices=["auto", "recipe", "demo"],
+        default="auto",
+        help="recipe: the full ViT-L recipe; demo: CPU-sized; auto: demo without a GPU",
+    )
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "plugins", help="list registered students, teachers, predictors, maskers, losses"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plugins)
+
+    d = sub.add_parser(
+        "doctor", help="check torch, CUDA/NVML, decord and DataLoader worker support"
+    )
+    d.add_argument("--json", action="store_true", help="print JSON")
+    d.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, progress=not getattr(args, "no_progress", False))
+    try:
+        return args.func(args)
+    except (
+        ValueError,
+        KeyError,
+        FileNotFoundError,
+        FileExistsError,
+        RuntimeError,
+        TypeError,
+    ) as err:
+        if args.verbose:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"salt: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

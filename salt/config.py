@@ -1,0 +1,335 @@
+"""Run configuration: frozen attrs classes whose defaults are the reference ViT-L recipe."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+from attrs import field, validators
+
+_pos_int = [validators.instance_of(int), validators.gt(0)]
+_nonneg_int = [validators.instance_of(int), validators.ge(0)]
+
+
+def _pos_float(inst, attr, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{attr.name} must be a positive number, got {value!r}")
+
+
+def _nonneg_float(inst, attr, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{attr.name} must be a number >= 0, got {value!r}")
+
+
+def _fraction(inst, attr, value):
+    if not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{attr.name} must be in [0, 1), got {value!r}")
+
+
+def _spec(inst, attr, value):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{attr.name} must be a non-empty spec string, got {value!r}")
+
+
+def _options(inst, attr, value):
+    if not isinstance(value, dict):
+        raise ValueError(f"{attr.name} must be a table of options, got {value!r}")
+
+
+@attrs.frozen
+class DataConfig:
+    """Where clips come from and how they are sampled."""
+
+    spec: str = field(default="synthetic", validator=_spec)
+    num_frames: int = field(default=16, validator=_pos_int)
+    frame_step: int = field(default=4, validator=_pos_int)
+    image_size: int = field(default=224, validator=_pos_int)
+    num_workers: int = field(default=4, validator=_nonneg_int)
+    mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406), converter=tuple)
+    std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225), converter=tuple)
+
+
+@attrs.frozen
+class StudentConfig:
+    """The student encoder trained on visible tokens."""
+
+    name: str = field(default="vit_l", validator=_spec)
+    patch_size: int = field(default=16, validator=_pos_int)
+    tubelet_size: int = field(default=2, validator=_pos_int)
+    pos_embed: str = field(default="sincos", validator=validators.in_(["sincos", "learned"]))
+    drop_path: float = field(default=0.0, validator=_fraction)
+    grad_checkpointing: bool = field(default=False, validator=validators.instance_of(bool))
+
+
+@attrs.frozen
+class TeacherConfig:
+    """The frozen teacher whose latents are the targets."""
+
+    spec: str = field(default="cached:v1huge", validator=_spec)
+
+
+@attrs.frozen
+class PredictorConfig:
+    """The predictor regressing teacher latents at target positions."""
+
+    name: str = field(default="transformer", validator=_spec)
+    width: int = field(default=512, validator=_pos_int)
+    depth: int = field(default=12, validator=_pos_int)
+    heads: int = field(default=8, validator=_pos_int)
+    drop_path: float = field(default=0.0, validator=_fraction)
+
+
+@attrs.frozen
+class MaskConfig:
+    """The masker and its options (passed to the masker's factory)."""
+
+    name: str = field(default="multiblock", validator=_spec)
+    options: dict = field(factory=dict, validator=_options)
+
+
+@attrs.frozen
+class LossConfig:
+    """Loss terms joined by '+', e.g. 'mse+vicreg'; options per term name."""
+
+    name: str = field(default="mse", validator=_spec)
+    options: dict = field(factory=dict, validator=_options)
+
+
+@attrs.frozen
+class OptimConfig:
+    """AdamW with warmup-cosine LR and a cosine weight-decay schedule on the decay group."""
+
+    lr: float = field(default=2e-4, validator=_pos_float)
+    min_lr: float = field(default=1e-5, validator=_nonneg_float)
+    warmup_steps: int = field(default=2000, validator=_nonneg_int)
+    # Short runs (demos, tests) would otherwise spend all their steps warming up.
+    max_warmup_fraction: float = field(default=0.1, validator=_fraction)
+    betas: tuple[float, float] = field(default=(0.9, 0.95), converter=tuple)
+    eps: float = field(default=1e-8, validator=_pos_float)
+    weight_decay: float = field(default=0.04, validator=_nonneg_float)
+    final_weight_decay: float = field(default=0.4, validator=_nonneg_float)
+    grad_clip: float = field(default=10.0, validator=_nonneg_float)  # 0 disables clipping
+
+
+@attrs.frozen
+class TrainConfig:
+    """Length, batch, precision and bookkeeping of a training run."""
+
+    steps: int = field(default=100_000, validator=_nonneg_int)
+    epochs: int = field(default=0, validator=_nonneg_int)  # > 0 overrides steps
+    batch_size: int = field(default=24, validator=_pos_int)  # per process
+    accum_steps: int = field(default=1, validator=_pos_int)
+    seed: int = field(default=0, validator=_nonneg_int)
+    device: str = field(default="auto", validator=_spec)
+    precision: str = field(default="bf16", validator=validators.in_(["bf16", "fp32"]))
+    compile: bool = field(default=False, validator=validators.instance_of(bool))
+    log_every: int = field(default=10, validator=_pos_int)
+    checkpoint_every: int = field(default=1000, validator=_pos_int)
+    keep_checkpoints: int = field(default=2, validator=_nonneg_int)  # 0 keeps all
+    max_nonfinite: int = field(default=5, validator=_pos_int)
+    peak_tflops: float = field(default=0.0, validator=_nonneg_float)  # 0 measures it
+    smoothing: float = field(default=0.9, validator=_fraction)
+    rebound_threshold: float = field(default=0.05, validator=_nonneg_float)
+    progress: bool = field(default=True, validator=validators.instance_of(bool))
+
+
+@attrs.frozen
+class RunConfig:
+    """Where the run directory goes."""
+
+    out: str = field(default="runs", validator=_spec)
+    name: str = field(default="", validator=validators.instance_of(str))
+
+
+@attrs.frozen
+class Config:
+    """Everything a training run needs; saved resolved in each run directory."""
+
+    profile: str = field(default="recipe", validator=validators.in_(["recipe", "demo"]))
+    data: DataConfig = field(factory=DataConfig)
+    student: StudentConfig = field(factory=StudentConfig)
+    teacher: TeacherConfig = field(factory=TeacherConfig)
+    predictor: PredictorConfig = field(factory=PredictorConfig)
+    mask: MaskConfig = field(factory=MaskConfig)
+    loss: LossConfig = field(factory=LossConfig)
+    optim: OptimConfig = field(factory=OptimConfig)
+    train: TrainConfig = field(factory=TrainConfig)
+    run: RunConfig = field(factory=RunConfig)
+
+    def __attrs_post_init__(self):
+        check_geometry(self)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Token grid (T', H', W') of a clip."""
+        return (
+            self.data.num_frames // self.student.tubelet_size,
+            self.data.image_size // self.student.patch_size,
+            self.data.image_size // self.student.patch_size,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return attrs.asdict(self)
+
+
+def check_geometry(cfg: Config) -> None:
+    """Clips must tile exactly into tubelets."""
+    d, s = cfg.data, cfg.student
+    if d.num_frames % s.tubelet_size:
+        raise ValueError(
+            f"data.num_frames={d.num_frames} is not a multiple of student.tubelet_size="
+            f"{s.tubelet_size}; pick a frame count such as {d.num_frames - d.num_frames % s.tubelet_size or s.tubelet_size}"
+        )
+    if d.image_size % s.patch_size:
+        raise ValueError(
+            f"data.image_size={d.image_size} is not a multiple of student.patch_size="
+            f"{s.patch_size}; pick a size such as {(d.image_size // s.patch_size or 1) * s.patch_size}"
+        )
+
+
+# Overrides applied on top of the recipe when a run should fit a CPU in a minute or two.
+DEMO_PROFILE: dict[str, Any] = {
+    "profile": "demo",
+    "data.num_frames": 8,
+    "data.image_size": 112,
+    "data.num_workers": 1,
+    "student.name": "vit_tiny",
+    "teacher.spec": "random:vit_tiny",
+    "predictor.width": 192,
+    "predictor.depth": 4,
+    "predictor.heads": 4,
+    "optim.lr": 1e-3,
+    "optim.min_lr": 1e-4,
+    "optim.warmup_steps": 10,
+    "optim.grad_clip": 1.0,
+    "train.steps": 100,
+    "train.batch_size": 8,
+    "train.precision": "fp32",
+    "train.log_every": 5,
+    "train.checkpoint_every": 50,
+}
+
+
+def parse_value(text: str) -> Any:
+    """Read an override's value as TOML (numbers, booleans, arrays), else as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "student": StudentConfig,
+    "teacher": TeacherConfig,
+    "predictor": PredictorConfig,
+    "mask": MaskConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "run": RunConfig,
+}
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    # `options` tables are free-form (they go to a plugin's factory); everything else is fixed.
+    if len(keys) >= 3 and keys[0] in SECTIONS and keys[1] == "options":
+        node = tree[keys[0]]["options"]
+        for key in keys[2:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+        return
+    if len(keys) == 1 and keys[0] == "profile":
+        tree["profile"] = value
+        return
+    if len(keys) != 2 or keys[0] not in SECTIONS:
+        raise KeyError(
+            f"unknown config key {dotted!r}: use SECTION.FIELD with SECTION one of "
+            f"{', '.join(SECTIONS)}"
+        )
+    section, name = keys
+    valid = [f.name for f in attrs.fields(SECTIONS[section])]
+    if name not in valid:
+        raise KeyError(
+            f"unknown config key {dotted!r}: [{section}] has no field {name!r}. "
+            f"Valid: {', '.join(valid)}"
+        )
+    tree[section][name] = value
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """A new config with ``{"section.field": value}`` overrides applied and validated."""
+    tree = cfg.to_dict()
+    for dotted, value in overrides.items():
+        _set_path(tree, dotted, value)
+    return from_dict(tree)
+
+
+def from_dict(tree: dict[str, Any]) -> Config:
+    """Build a Config from nested dicts (a TOML/JSON file or ``to_dict()`` output)."""
+    kwargs: dict[str, Any] = {}
+    for key, value in tree.items():
+        if key == "profile":
+            kwargs[key] = value
+            continue
+        if key not in SECTIONS:
+            raise KeyError(f"unknown config section {key!r}. Valid: profile, {', '.join(SECTIONS)}")
+        cls = SECTIONS[key]
+        if not isinstance(value, dict):
+            raise ValueError(f"config section [{key}] must be a table, got {value!r}")
+        known = [f.name for f in attrs.fields(cls)]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise KeyError(
+                f"unknown config key(s) in [{key}]: {', '.join(unknown)}. Valid: {', '.join(known)}"
+            )
+        kwargs[key] = cls(**value)
+    return Config(**kwargs)
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a ``.toml`` or ``.json`` config file into nested dicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    if path.suffix == ".json":
+        return json.loads(text)
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    raise ValueError(f"config file {str(path)!r} must end in .toml or .json")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, keeping ``options`` tables whole."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and key != "options":
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def build_config(
+    profile: str = "recipe",
+    file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Recipe defaults, then the profile, then a config file, then explicit overrides."""
+    cfg = Config()
+    if profile == "demo":
+        cfg = apply_overrides(cfg, DEMO_PROFILE)
+    elif profile != "recipe":
+        raise ValueError(f"unknown profile {profile!r}; choose 'recipe' or 'demo'")
+    if file is not None:
+        cfg = apply_overrides(cfg, flatten(load_file(file)))
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    return cfg

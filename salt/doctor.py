@@ -1,0 +1,171 @@
+"""`salt doctor`: what works on this machine, and the fix for what does not."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable
+
+import attrs
+
+
+@attrs.frozen
+class Check:
+    """One finding: OK, WARN (works, with a caveat) or FAIL, with a fix when not OK."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict:
+        return attrs.asdict(self)
+
+
+def check_torch() -> Check:
+    import torch
+
+    threads = torch.get_num_threads()
+    return Check("torch", "OK", f"torch {torch.__version__}, {threads} CPU threads")
+
+
+def check_cuda() -> Check:
+    import torch
+
+    if not torch.backends.cuda.is_built():
+        return Check(
+            "cuda",
+            "WARN",
+            "this torch build has no CUDA support; training runs on CPU",
+            "install a CUDA build of torch from pytorch.org to train on a GPU",
+        )
+    try:
+        count = torch.cuda.device_count()
+        available = torch.cuda.is_available()
+    except Exception as err:  # noqa: BLE001 - report any driver failure
+        return Check("cuda", "FAIL", f"CUDA initialisation failed: {err}", _SANDBOX_HINT)
+    if not available or count == 0:
+        return Check("cuda", "WARN", "no GPU visible to torch; training runs on CPU", _SANDBOX_HINT)
+    names = ", ".join(torch.cuda.get_device_name(i) for i in range(count))
+    return Check("cuda", "OK", f"{count} GPU(s): {names}; CUDA {torch.version.cuda}")
+
+
+_SANDBOX_HINT = (
+    "inside containers and sandboxes CUDA/NVML can fail even when `nvidia-smi` works in a "
+    "normal shell: check that the container was started with GPU access (docker --gpus all, "
+    "or the runtime's device plugin), that CUDA_VISIBLE_DEVICES is not empty, and run "
+    "`nvidia-smi` and `python -c 'import torch; print(torch.cuda.is_available())'` in the same "
+    "environment as salt"
+)
+
+
+def check_nvml() -> Check:
+    lib = None
+    for name in ("libnvidia-ml.so.1", "libnvidia-ml.so"):
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    if lib is None:
+        return Check(
+            "nvml",
+            "WARN",
+            "NVML (libnvidia-ml) not found: no NVIDIA driver here",
+            "on a GPU machine, install the NVIDIA driver; " + _SANDBOX_HINT,
+        )
+    code = lib.nvmlInit_v2()
+    if code != 0:
+        return Check("nvml", "FAIL", f"nvmlInit failed with code {code}", _SANDBOX_HINT)
+    count = ctypes.c_uint(0)
+    lib.nvmlDeviceGetCount_v2(ctypes.byref(count))
+    lib.nvmlShutdown()
+    return Check("nvml", "OK", f"NVML sees {count.value} device(s)")
+
+
+def check_decord() -> Check:
+    try:
+        import decord
+    except Exception as err:  # noqa: BLE001 - an import can fail in many ways
+        return Check(
+            "decord",
+            "WARN",
+            f"decord is not importable ({err}); video files cannot be read",
+            "pip install decord (a salt-vla dependency; reinstall it if missing)",
+        )
+    return Check("decord", "OK", f"decord {getattr(decord, '__version__', '?')}")
+
+
+def check_shared_memory() -> Check:
+    path = "/dev/shm"
+    if not os.path.isdir(path):
+        return Check(
+            "shared memory",
+            "WARN",
+            "/dev/shm is missing; DataLoader workers may fail",
+            "use --set data.num_workers=0, or mount a tmpfs at /dev/shm",
+        )
+    free = shutil.disk_usage(path).free
+    try:
+        import torch
+
+        torch.zeros(1024).share_memory_()
+    except Exception as err:  # noqa: BLE001
+        return Check(
+            "shared memory",
+            "FAIL",
+            f"cannot create shared tensors: {err}",
+            "run with --set data.num_workers=0, or give the container more shared "
+            "memory (docker run --shm-size=8g)",
+        )
+    status = "OK" if free >= 1 << 30 else "WARN"
+    fix = (
+        ""
+        if status == "OK"
+        else (
+            "workers pass batches through /dev/shm: give it more room (docker run --shm-size=8g) "
+            "or lower data.num_workers"
+        )
+    )
+    return Check("shared memory", status, f"/dev/shm has {free / 2**30:.1f} GiB free", fix)
+
+
+def check_semaphores() -> Check:
+    try:
+        lock = multiprocessing.get_context("fork").Lock()
+        lock.acquire()
+        lock.release()
+    except Exception as err:  # noqa: BLE001
+        return Check(
+            "semaphores",
+            "FAIL",
+            f"multiprocessing semaphores are unavailable: {err}",
+            "DataLoader workers need POSIX semaphores (a writable /dev/shm); run with "
+            "--set data.num_workers=0 or fix the sandbox's /dev/shm permissions",
+        )
+    return Check("semaphores", "OK", "multiprocessing semaphores work (DataLoader workers can run)")
+
+
+CHECKS: tuple[Callable[[], Check], ...] = (
+    check_torch,
+    check_cuda,
+    check_nvml,
+    check_decord,
+    check_shared_memory,
+    check_semaphores,
+)
+
+
+def run_checks() -> list[Check]:
+    """Run every check; a check that crashes is reported, never raised."""
+    results = []
+    for check in CHECKS:
+        try:
+            results.append(check())
+        except Exception as err:  # noqa: BLE001
+            results.append(
+                Check(check.__name__.removeprefix("check_"), "FAIL", f"check crashed: {err}")
+            )
+    return results
