@@ -43,7 +43,7 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise SystemExit(f"salt: --set expects KEY=VALUE (e.g. optim.lr=1e-4), got {item!r}")
+            raise ValueError(f"--set expects KEY=VALUE (e.g. optim.lr=1e-4), got {item!r}")
         overrides[key.strip()] = parse_value(value.strip())
     return overrides
 

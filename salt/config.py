@@ -216,6 +216,8 @@ DEMO_PROFILE: dict[str, Any] = {
 
 def parse_value(text: str) -> Any:
     """Read an override's value as TOML (numbers, booleans, arrays), else as a string."""
+    if text in ("True", "False"):  # Python spelling of TOML's true/false
+        return text == "True"
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -238,7 +240,8 @@ SECTIONS: dict[str, type] = {
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     # `options` tables are free-form (they go to a plugin's factory); everything else is fixed.
-    if len(keys) >= 3 and keys[0] in SECTIONS and keys[1] == "options":
+    has_options = keys[0] in SECTIONS and "options" in attrs.fields_dict(SECTIONS[keys[0]])
+    if len(keys) >= 3 and has_options and keys[1] == "options":
         node = tree[keys[0]]["options"]
         for key in keys[2:-1]:
             node = node.setdefault(key, {})
@@ -247,14 +250,14 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     if len(keys) == 1 and keys[0] == "profile":
         tree["profile"] = value
         return
-    if len(keys) != 2 or keys[0] not in SECTIONS:
+    if len(keys) < 2 or keys[0] not in SECTIONS:
         raise KeyError(
             f"unknown config key {dotted!r}: use SECTION.FIELD with SECTION one of "
             f"{', '.join(SECTIONS)}"
         )
-    section, name = keys
+    section, name = keys[0], keys[1]
     valid = [f.name for f in attrs.fields(SECTIONS[section])]
-    if name not in valid:
+    if name not in valid or len(keys) > 2:
         raise KeyError(
             f"unknown config key {dotted!r}: [{section}] has no field {name!r}. "
             f"Valid: {', '.join(valid)}"
@@ -288,7 +291,10 @@ def from_dict(tree: dict[str, Any]) -> Config:
             raise KeyError(
                 f"unknown config key(s) in [{key}]: {', '.join(unknown)}. Valid: {', '.join(known)}"
             )
-        kwargs[key] = cls(**value)
+        try:
+            kwargs[key] = cls(**value)
+        except TypeError as err:  # attrs type validators: (message, attribute, type, value)
+            raise ValueError(f"config [{key}]: {err.args[0]}") from None
     return Config(**kwargs)
 
 

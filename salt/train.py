@@ -53,6 +53,7 @@ class TrainResult:
     summary: dict
     step: int
     stopped_by: str | None = None
+    model: SaltModel | None = attrs.field(default=None, repr=False)  # the trained pair
 
 
 @attrs.frozen
@@ -198,9 +199,6 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
         optimizer.load_state_dict(state["optimizer"])
         start_step = int(state["step"])
         nonfinite_total = int(state.get("nonfinite_total", 0))
-        torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
         if info.main:
             metrics.truncate_after(start_step)
         log.info("resumed %s at step %d", run_dir, start_step)
@@ -233,6 +231,11 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
         bar = tqdm(total=steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
 
     batches = iter(loader)
+    if state is not None:
+        # Restored only now: starting the loader's iterator draws from the global RNG.
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
     consecutive_bad = 0
     window = {
         "loss": 0.0,
@@ -337,7 +340,9 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
                 bar.update(1)
 
             stop_now = _agree(stop.signal is not None, info, device, any_rank=True)
-            if step % cfg.train.checkpoint_every == 0 or step == steps or stop_now:
+            # During a streak of skipped steps the newest checkpoint stays the last good one.
+            periodic = step % cfg.train.checkpoint_every == 0 and consecutive_bad == 0
+            if periodic or step == steps or stop_now:
                 if info.main:
                     _save(run_dir, step, model, optimizer, cfg, nonfinite_total, device)
             if stop_now:
@@ -368,7 +373,7 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
         write_json(run_dir / "summary.json", summary)
     if info.enabled:
         dist.barrier()
-    return TrainResult(run_dir, summary, step, stopped_by)
+    return TrainResult(run_dir, summary, step, stopped_by, model)
 
 
 def _metrics_record(step, window, lr, wd, grad_norm, nonfinite_total, cfg, info, peak) -> dict:

@@ -80,7 +80,9 @@ class MultiBlockMasker:
         if self.temporal_scale >= 1:
             return (in_h[..., :, None] & in_w[..., None, :]).any(axis=1)[:, None]
         d = max(1, round(self.temporal_scale * t_len))
-        start = (u[:, 3] * (t_len - d + 1)).astype(np.int64)
+        # Starts run from -(d-1) and blocks are clipped to the clip, so every time slice is
+        # covered equally often (a start in [0, T-d] would favour the middle slices).
+        start = np.floor(u[:, 3] * (t_len + d - 1)).astype(np.int64) - (d - 1)
         frames = np.arange(t_len)
         in_t = (frames >= start[..., None]) & (frames < (start + d)[..., None])  # [B, n, T]
         cube = in_t[..., :, None, None] & in_h[..., None, :, None] & in_w[..., None, None, :]
@@ -96,10 +98,10 @@ class MultiBlockMasker:
                 break
             redo = ~self._blocks(keys[short], group, stream=index * 1000 + attempt)
             context[short] = redo.reshape(int(short.sum()), -1)
-        else:
+        if (context.sum(axis=1) < self.min_context).any():
             raise RuntimeError(
-                f"multiblock group {group} left fewer than {self.min_context} context tokens "
-                f"after {self.max_tries} tries; lower spatial_scale or num_blocks"
+                f"multiblock group {group} left fewer than {self.min_context} context positions "
+                f"after {self.max_tries} redraws; lower spatial_scale or num_blocks"
             )
         scores = uniforms(keys, context.shape[1], stream=index * 1000 + 999)
         context = equalize(context, scores)
@@ -158,25 +160,36 @@ def _keep_random(keys: np.ndarray, n: int, ratio: float) -> np.ndarray:
     return context
 
 
-def _ratio_factory(cls):
+def _ratio_factory(name, cls):
     def factory(arg, grid, **options):
         if arg is not None:
             options["ratio"] = float(arg)
-        return cls(grid, **options)
+        return _build(name, cls, grid, options)
 
     return factory
+
+
+def _build(name, cls, grid, options):
+    try:
+        return cls(grid, **options)
+    except TypeError as err:
+        raise ValueError(f"bad mask.options for {name!r} {options}: {err}") from None
 
 
 def _multiblock(arg, grid, **options):
     if arg:
         raise ValueError(f"masker 'multiblock' takes no argument, got multiblock:{arg}")
-    return MultiBlockMasker(grid, **options)
+    return _build("multiblock", MultiBlockMasker, grid, options)
 
 
 @hookimpl
 def register_maskers(register):
     register("multiblock", _multiblock, "V-JEPA multi-block: 8 blocks x 0.15 and 2 blocks x 0.7")
-    register("tube", _ratio_factory(TubeMasker), "VideoMAE tube masking, ratio 0.9 (tube:RATIO)")
     register(
-        "random", _ratio_factory(RandomMasker), "uniform random tokens, ratio 0.9 (random:RATIO)"
+        "tube", _ratio_factory("tube", TubeMasker), "VideoMAE tube masking, ratio 0.9 (tube:RATIO)"
+    )
+    register(
+        "random",
+        _ratio_factory("random", RandomMasker),
+        "uniform random tokens, ratio 0.9 (random:RATIO)",
     )

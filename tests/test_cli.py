@@ -1,0 +1,166 @@
+"""The `salt` command line as a user runs it: train, config files, overrides, doctor."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from salt import doctor
+from salt.cli import build_parser, main, resolve_train_config
+
+
+def run_salt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [sys.executable, "-m", "salt.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def check_run(run: Path, steps: int) -> dict:
+    assert (run / "config.json").is_file()
+    assert len(list(run.glob("*.log"))) == 1
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == steps
+    assert (run / "checkpoints" / f"step_{steps:08d}.pt").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["step"] == steps and summary["stopped_by"] is None
+    return summary
+
+
+def test_salt_train_with_no_options_trains_a_small_student_and_the_loss_falls(tmp_path):
+    proc = run_salt("train", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "profile demo" in proc.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("vit_tiny-random_vit_tiny-")
+    summary = check_run(run, 100)
+    assert summary["last_loss"] < 0.6 * summary["first_loss"], summary
+    assert f"run {Path('runs') / run.name}" in proc.stdout
+
+
+def test_pixel_teacher_run_from_the_issue(tmp_path):
+    proc = run_salt(
+        "train",
+        "--student",
+        "vit_tiny",
+        "--teacher",
+        "pixels",
+        "--data",
+        "synthetic",
+        "--steps",
+        "50",
+        "--run-name",
+        "pix",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = check_run(tmp_path / "runs" / "pix", 50)
+    assert summary["min_loss"] < 0.9 * summary["first_loss"], summary
+    saved = json.loads((tmp_path / "runs" / "pix" / "config.json").read_text())
+    assert saved["teacher"]["spec"] == "pixels" and saved["train"]["steps"] == 50
+
+
+def parse(*argv: str):
+    return build_parser().parse_args(["train", *argv])
+
+
+def test_flags_file_and_sets_resolve_in_order(tmp_path):
+    file = tmp_path / "run.toml"
+    file.write_text(
+        '[optim]\nlr = 5e-4\n[train]\nbatch_size = 3\nsteps = 7\n[mask]\nname = "tube"\n'
+    )
+    cfg = resolve_train_config(
+        parse(
+            "--profile",
+            "recipe",
+            "--config",
+            str(file),
+            "--student",
+            "vit_s",
+            "--steps",
+            "9",
+            "--set",
+            "optim.lr=1e-4",
+            "--set",
+            "loss.name=mse+vicreg",
+            "--set",
+            "loss.options.vicreg.cov_weight=0.5",
+        )
+    )
+    assert cfg.profile == "recipe" and cfg.data.image_size == 224  # recipe geometry kept
+    assert cfg.optim.lr == 1e-4  # --set beats the file
+    assert cfg.train.batch_size == 3 and cfg.mask.name == "tube"  # from the file
+    assert cfg.train.steps == 9 and cfg.student.name == "vit_s"  # flags beat the file
+    assert cfg.loss.options == {"vicreg": {"cov_weight": 0.5}}
+
+
+def test_demo_profile_is_picked_without_a_gpu_and_recipe_can_be_forced():
+    demo = resolve_train_config(parse("--device", "cpu"))
+    assert (
+        demo.profile == "demo" and demo.student.name == "vit_tiny" and demo.data.image_size == 112
+    )
+    recipe = resolve_train_config(parse("--device", "cpu", "--profile", "recipe"))
+    assert recipe.student.name == "vit_l" and recipe.teacher.spec == "cached:v1huge"
+    assert (recipe.optim.lr, recipe.optim.min_lr, recipe.optim.warmup_steps) == (2e-4, 1e-5, 2000)
+
+
+def test_bad_overrides_are_clear_errors(tmp_path, capsys):
+    assert main(["train", "--set", "optim.learning_rate=1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'optim.learning_rate'" in err and "Valid: lr, min_lr" in err
+    assert main(["train", "--set", "nonsense", "--out", str(tmp_path)]) != 0
+    assert "--set expects KEY=VALUE" in capsys.readouterr().err
+    assert main(["train", "--student", "vit_larg", "--out", str(tmp_path), "--steps", "1"]) == 2
+    assert "Did you mean 'vit_large'" in capsys.readouterr().err
+
+
+def test_resume_continues_with_the_saved_config(tmp_path, tiny_overrides, capsys):
+    args = ["train", "--out", str(tmp_path), "--run-name", "r", "--no-progress"]
+    for key, value in tiny_overrides.items():
+        if not key.startswith("run.") and key != "train.steps":
+            args += ["--set", f"{key}={value}"]
+    assert main([*args, "--steps", "4"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "r"), "--steps", "6", "--no-progress"]) == 0
+    records = [
+        json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["data"]["image_size"] == 64  # the resumed run kept its own geometry
+
+
+def test_doctor_reports_every_check(capsys):
+    code = main(["doctor", "--json"])
+    results = json.loads(capsys.readouterr().out)
+    names = [r["name"] for r in results]
+    assert names == ["torch", "cuda", "nvml", "decord", "shared memory", "semaphores"]
+    assert all(r["status"] in {"OK", "WARN", "FAIL"} for r in results)
+    assert all(r["fix"] for r in results if r["status"] != "OK")
+    assert code == (1 if any(r["status"] == "FAIL" for r in results) else 0)
+
+
+def test_doctor_survives_a_crashing_check(monkeypatch):
+    def broken():
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(doctor, "CHECKS", (broken,))
+    (result,) = doctor.run_checks()
+    assert result.status == "FAIL" and "no /proc here" in result.detail
+
+
+@pytest.mark.parametrize("command", ["train", "plugins", "doctor"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: salt" in capsys.readouterr().out

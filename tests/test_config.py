@@ -1,0 +1,275 @@
+"""Run configuration (salt/config.py)."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+
+from salt.config import (
+    DEMO_PROFILE,
+    SECTIONS,
+    Config,
+    OptimConfig,
+    apply_overrides,
+    build_config,
+    flatten,
+    from_dict,
+    load_file,
+    parse_value,
+)
+
+
+def test_defaults_are_the_reference_recipe():
+    cfg = Config()
+    assert cfg.profile == "recipe"
+    o = cfg.optim
+    assert (o.lr, o.min_lr, o.warmup_steps) == (2e-4, 1e-5, 2000)
+    assert o.betas == (0.9, 0.95) and isinstance(o.betas, tuple)
+    assert (o.weight_decay, o.final_weight_decay) == (0.04, 0.4)
+    p = cfg.predictor
+    assert (p.name, p.width, p.depth, p.heads) == ("transformer", 512, 12, 8)
+    assert (cfg.data.num_frames, cfg.data.image_size) == (16, 224)
+    assert (cfg.student.name, cfg.student.patch_size, cfg.student.tubelet_size) == ("vit_l", 16, 2)
+    assert cfg.student.pos_embed == "sincos"
+    assert cfg.mask.name == "multiblock" and cfg.mask.options == {}
+    assert cfg.loss.name == "mse" and cfg.loss.options == {}
+    assert cfg.teacher.spec == "cached:v1huge"
+    assert cfg.grid == (8, 14, 14)
+
+
+def test_configs_are_frozen():
+    cfg = Config()
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        cfg.optim.lr = 1.0  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        cfg.optim = OptimConfig()  # type: ignore[misc]
+
+
+def test_build_config_without_arguments_is_the_recipe():
+    assert build_config() == Config()
+
+
+def test_demo_profile_applies_every_demo_override():
+    cfg = build_config("demo")
+    assert cfg.profile == "demo"
+    flat = flatten(cfg.to_dict())
+    for key, value in DEMO_PROFILE.items():
+        assert flat[key] == value, key
+    assert cfg.grid == (4, 7, 7)
+    # Fields the demo does not mention keep the recipe value.
+    assert cfg.optim.betas == (0.9, 0.95) and cfg.mask.name == "multiblock"
+
+
+def test_unknown_profile_is_rejected():
+    with pytest.raises(ValueError, match="unknown profile 'fast'; choose 'recipe' or 'demo'"):
+        build_config("fast")
+
+
+def test_overrides_set_fields_and_options():
+    cfg = build_config(
+        overrides={
+            "optim.lr": 1e-3,
+            "train.batch_size": 4,
+            "loss.name": "mse+vicreg",
+            "loss.options.vicreg.cov_weight": 0,
+            "mask.options.temporal_scale": 0.5,
+        }
+    )
+    assert cfg.optim.lr == 1e-3 and cfg.train.batch_size == 4
+    assert cfg.loss.options == {"vicreg": {"cov_weight": 0}}
+    assert cfg.mask.options == {"temporal_scale": 0.5}
+    assert Config().loss.options == {}  # the defaults' option tables are not shared
+
+
+def test_file_then_overrides_win_over_the_profile(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        "[optim]\nlr = 5e-4\nwarmup_steps = 7\n\n"
+        "[train]\nbatch_size = 3\n\n"
+        "[mask]\nname = 'tube'\n[mask.options]\nratio = 0.8\n"
+    )
+    cfg = build_config("demo", file=path, overrides={"optim.warmup_steps": 3})
+    assert cfg.profile == "demo"
+    assert cfg.optim.lr == 5e-4  # file beats the demo's 1e-3
+    assert cfg.optim.warmup_steps == 3  # explicit override beats the file
+    assert cfg.train.batch_size == 3
+    assert cfg.mask.name == "tube" and cfg.mask.options == {"ratio": 0.8}
+    assert cfg.student.name == "vit_tiny"  # untouched demo setting
+
+
+def test_json_file_round_trips_a_saved_config(tmp_path):
+    cfg = build_config("demo", overrides={"loss.options.vicreg.var_weight": 2.0})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert load_file(path) == json.loads(path.read_text())
+    assert build_config(file=path) == cfg
+    assert from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "name,content,error,match",
+    [
+        ("missing.toml", None, FileNotFoundError, "does not exist"),
+        ("run.yaml", "a: 1", ValueError, r"must end in \.toml or \.json"),
+        ("bad.toml", "[optim]\nlrr = 1\n", KeyError, "has no field 'lrr'"),
+        ("bad_section.toml", "[model]\nx = 1\n", KeyError, "unknown config key 'model.x'"),
+    ],
+)
+def test_bad_files_are_reported(tmp_path, name, content, error, match):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(error, match=match):
+        build_config(file=path)
+
+
+def test_unknown_field_error_names_the_valid_fields():
+    with pytest.raises(KeyError, match="has no field 'lrr'") as info:
+        build_config(overrides={"optim.lrr": 1e-3})
+    valid = [f.name for f in attrs.fields(OptimConfig)]
+    assert f"Valid: {', '.join(valid)}" in str(info.value)
+
+
+def test_unknown_section_error_names_the_sections():
+    with pytest.raises(KeyError, match="SECTION one of data, student, teacher") as info:
+        build_config(overrides={"model.depth": 3})
+    assert all(s in str(info.value) for s in SECTIONS)
+    with pytest.raises(KeyError, match="unknown config key 'lr'"):
+        build_config(overrides={"lr": 3})
+
+
+def test_from_dict_rejects_unknown_keys_and_sections():
+    with pytest.raises(KeyError, match=r"unknown config key\(s\) in \[optim\]: lrr, wd. Valid: lr"):
+        from_dict({"optim": {"lrr": 1, "wd": 2}})
+    with pytest.raises(KeyError, match="unknown config section 'model'. Valid: profile, data"):
+        from_dict({"model": {}})
+    with pytest.raises(ValueError, match=r"section \[optim\] must be a table, got 3"):
+        from_dict({"optim": 3})
+
+
+def test_options_key_on_a_section_without_options_gets_a_helpful_error():
+    with pytest.raises(KeyError) as info:
+        build_config(overrides={"optim.options.x": 1})
+    assert "Valid:" in str(info.value), str(info.value)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        (
+            "data.num_frames",
+            15,
+            "num_frames=15 is not a multiple of student.tubelet_size=2; "
+            "pick a frame count such as 14",
+        ),
+        (
+            "data.image_size",
+            100,
+            "image_size=100 is not a multiple of student.patch_size=16; pick a size such as 96",
+        ),
+        (
+            "student.patch_size",
+            48,
+            "image_size=224 is not a multiple of student.patch_size=48; pick a size such as 192",
+        ),
+    ],
+)
+def test_clip_geometry_must_tile(key, value, match):
+    with pytest.raises(ValueError, match=match):
+        build_config(overrides={key: value})
+
+
+def test_geometry_that_tiles_sets_the_grid():
+    cfg = build_config(
+        overrides={"data.num_frames": 8, "student.tubelet_size": 4, "data.image_size": 256}
+    )
+    assert cfg.grid == (2, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "key,value,error,match",
+    [
+        ("optim.lr", 0, ValueError, "lr must be a positive number, got 0"),
+        ("optim.lr", True, ValueError, "lr must be a positive number, got True"),
+        ("optim.min_lr", -1e-5, ValueError, "min_lr must be a number >= 0"),
+        ("optim.max_warmup_fraction", 1.0, ValueError, r"must be in \[0, 1\), got 1.0"),
+        ("student.drop_path", 1.5, ValueError, r"drop_path must be in \[0, 1\)"),
+        ("student.pos_embed", "rope", ValueError, "pos_embed"),
+        ("train.precision", "fp16", ValueError, "precision"),
+        ("train.batch_size", 0, ValueError, "batch_size"),
+        ("data.num_frames", 16.0, ValueError, "num_frames"),
+        ("student.name", " ", ValueError, "name must be a non-empty spec string"),
+        ("mask.options", [1], ValueError, "options must be a table of options, got \\[1\\]"),
+        ("student.grad_checkpointing", "yes", ValueError, "grad_checkpointing"),
+    ],
+)
+def test_bad_values_are_rejected(key, value, error, match):
+    with pytest.raises(error, match=match):
+        apply_overrides(Config(), {key: value})
+
+
+# --- parsing and flattening ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("1e-3", 1e-3),
+        ("2000", 2000),
+        ("true", True),
+        ("false", False),
+        ("[0.9, 0.95]", [0.9, 0.95]),
+        ('"vit_l"', "vit_l"),
+        ("vit_l", "vit_l"),
+        ("cached:v1huge", "cached:v1huge"),
+        ("mse+vicreg", "mse+vicreg"),
+        ("{cov_weight = 0}", {"cov_weight": 0}),
+        ("", ""),
+    ],
+)
+def test_parse_value_reads_toml_and_falls_back_to_text(text, value):
+    parsed = parse_value(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_parsed_values_feed_overrides():
+    cfg = build_config(
+        overrides={
+            k: parse_value(v)
+            for k, v in [
+                ("optim.lr", "5e-4"),
+                ("student.name", "vit_b"),
+                ("optim.betas", "[0.8, 0.9]"),
+                ("train.compile", "true"),
+            ]
+        }
+    )
+    assert cfg.optim.lr == 5e-4 and cfg.student.name == "vit_b"
+    assert cfg.optim.betas == (0.8, 0.9) and cfg.train.compile is True
+
+
+def test_flatten_keeps_options_tables_whole():
+    tree = {
+        "optim": {"lr": 1},
+        "loss": {"name": "mse", "options": {"vicreg": {"a": 1}}},
+        "profile": "demo",
+    }
+    assert flatten(tree) == {
+        "optim.lr": 1,
+        "loss.name": "mse",
+        "loss.options": {"vicreg": {"a": 1}},
+        "profile": "demo",
+    }
+
+
+def test_to_dict_is_json_ready_and_complete():
+    tree = Config().to_dict()
+    json.dumps(tree)
+    assert set(tree) == {"profile", *SECTIONS}
+    for section, cls in SECTIONS.items():
+        assert set(tree[section]) == {f.name for f in attrs.fields(cls)}
