@@ -27,8 +27,10 @@ def measure_peak_tflops(
             if key in name and dtype == torch.bfloat16:
                 return peak
         size = 8192
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    # A private generator: measuring must not shift the run's random stream.
+    gen = torch.Generator(device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
     torch.matmul(a, b)  # warm up kernels and thread pools
     best = float("inf")
     for _ in range(3):

@@ -117,6 +117,18 @@ def total_steps(cfg: Config, dataset_size: int, world: int) -> int:
     return cfg.train.steps
 
 
+@attrs.define
+class _Window:
+    """Sums over the steps since the last metrics line."""
+
+    loss: float = 0.0
+    terms: dict = attrs.Factory(dict)
+    steps: int = 0
+    clips: int = 0
+    flops: float = 0.0
+    t0: float = attrs.Factory(time.perf_counter)
+
+
 class _StopFlag:
     """Remembers the first SIGINT/SIGTERM so the loop can checkpoint and leave cleanly."""
 
@@ -237,14 +249,7 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
     consecutive_bad = 0
-    window = {
-        "loss": 0.0,
-        "terms": {},
-        "steps": 0,
-        "clips": 0,
-        "flops": 0.0,
-        "t0": time.perf_counter(),
-    }
+    window = _Window()
     step = start_step
     stopped_by = None
     model.train()
@@ -275,8 +280,8 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
                 step_loss += loss.detach() / accum
                 for name, value in terms.items():
                     step_terms[name] = step_terms.get(name, 0.0) + value / accum
-                window["clips"] += video.shape[0]
-                window["flops"] += model.train_flops(video.shape[0], masks)
+                window.clips += video.shape[0]
+                window.flops += model.train_flops(video.shape[0], masks)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
             finite = bool(torch.isfinite(step_loss)) and bool(torch.isfinite(grad_norm))
             finite = _agree(finite, info, device, any_rank=False)
@@ -291,10 +296,10 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
             step += 1
 
             if finite:
-                window["loss"] += float(step_loss)
+                window.loss += float(step_loss)
                 for name, value in step_terms.items():
-                    window["terms"][name] = window["terms"].get(name, 0.0) + float(value)
-                window["steps"] += 1
+                    window.terms[name] = window.terms.get(name, 0.0) + float(value)
+                window.steps += 1
             if consecutive_bad >= cfg.train.max_nonfinite:
                 last = list_checkpoints(run_dir)
                 where = (
@@ -308,7 +313,7 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
                     f"train.max_nonfinite"
                 )
 
-            if info.main and (step % cfg.train.log_every == 0 or step == steps) and window["steps"]:
+            if info.main and (step % cfg.train.log_every == 0 or step == steps) and window.steps:
                 record = _metrics_record(
                     step, window, lr, wd, grad_norm, nonfinite_total, cfg, info, peak
                 )
@@ -328,14 +333,7 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
                         lr=f"{lr:.1e}",
                         clips_s=f"{record['clips_per_s']:.1f}",
                     )
-                window = {
-                    "loss": 0.0,
-                    "terms": {},
-                    "steps": 0,
-                    "clips": 0,
-                    "flops": 0.0,
-                    "t0": time.perf_counter(),
-                }
+                window = _Window()
             if bar is not None:
                 bar.update(1)
 
@@ -377,12 +375,12 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
 
 
 def _metrics_record(step, window, lr, wd, grad_norm, nonfinite_total, cfg, info, peak) -> dict:
-    elapsed = max(time.perf_counter() - window["t0"], 1e-9)
-    n = window["steps"]
-    clips_per_s = window["clips"] * info.world / elapsed
+    elapsed = max(time.perf_counter() - window.t0, 1e-9)
+    n = window.steps
+    clips_per_s = window.clips * info.world / elapsed
     tokens = cfg.grid[0] * cfg.grid[1] * cfg.grid[2]
-    record = {"step": step, "loss": window["loss"] / n}
-    record.update({f"loss/{k}": v / n for k, v in window["terms"].items()})
+    record = {"step": step, "loss": window.loss / n}
+    record.update({f"loss/{k}": v / n for k, v in window.terms.items()})
     record.update(
         {
             "lr": lr,
@@ -390,8 +388,8 @@ def _metrics_record(step, window, lr, wd, grad_norm, nonfinite_total, cfg, info,
             "grad_norm": float(grad_norm),
             "clips_per_s": clips_per_s,
             "tokens_per_s": clips_per_s * tokens,
-            "tflops": window["flops"] / elapsed / 1e12,
-            "mfu": window["flops"] / elapsed / (peak * 1e12),
+            "tflops": window.flops / elapsed / 1e12,
+            "mfu": window.flops / elapsed / (peak * 1e12),
             "nonfinite_total": nonfinite_total,
             "time": time.time(),
         }
