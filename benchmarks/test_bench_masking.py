@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from salt.masking import MaskCollator, MaskGroup, sample_keys
+from salt.collate import MaskCollator
+from salt.masking import MaskGroup, sample_keys
 from salt.registry import maskers
 
 GRID = (8, 14, 14)

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from salt import __version__
@@ -75,7 +76,7 @@ def _pick_profile(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
         return args.profile
     import torch
 
-    device = overrides.get("train.device", "auto")
+    device = overrides.get("train.device", getattr(args, "device", None) or "auto")
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     return "demo" if on_cpu else "recipe"
 
@@ -171,6 +172,108 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "FAIL" for r in results) else 0
 
 
+def _cache_path(args: argparse.Namespace) -> Path:
+    from salt.cache import cache_home
+
+    if getattr(args, "out", None):
+        return Path(args.out)
+    if not getattr(args, "name", None):
+        raise ValueError(
+            "give the cache a --name (stored under $SALT_CACHE_DIR/latents) or an --out DIR"
+        )
+    return cache_home() / args.name
+
+
+def _cache_config(args: argparse.Namespace) -> Config:
+    overrides = {"teacher.spec": args.teacher, "data.spec": args.data}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.update(_parse_sets(args.set))
+    profile = _pick_profile(args, overrides)
+    return build_config(profile=profile, file=args.config, overrides=overrides)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from salt import cache
+
+    if args.cache_command == "build":
+        cfg = _cache_config(args)
+        out = _cache_path(args)
+        built = cache.build_cache(
+            cfg,
+            out,
+            views=args.views,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            store_clips=args.store_clips,
+            shard_size=args.shard_size,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+        skipped = len(built.index["skipped"])
+        note = f", {skipped} unreadable videos skipped" if skipped else ""
+        print(
+            f"cache {out}: {len(built)} clips, latents {tuple(built.latent_shape)} {built.meta['dtype']}{note}"
+        )
+        print(f"train with: salt train --teacher cached:{args.name or out}")
+        return 0
+    if args.cache_command == "list":
+        found = cache.list_caches()
+        if not found:
+            print(f"no caches under {cache.cache_home()}")
+        for c in found:
+            shape = "x".join(map(str, c["latent_shape"])) if c["latent_shape"] else "?"
+            count = c["samples"] if c["samples"] is not None else "?"
+            print(f"{c['name']:<20} {count:>8} clips  {shape:<10} {c['teacher']}")
+        return 0
+    if args.cache_command == "import":
+        if not args.data:
+            raise ValueError(
+                "salt cache import needs --data DIR: the videos the old cache was computed from"
+            )
+        cfg = _cache_config(args)
+        out = _cache_path(args)
+        built = cache.import_legacy(args.cache, out, cfg, args.data)
+        print(
+            f"imported {len(built)} clips into {out}; train with: salt train --teacher cached:{args.name or out}"
+        )
+        return 0
+    path = cache.resolve_cache(args.cache)
+    if args.cache_command == "info":
+        opened = cache.open_cache(path)
+        info = {"path": str(path), "samples": len(opened), **opened.meta}
+        if isinstance(opened, cache.LatentCache):
+            info["shards"] = len(opened.shards)
+            info["skipped"] = len(opened.index["skipped"])
+        print(json.dumps(info, indent=2))
+        return 0
+    problems = cache.verify_cache(path)
+    for p in problems:
+        print(f"FAIL {p}")
+    if problems:
+        print(f"cache {path}: {len(problems)} problem(s); rebuild it with salt cache build")
+        return 1
+    print(f"cache {path}: OK ({len(cache.LatentCache(path))} clips, checksums and shapes match)")
+    return 0
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a .toml or .json config file")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set data.num_frames=16 (repeatable)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=["auto", "recipe", "demo"],
+        default="auto",
+        help="clip geometry as for salt train: recipe, demo, or auto (demo without a GPU)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="salt", description=__doc__)
     parser.add_argument("--version", action="version", version=f"salt-vla {__version__}")
@@ -208,6 +311,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser(
+        "cache", help="build, list, inspect, verify and import teacher-latent caches"
+    )
+    csub = c.add_subparsers(dest="cache_command", required=True)
+    b = csub.add_parser("build", help="compute a teacher's latents once and store them")
+    b.add_argument(
+        "--teacher", required=True, help="live teacher spec, e.g. videomae:/models/v1-huge"
+    )
+    b.add_argument("--data", help="data spec: a folder, CSV manifest, SSv2 JSON or synthetic[:N]")
+    b.add_argument("--name", help="cache name under $SALT_CACHE_DIR/latents")
+    b.add_argument("--out", help="cache directory (instead of --name)")
+    b.add_argument("--views", type=int, default=1, help="clips per video (evenly spaced)")
+    b.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
+    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding videos")
+    b.add_argument("--shard-size", type=int, default=256, help="clips per shard file")
+    b.add_argument("--store-clips", action="store_true", help="also store each view's uint8 clip")
+    b.add_argument("--device", default="cpu", help="where the teacher runs (cpu, cuda)")
+    b.add_argument("--no-progress", action="store_true")
+    _add_config_flags(b)
+    csub.add_parser("list", help="named caches under $SALT_CACHE_DIR/latents")
+    for verb, text in (("info", "a cache's metadata"), ("verify", "check checksums and shapes")):
+        v = csub.add_parser(verb, help=text)
+        v.add_argument("cache", help="cache name or directory")
+    imp = csub.add_parser(
+        "import", help="convert an older-layout cache (<split>/<id>.pt + metadata.json)"
+    )
+    imp.add_argument("cache", help="the older cache's directory")
+    imp.add_argument(
+        "--data", help="the videos it was computed from (files named <video_id>.<ext>)"
+    )
+    imp.add_argument("--name", help="new cache name under $SALT_CACHE_DIR/latents")
+    imp.add_argument("--out", help="new cache directory (instead of --name)")
+    imp.add_argument("--teacher", help=argparse.SUPPRESS)
+    _add_config_flags(imp)
+    c.set_defaults(func=cmd_cache)
 
     p = sub.add_parser(
         "plugins", help="list registered students, teachers, predictors, maskers, losses"

@@ -47,7 +47,12 @@ class DataConfig:
     num_frames: int = field(default=16, validator=_pos_int)
     frame_step: int = field(default=4, validator=_pos_int)
     image_size: int = field(default=224, validator=_pos_int)
+    fps: float = field(
+        default=0.0, validator=_nonneg_float
+    )  # > 0: sample at this rate, not frame_step
     num_workers: int = field(default=4, validator=_nonneg_int)
+    # Unreadable videos are skipped; above this share of those seen the run stops.
+    max_bad_fraction: float = field(default=0.05, validator=_fraction)
     mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406), converter=tuple)
     std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225), converter=tuple)
 

@@ -8,13 +8,25 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from salt.collate import MaskCollator
 from salt.config import Config, DataConfig
-from salt.masking import MaskCollator, Masker
+from salt.masking import Masker, sample_keys, uniforms
 from salt.synthetic import SyntheticMotion
+from salt.video import (
+    VideoCollection,
+    VideoDecodeError,
+    VideoRecord,
+    View,
+    ViewMismatchError,
+    decode_view,
+    discover,
+    open_video,
+    sample_view,
+)
 
 
-def build_dataset(data: DataConfig, split: str = "train") -> Dataset:
-    """The dataset named by ``data.spec``; ``synthetic[:N]`` is the built-in one."""
+def build_dataset(data: DataConfig, split: str = "train", seed: int = 0) -> Dataset:
+    """The dataset named by ``data.spec``: ``synthetic[:N]`` (built in) or videos on disk."""
     name, _, arg = data.spec.partition(":")
     if name == "synthetic":
         try:
@@ -32,10 +44,88 @@ def build_dataset(data: DataConfig, split: str = "train") -> Dataset:
             frame_step=data.frame_step,
             seed=0 if split == "train" else 1,
         )
-    raise ValueError(
-        f"unknown data spec {data.spec!r}; the built-in data is 'synthetic' or 'synthetic:N' "
-        f"(N clips)"
-    )
+    return VideoDataset(discover(data.spec), data, seed=seed, train=split == "train")
+
+
+class VideoDataset(Dataset):
+    """Clips of videos on disk: a random view per (seed, epoch, index) for training, fixed,
+    evenly spaced views (``views_per_video`` per video, centre crop) otherwise.
+
+    Readers are opened inside ``__getitem__``, i.e. in the DataLoader worker, never before
+    the workers fork. An unreadable video yields an ``error`` sample instead of raising.
+    """
+
+    def __init__(
+        self,
+        collection: VideoCollection,
+        data: DataConfig,
+        seed: int = 0,
+        train: bool = True,
+        views_per_video: int = 1,
+    ):
+        self.collection = collection
+        self.data = data
+        self.seed = seed
+        self.train = train
+        self.views_per_video = views_per_video
+        names = sorted({str(r.label) for r in collection.records if r.label is not None})
+        self.classes = names
+        self._class_index = {name: i for i, name in enumerate(names)}
+
+    def __len__(self) -> int:
+        return len(self.collection.records) * self.views_per_video
+
+    def label_id(self, record: VideoRecord) -> int:
+        """Class index of a record's label (-1 when unlabelled)."""
+        if record.label is None:
+            return -1
+        if isinstance(record.label, int):
+            return record.label
+        return self._class_index[str(record.label)]
+
+    def record(self, index: int) -> VideoRecord:
+        return self.collection.records[index // self.views_per_video]
+
+    def view(self, index: int, reader, epoch: int = 0) -> View:
+        """The view sample ``index`` takes in ``epoch`` (readers give length and size)."""
+        record = self.record(index)
+        height, width = reader[0].shape[:2]
+        step = self.data.frame_step
+        if self.data.fps > 0:
+            step = max(1, round(reader.get_avg_fps() / self.data.fps))
+        common = dict(
+            source=record.source,
+            length=len(reader),
+            height=height,
+            width=width,
+            num_frames=self.data.num_frames,
+            step=step,
+            image_size=self.data.image_size,
+        )
+        if self.train:
+            u = uniforms(sample_keys(self.seed, epoch, index), 3, stream=11)[0]
+            return sample_view(**common, u=tuple(u))
+        k = index % self.views_per_video
+        return sample_view(**common, position=(k + 0.5) / self.views_per_video)
+
+    def getitem(self, index: int, epoch: int) -> dict:
+        record = self.record(index)
+        try:
+            reader = open_video(self.collection.path(record))
+            if len(reader) == 0:
+                raise VideoDecodeError(f"video {record.source!r} has no frames")
+            view = self.view(index, reader, epoch)
+            clip = decode_view(reader, view)
+        except VideoDecodeError as err:
+            return {"error": str(err), "index": index}
+        except Exception as err:  # a corrupt file can fail anywhere inside the decoder
+            if isinstance(err, ViewMismatchError):
+                raise
+            return {"error": f"cannot read {record.source!r}: {err}", "index": index}
+        return {"video": clip, "label": self.label_id(record), "view": view.as_dict()}
+
+    def __getitem__(self, index: int) -> dict:
+        return self.getitem(index, 0)
 
 
 class KeyedDataset(Dataset):
@@ -49,7 +139,9 @@ class KeyedDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, index = key
-        sample = dict(self.dataset[index])
+        # Datasets with per-epoch randomness (random views) take the epoch too.
+        getitem = getattr(self.dataset, "getitem", None)
+        sample = dict(getitem(index, epoch) if getitem else self.dataset[index])
         sample["index"] = index
         sample["epoch"] = epoch
         return sample

@@ -11,7 +11,6 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -94,17 +93,3 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def split(context: np.ndarray) -> MaskGroup:
     """A MaskGroup whose target is the complement of the boolean ``context [B, N]``."""
     return MaskGroup(indices(context), indices(~context))
-
-
-class MaskCollator:
-    """DataLoader ``collate_fn`` that stacks samples and adds masks (runs in the workers)."""
-
-    def __init__(self, masker: Masker, seed: int):
-        self.masker = masker
-        self.seed = seed
-
-    def __call__(self, samples: list[dict]) -> dict:
-        batch = default_collate(samples)
-        keys = sample_keys(self.seed, batch["epoch"].numpy(), batch["index"].numpy())
-        batch["masks"] = self.masker(keys)
-        return batch

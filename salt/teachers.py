@@ -20,6 +20,11 @@ class Teacher(nn.Module):
         """Target latents ``[B, N, teacher_dim]`` for every token of the grid."""
         raise NotImplementedError(f"{type(self).__name__} must implement targets()")
 
+    def dataset(self, cfg, split: str):
+        """A dataset this teacher's targets come with (cached latents), or None for the
+        configured data."""
+        return None
+
     def forward_flops(self) -> float:
         """Forward FLOPs per clip spent computing targets (0 for cached latents)."""
         return 0.0

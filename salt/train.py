@@ -129,6 +129,38 @@ class _Window:
     t0: float = attrs.Factory(time.perf_counter)
 
 
+class TooManyBadVideos(RuntimeError):
+    """More than ``data.max_bad_fraction`` of the videos seen could not be read."""
+
+
+class _Batches:
+    """Batches from the loader, skipping unreadable videos with a warning naming each."""
+
+    MIN_SEEN = 20  # judge the share of bad videos only once a few were tried
+
+    def __init__(self, loader, max_bad_fraction: float):
+        self.iterator = iter(loader)
+        self.max_bad_fraction = max_bad_fraction
+        self.seen = 0
+        self.bad = 0
+
+    def __next__(self) -> dict:
+        while True:
+            batch = next(self.iterator)
+            self.seen += batch["size"] + len(batch["errors"])
+            for message in batch["errors"]:
+                self.bad += 1
+                log.warning("skipped an unreadable video: %s", message)
+            if self.seen >= self.MIN_SEEN and self.bad > self.max_bad_fraction * self.seen:
+                raise TooManyBadVideos(
+                    f"{self.bad} of {self.seen} videos could not be read, more than "
+                    f"data.max_bad_fraction={self.max_bad_fraction}; check the data (the log "
+                    f"names each file) or raise data.max_bad_fraction"
+                )
+            if batch["size"]:
+                return batch
+
+
 class _StopFlag:
     """Remembers the first SIGINT/SIGTERM so the loop can checkpoint and leave cleanly."""
 
@@ -194,8 +226,10 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
 
 def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
     torch.manual_seed(cfg.train.seed)
-    dataset = build_dataset(cfg.data, "train")
     teacher = build_teacher(cfg).to(device)
+    dataset = teacher.dataset(cfg, "train")
+    if dataset is None:
+        dataset = build_dataset(cfg.data, "train", cfg.train.seed)
     student = build_student(cfg)
     predictor = build_predictor(cfg, student.embed_dim, teacher.teacher_dim)
     model = SaltModel(student, predictor).to(device)
@@ -242,7 +276,7 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
 
         bar = tqdm(total=steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
 
-    batches = iter(loader)
+    batches = _Batches(loader, cfg.data.max_bad_fraction)
     if state is not None:
         # Restored only now: starting the loader's iterator draws from the global RNG.
         torch.set_rng_state(state["rng"])
@@ -315,7 +349,7 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
 
             if info.main and (step % cfg.train.log_every == 0 or step == steps) and window.steps:
                 record = _metrics_record(
-                    step, window, lr, wd, grad_norm, nonfinite_total, cfg, info, peak
+                    step, window, lr, wd, grad_norm, nonfinite_total, batches.bad, cfg, info, peak
                 )
                 metrics.append(record)
                 step_log.info(
@@ -374,7 +408,9 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
     return TrainResult(run_dir, summary, step, stopped_by, model)
 
 
-def _metrics_record(step, window, lr, wd, grad_norm, nonfinite_total, cfg, info, peak) -> dict:
+def _metrics_record(
+    step, window, lr, wd, grad_norm, nonfinite_total, bad_videos, cfg, info, peak
+) -> dict:
     elapsed = max(time.perf_counter() - window.t0, 1e-9)
     n = window.steps
     clips_per_s = window.clips * info.world / elapsed
@@ -391,6 +427,7 @@ def _metrics_record(step, window, lr, wd, grad_norm, nonfinite_total, cfg, info,
             "tflops": window.flops / elapsed / 1e12,
             "mfu": window.flops / elapsed / (peak * 1e12),
             "nonfinite_total": nonfinite_total,
+            "bad_videos": bad_videos,
             "time": time.time(),
         }
     )

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from salt.collate import MaskCollator
 from salt.masking import (
-    MaskCollator,
     MaskGroup,
     equalize,
     gather_tokens,

@@ -1,0 +1,254 @@
+"""Video files: finding them (folder, CSV manifest, SSv2 layout), sampling views, decoding.
+
+A *view* is everything needed to reproduce a clip exactly: the source file, the frame
+indices and the crop box in the resized frame. Caches store views so that the student
+later sees the very pixels the teacher saw.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
+
+
+@attrs.frozen
+class VideoRecord:
+    """One video of a collection: its path relative to the collection root, and its label."""
+
+    source: str
+    label: int | str | None = None
+
+
+@attrs.frozen
+class VideoCollection:
+    """Videos under one root folder."""
+
+    root: Path
+    records: tuple[VideoRecord, ...]
+    kind: str  # "folder", "csv" or "ssv2"
+
+    def path(self, record: VideoRecord) -> Path:
+        return self.root / record.source
+
+
+@attrs.frozen
+class View:
+    """Frame indices and the crop of one clip: ``crop`` is (top, left, height, width) in the
+    frame after its short side was resized so that the frame is ``resized`` (height, width)."""
+
+    source: str
+    frames: tuple[int, ...]
+    crop: tuple[int, int, int, int]
+    resized: tuple[int, int]
+
+    def as_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "frames": list(self.frames),
+            "crop": list(self.crop),
+            "resized": list(self.resized),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> View:
+        return cls(d["source"], tuple(d["frames"]), tuple(d["crop"]), tuple(d["resized"]))
+
+
+class VideoDecodeError(RuntimeError):
+    """A video could not be opened or decoded: the sample is skipped, never fatal."""
+
+
+class ViewMismatchError(ValueError):
+    """Data no longer matches a stored view (moved, re-encoded or resized videos): fatal."""
+
+
+def discover(spec: str) -> VideoCollection:
+    """The videos a data spec names: a folder, a CSV/TXT manifest or an SSv2 JSON list."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _folder(path)
+    if path.is_file() and path.suffix.lower() in (".csv", ".txt"):
+        return _manifest(path)
+    if path.is_file() and path.suffix.lower() == ".json":
+        return _ssv2(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"data spec {spec!r} is neither 'synthetic[:N]' nor an existing folder of videos, "
+            f"CSV manifest (.csv/.txt) or Something-Something-v2 JSON list"
+        )
+    raise ValueError(
+        f"data spec {spec!r} is a file of an unknown kind; use a folder of videos, a .csv/.txt "
+        f"manifest ('path label' lines) or an SSv2 .json list"
+    )
+
+
+def _folder(root: Path) -> VideoCollection:
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+    )
+    if not files:
+        raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {str(root)!r}")
+    # A folder of class folders labels each video by its parent folder's name.
+    records = tuple(
+        VideoRecord(str(p.relative_to(root)), p.parent.name if p.parent != root else None)
+        for p in files
+    )
+    return VideoCollection(root.resolve(), records, "folder")
+
+
+def _manifest(path: Path) -> VideoCollection:
+    text = path.read_text().splitlines()
+    rows = [line for line in text if line.strip()]
+    if not rows:
+        raise ValueError(f"manifest {str(path)!r} is empty")
+    records = []
+    first = rows[0]
+    if "," in first and "path" in [c.strip().lower() for c in first.split(",")]:
+        reader = csv.DictReader(rows)
+        fields = {f.strip().lower(): f for f in reader.fieldnames or []}
+        for row in reader:
+            label = row.get(fields.get("label", ""), None)
+            records.append(VideoRecord(row[fields["path"]].strip(), _label(label)))
+    else:
+        for line in rows:
+            parts = line.rsplit(maxsplit=1) if " " in line.strip() else [line.strip()]
+            if len(parts) == 2 and not _looks_like_label(parts[1]):
+                parts = [line.strip()]
+            records.append(VideoRecord(parts[0], _label(parts[1]) if len(parts) == 2 else None))
+    root = path.parent.resolve()
+    normalized = []
+    for r in records:
+        p = Path(r.source)
+        source = (
+            str(p.relative_to(root)) if p.is_absolute() and p.is_relative_to(root) else r.source
+        )
+        normalized.append(VideoRecord(source, r.label))
+    return VideoCollection(root, tuple(normalized), "csv")
+
+
+def _looks_like_label(text: str) -> bool:
+    return text.lstrip("-").isdigit() or Path(text).suffix.lower() not in VIDEO_EXTENSIONS
+
+
+def _label(value) -> int | str | None:
+    if value is None or str(value).strip() == "":
+        return None
+    value = str(value).strip()
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _ssv2(path: Path) -> VideoCollection:
+    items = json.loads(path.read_text())
+    if not isinstance(items, list) or (items and "id" not in items[0]):
+        raise ValueError(
+            f"{str(path)!r} is not a Something-Something-v2 list (a JSON list of objects with "
+            f"'id', 'label', 'template')"
+        )
+    candidates = [path.parent / "20bn-something-something-v2", path.parent / "videos", path.parent]
+    folder = next((c for c in candidates if c.is_dir() and any(c.glob("*.webm"))), path.parent)
+    labels_file = path.parent / "labels.json"
+    mapping = json.loads(labels_file.read_text()) if labels_file.is_file() else None
+    records = []
+    for item in items:
+        template = item.get("template")
+        name = template.replace("[", "").replace("]", "") if template else item.get("label")
+        label = int(mapping[name]) if mapping and name in mapping else name
+        source = str((folder / f"{item['id']}.webm").relative_to(path.parent))
+        records.append(VideoRecord(source, label))
+    return VideoCollection(path.parent.resolve(), tuple(records), "ssv2")
+
+
+def open_video(path: Path):
+    """A decord reader (one thread: parallelism comes from DataLoader workers)."""
+    import decord
+
+    if not path.is_file():
+        raise VideoDecodeError(f"video file {str(path)!r} does not exist")
+    try:
+        return decord.VideoReader(str(path), num_threads=1)
+    except Exception as err:  # decord raises its own DECORDError and RuntimeError
+        raise VideoDecodeError(f"cannot open video {str(path)!r}: {err}") from None
+
+
+def frame_indices(length: int, num_frames: int, step: int, start: int) -> tuple[int, ...]:
+    """``num_frames`` indices ``step`` apart from ``start``; past the end repeats the last frame."""
+    return tuple(min(start + i * step, length - 1) for i in range(num_frames))
+
+
+def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(height, width) after scaling the short side to ``short_side``."""
+    scale = short_side / min(height, width)
+    return max(short_side, round(height * scale)), max(short_side, round(width * scale))
+
+
+def sample_view(
+    source: str,
+    length: int,
+    height: int,
+    width: int,
+    num_frames: int,
+    step: int,
+    image_size: int,
+    u: tuple[float, float, float] | None = None,
+    position: float = 0.5,
+) -> View:
+    """A view of a video: random start and crop from uniforms ``u`` (training), else the
+    start at ``position`` of the free range and a centre crop (evaluation, caching)."""
+    span = (num_frames - 1) * step + 1
+    free = max(0, length - span)
+    rh, rw = resized_shape(height, width, image_size)
+    if u is None:
+        start = round(position * free)
+        top, left = (rh - image_size) // 2, (rw - image_size) // 2
+    else:
+        start = math.floor(u[0] * (free + 1))
+        top = math.floor(u[1] * (rh - image_size + 1))
+        left = math.floor(u[2] * (rw - image_size + 1))
+    return View(
+        source,
+        frame_indices(length, num_frames, step, start),
+        (top, left, image_size, image_size),
+        (rh, rw),
+    )
+
+
+def decode_view(reader, view: View) -> torch.Tensor:
+    """The view's clip as ``uint8 [T, C, H, W]``."""
+    length = len(reader)
+    if max(view.frames) >= length:
+        raise ViewMismatchError(
+            f"{view.source}: the view needs frame {max(view.frames)} but the video has {length} frames"
+        )
+    height, width = reader[0].shape[:2]
+    expected = resized_shape(height, width, min(view.resized))
+    if tuple(expected) != tuple(view.resized):
+        raise ViewMismatchError(
+            f"{view.source}: frames are {height}x{width}, which resize to {expected[0]}x{expected[1]}, "
+            f"but the view was made on {view.resized[0]}x{view.resized[1]} frames"
+        )
+    try:
+        frames = reader.get_batch(list(view.frames)).asnumpy()  # [T, H, W, 3]
+    except Exception as err:
+        raise VideoDecodeError(f"cannot decode frames of {view.source}: {err}") from None
+    return crop_resize(frames, view)
+
+
+def crop_resize(frames: np.ndarray, view: View) -> torch.Tensor:
+    """``uint8 [T, H, W, 3]`` -> resized to ``view.resized``, cropped -> ``uint8 [T, 3, h, w]``."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    if tuple(x.shape[-2:]) != tuple(view.resized):
+        x = F.interpolate(
+            x, size=view.resized, mode="bilinear", antialias=True, align_corners=False
+        )
+    top, left, h, w = view.crop
+    x = x[..., top : top + h, left : left + w]
+    return x.round_().clamp_(0, 255).to(torch.uint8).contiguous()

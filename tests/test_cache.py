@@ -1,0 +1,286 @@
+"""The teacher-latent cache: build, resume, verify, cached teacher, view lock, older layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from videos import write_corrupt, write_video
+
+import salt.cache as cache_module
+from salt.cache import CacheBuildError, LatentCache, build_cache, resolve_cache, verify_cache
+from salt.cli import main
+from salt.config import apply_overrides, build_config
+from salt.data import normalize_clips
+from salt.model import build_teacher
+from salt.registry import teachers
+from salt.train import train
+from salt.video import ViewMismatchError
+
+GEOMETRY = {"data.num_frames": 4, "data.image_size": 32, "data.frame_step": 2}
+
+
+@pytest.fixture
+def cfg(tiny_overrides):
+    return build_config(overrides={**tiny_overrides, **GEOMETRY, "data.spec": "synthetic:24"})
+
+
+@pytest.fixture
+def video_dir(tmp_path):
+    root = tmp_path / "videos"
+    for i in range(4):
+        write_video(root / "push" / f"clip{i}.mp4", n=20, seed=i)
+    for i in range(2):
+        write_video(root / "pull" / f"clip{i}.webm", n=12, seed=10 + i)
+    return root
+
+
+def test_build_writes_shards_index_and_teacher_latents(cfg, tmp_path):
+    out = tmp_path / "c"
+    built = build_cache(cfg, out, shard_size=10, workers=0, progress=False)
+    meta = built.meta
+    assert len(built) == 24 and [s["rows"] for s in built.shards] == [10, 10, 4]
+    assert meta["teacher"] == "pixels" and meta["teacher_dim"] == 3 * 2 * 16 * 16
+    assert meta["latent_shape"] == [2 * 2 * 2, 1536] and meta["grid"] == [2, 2, 2]
+    assert (meta["num_frames"], meta["image_size"], meta["frame_step"], meta["dtype"]) == (
+        4,
+        32,
+        2,
+        "float16",
+    )
+    for key in ("created", "salt_version", "mean", "std", "data_spec"):
+        assert key in meta
+    shard = load_file(out / built.shards[0]["file"])
+    assert shard["latents"].shape == (10, 8, 1536) and shard["latents"].dtype == torch.float16
+
+    teacher = build_teacher(cfg)
+    dataset = cache_module._ViewedSynthetic(cache_module.SyntheticMotion(24, 4, 32, 2))
+    for i in (0, 13, 23):
+        clip = dataset[i]["video"][None]
+        expected = teacher.targets({}, normalize_clips(clip, cfg.data.mean, cfg.data.std))[0]
+        assert torch.allclose(built.latents(i).float(), expected, atol=2e-2)
+        assert built.view(i).source == f"synthetic/{i}"
+        assert built.view(i).frames == (0, 2, 4, 6)
+    assert verify_cache(out) == []
+
+
+def test_an_interrupted_build_resumes_where_it_stopped(cfg, tmp_path, monkeypatch):
+    out = tmp_path / "c"
+    real = cache_module._build_shard
+    calls = {"n": 0}
+
+    def dies_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "_build_shard", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(cfg, out, shard_size=8, workers=0, progress=False)
+    first = json.loads((out / "index.json").read_text())
+    assert len(first["shards"]) == 2 and len(first["samples"]) == 16
+    monkeypatch.setattr(cache_module, "_build_shard", real)
+    done = build_cache(cfg, out, shard_size=8, workers=0, progress=False)
+    assert len(done) == 24 and [s["sha256"] for s in done.shards[:2]] == [
+        s["sha256"] for s in first["shards"]
+    ]
+    assert [s["row"] for s in done.samples[16:]] == list(range(8))
+    with pytest.raises(CacheBuildError, match="other settings.*dtype"):
+        build_cache(cfg, out, dtype="bfloat16", workers=0, progress=False)
+
+
+def test_verify_catches_a_corrupted_shard(cfg, tmp_path, capsys):
+    out = tmp_path / "c"
+    build_cache(cfg, out, shard_size=12, workers=0, progress=False)
+    assert main(["cache", "verify", str(out)]) == 0
+    shard = out / "shard_00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["cache", "verify", str(out)]) == 1
+    out_text = capsys.readouterr().out
+    assert "shard_00001.safetensors: checksum mismatch" in out_text
+    assert "shard_00000" not in out_text
+
+
+def test_named_caches_live_under_salt_cache_dir(cfg, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SALT_CACHE_DIR", str(tmp_path / "home"))
+    args = [
+        "cache",
+        "build",
+        "--teacher",
+        "pixels",
+        "--data",
+        "synthetic:24",
+        "--name",
+        "syn",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--profile",
+        "recipe",
+    ]
+    for key, value in GEOMETRY.items():
+        args += ["--set", f"{key}={value}"]
+    assert main(args) == 0
+    assert "train with: salt train --teacher cached:syn" in capsys.readouterr().out
+    assert resolve_cache("syn") == tmp_path / "home" / "latents" / "syn"
+    assert main(["cache", "list"]) == 0
+    assert "syn" in capsys.readouterr().out
+    assert main(["cache", "info", "syn"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["samples"] == 24 and info["teacher"] == "pixels"
+    with pytest.raises(FileNotFoundError, match=r"no latent cache 'nope'.*caches there: syn"):
+        resolve_cache("nope")
+
+
+def test_cached_teacher_loads_no_model_and_training_falls(cfg, tmp_path):
+    out = tmp_path / "c"
+    build_cache(
+        apply_overrides(cfg, {"teacher.spec": "random:vit_tiny"}), out, workers=0, progress=False
+    )
+    run_cfg = apply_overrides(
+        cfg, {"teacher.spec": f"cached:{out}", "train.steps": 12, "optim.max_warmup_fraction": 0.25}
+    )
+    teacher = teachers.create(run_cfg.teacher.spec, cfg=run_cfg)
+    assert list(teacher.parameters()) == [] and teacher.teacher_dim == 192
+    result = train(run_cfg)
+    losses = [
+        json.loads(line)["loss"]
+        for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert sum(losses[-3:]) < 0.8 * sum(losses[:3]), losses
+
+
+def test_cache_geometry_must_match_the_training_clips(cfg, tmp_path):
+    out = tmp_path / "c"
+    build_cache(cfg, out, workers=0, progress=False)
+    bad = apply_overrides(cfg, {"teacher.spec": f"cached:{out}", "data.num_frames": 8})
+    with pytest.raises(
+        ValueError, match="cached from 4-frame clips at 32px, but data.num_frames=8"
+    ):
+        teachers.create(bad.teacher.spec, cfg=bad)
+
+
+def video_cfg(cfg, spec):
+    return apply_overrides(cfg, {"data.spec": str(spec), "train.batch_size": 2})
+
+
+def test_view_lock_from_videos_relocation_and_mismatch(cfg, video_dir, tmp_path):
+    write_corrupt(video_dir / "push" / "broken.mp4")
+    out = tmp_path / "c"
+    built = build_cache(video_cfg(cfg, video_dir), out, views=2, workers=0, progress=False)
+    assert len(built) == 12 and len(built.index["skipped"]) == 2  # both views of the corrupt file
+    assert "broken.mp4" in built.index["skipped"][0]
+    starts = {built.view(i).source: [] for i in range(len(built))}
+    for i in range(len(built)):
+        starts[built.view(i).source].append(built.view(i).frames[0])
+    assert all(len(set(s)) == 2 for s in starts.values())  # two distinct views per video
+
+    run = apply_overrides(
+        cfg, {"teacher.spec": f"cached:{out}", "train.steps": 2, "train.batch_size": 2}
+    )
+    train(apply_overrides(run, {"run.name": "a"}))  # no --data: the cache knows its root
+
+    moved = tmp_path / "moved"
+    shutil.move(str(video_dir), moved)
+    with pytest.raises(ViewMismatchError, match="pass --data DIR"):
+        train(apply_overrides(run, {"run.name": "b"}))
+    train(apply_overrides(run, {"run.name": "c", "data.spec": str(moved)}))
+
+    write_video(
+        moved / "push" / "clip0.mp4", n=20, height=64, width=64, seed=0
+    )  # re-encoded, new size
+    with pytest.raises(
+        ViewMismatchError, match=r"cache sample \d+: push/clip0.mp4: frames are 64x64"
+    ):
+        train(apply_overrides(run, {"run.name": "d", "data.spec": str(moved), "train.steps": 6}))
+
+
+def test_stored_clips_train_without_the_videos(cfg, video_dir, tmp_path):
+    out = tmp_path / "c"
+    built = build_cache(video_cfg(cfg, video_dir), out, store_clips=True, workers=0, progress=False)
+    from salt.data import VideoDataset
+    from salt.video import discover
+
+    decoded = VideoDataset(discover(str(video_dir)), video_cfg(cfg, video_dir).data, train=False)
+    assert torch.equal(built.clip(3), decoded[3]["video"])
+    shutil.rmtree(video_dir)
+    result = train(
+        apply_overrides(
+            cfg, {"teacher.spec": f"cached:{out}", "train.steps": 2, "train.batch_size": 2}
+        )
+    )
+    assert result.step == 2
+
+
+def write_legacy(root: Path, video_dir: Path, cfg) -> dict[str, torch.Tensor]:
+    split = root / "train"
+    split.mkdir(parents=True)
+    ids = sorted(p.stem for p in video_dir.rglob("*.mp4"))
+    latents = {}
+    for i, vid in enumerate(ids):
+        latents[vid] = torch.randn(8, 24, generator=torch.Generator().manual_seed(i)).to(
+            torch.bfloat16
+        )
+        torch.save({"latents": latents[vid]}, split / f"{vid}.pt")
+    (split / "metadata.json").write_text(
+        json.dumps(
+            {"latent_shape": [8, 24], "video_ids": ids, "model": "videomae-huge", "split": "train"}
+        )
+    )
+    return latents
+
+
+def test_older_layout_caches_work_directly_and_through_import(
+    cfg, video_dir, tmp_path, monkeypatch, capsys
+):
+    legacy = tmp_path / "old"
+    latents = write_legacy(legacy, video_dir, cfg)
+    direct = apply_overrides(
+        cfg,
+        {
+            "teacher.spec": f"cached:{legacy}",
+            "data.spec": str(video_dir),
+            "train.steps": 2,
+            "train.batch_size": 2,
+        },
+    )
+    teacher = teachers.create(direct.teacher.spec, cfg=direct)
+    assert teacher.teacher_dim == 24
+    assert train(direct).step == 2
+
+    no_data = apply_overrides(direct, {"data.spec": "synthetic", "run.name": "x"})
+    with pytest.raises(ValueError, match="pass --data DIR"):
+        train(no_data)
+
+    monkeypatch.setenv("SALT_CACHE_DIR", str(tmp_path / "home"))
+    args = [
+        "cache",
+        "import",
+        str(legacy),
+        "--data",
+        str(video_dir),
+        "--name",
+        "old",
+        "--profile",
+        "recipe",
+    ]
+    for key, value in GEOMETRY.items():
+        args += ["--set", f"{key}={value}"]
+    assert main(args) == 0
+    imported = LatentCache(tmp_path / "home" / "latents" / "old")
+    for i, sample in enumerate(imported.samples):
+        assert torch.equal(imported.latents(i), latents[sample["video_id"]])
+    assert verify_cache(imported.path) == []
+    after = apply_overrides(
+        cfg,
+        {"teacher.spec": "cached:old", "train.steps": 2, "train.batch_size": 2, "run.name": "imp"},
+    )
+    assert train(after).step == 2
