@@ -257,6 +257,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from salt.export import export_encoder
+
+    out = export_encoder(args.run, args.out, checkpoint=args.checkpoint, force=args.force)
+    print(
+        f"exported the student encoder to {out}; load it with VideoEncoder.from_pretrained({str(out)!r})"
+    )
+    return 0
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a .toml or .json config file")
     p.add_argument(
@@ -348,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--teacher", help=argparse.SUPPRESS)
     _add_config_flags(imp)
     c.set_defaults(func=cmd_cache)
+
+    e = sub.add_parser("export", help="write a run's student encoder (safetensors + config.json)")
+    e.add_argument("run", help="run directory (or a checkpoint file)")
+    e.add_argument("--checkpoint", help="a specific checkpoint (default: the run's newest)")
+    e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    e.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "plugins", help="list registered students, teachers, predictors, maskers, losses"

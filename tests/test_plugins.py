@@ -16,7 +16,7 @@ from salt.registry import REGISTRIES, UnknownNameError, maskers, parse_spec, stu
 
 BUILTIN = {
     "students": {"vit_tiny", "vit_small", "vit_base", "vit_large", "vit_huge", "vit_giant"},
-    "teachers": {"pixels", "random"},
+    "teachers": {"pixels", "random", "encoder", "cached", "videomae"},
     "predictors": {"transformer"},
     "maskers": {"multiblock", "tube", "random"},
     "losses": {"mse", "l1", "cosine", "vicreg"},

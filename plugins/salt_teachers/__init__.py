@@ -84,11 +84,33 @@ def _random(arg: str | None, cfg: Config) -> EncoderTeacher:
     return EncoderTeacher(encoder)
 
 
+def _encoder(arg: str | None, cfg: Config) -> EncoderTeacher:
+    from salt.export import load_encoder
+
+    if not arg:
+        raise ValueError(
+            "teacher 'encoder' needs a path: an exported encoder, a run or a checkpoint"
+        )
+    encoder, config = load_encoder(arg)
+    if (config["num_frames"], config["image_size"]) != (cfg.data.num_frames, cfg.data.image_size):
+        raise ValueError(
+            f"teacher encoder:{arg} takes {config['num_frames']}-frame clips at "
+            f"{config['image_size']}px, but data is {cfg.data.num_frames} frames at "
+            f"{cfg.data.image_size}px; set data.num_frames and data.image_size to match"
+        )
+    return EncoderTeacher(encoder)
+
+
 @hookimpl
 def register_teachers(register):
     register(
         "pixels",
         _pixels,
         "stage 1: per-patch normalized tubelet pixels (pixels:raw skips the norm)",
+    )
+    register(
+        "encoder",
+        _encoder,
+        "a trained salt encoder: encoder:EXPORT_DIR, a run directory or checkpoint",
     )
     register("random", _random, "a frozen randomly initialized encoder, e.g. random:vit_tiny")
