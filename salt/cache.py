@@ -168,8 +168,14 @@ def build_cache(
         dataset = VideoDataset(collection, data, train=False, views_per_video=views)
         root, kind = str(collection.root), collection.kind
     n_tokens = cfg.grid[0] * cfg.grid[1] * cfg.grid[2]
+    from salt.plugins import plugin_versions
+    from salt.registry import parse_spec, teachers
+
+    plugin = teachers.get(parse_spec(cfg.teacher.spec)[0]).plugin
     meta = {
         "teacher": cfg.teacher.spec,
+        "teacher_plugin": plugin,
+        "teacher_version": plugin_versions().get(plugin),
         "teacher_dim": teacher.teacher_dim,
         "latent_shape": [n_tokens, teacher.teacher_dim],
         "grid": list(cfg.grid),

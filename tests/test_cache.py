@@ -45,6 +45,7 @@ def test_build_writes_shards_index_and_teacher_latents(cfg, tmp_path):
     meta = built.meta
     assert len(built) == 24 and [s["rows"] for s in built.shards] == [10, 10, 4]
     assert meta["teacher"] == "pixels" and meta["teacher_dim"] == 3 * 2 * 16 * 16
+    assert (meta["teacher_plugin"], meta["teacher_version"]) == ("teachers", "0.1.0")
     assert meta["latent_shape"] == [2 * 2 * 2, 1536] and meta["grid"] == [2, 2, 2]
     assert (meta["num_frames"], meta["image_size"], meta["frame_step"], meta["dtype"]) == (
         4,
@@ -284,3 +285,32 @@ def test_older_layout_caches_work_directly_and_through_import(
         {"teacher.spec": "cached:old", "train.steps": 2, "train.batch_size": 2, "run.name": "imp"},
     )
     assert train(after).step == 2
+
+
+def test_videos_to_videomae_cache_to_training_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """The issue's flow: mp4 + webm videos (one corrupt) -> cache with a VideoMAE teacher -> train."""
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    videos = tmp_path / "videos"
+    for i in range(3):
+        write_video(videos / f"a{i}.mp4", n=40, height=120, width=160, seed=i)
+        write_video(videos / f"b{i}.webm", n=40, height=120, width=160, seed=10 + i)
+    write_corrupt(videos / "broken.mp4")
+    teacher_dir = tmp_path / "tiny-videomae"
+    torch.manual_seed(0)
+    VideoMAEModel(
+        VideoMAEConfig(image_size=112, num_frames=8, tubelet_size=2, patch_size=16, hidden_size=48,
+                       num_hidden_layers=2, num_attention_heads=2, intermediate_size=96)
+    ).save_pretrained(teacher_dir)
+    monkeypatch.setenv("SALT_CACHE_DIR", str(tmp_path / "home"))
+
+    assert main(["cache", "build", "--teacher", f"videomae:{teacher_dir}", "--data", str(videos),
+                 "--name", "tiny", "--views", "4", "--workers", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "24 clips, latents (196, 48) float16, 4 unreadable videos skipped" in out
+    assert main(["cache", "verify", "tiny"]) == 0
+    assert main(["train", "--student", "vit_tiny", "--teacher", "cached:tiny", "--steps", "30",
+                 "--out", str(tmp_path / "runs"), "--run-name", "s", "--no-progress",
+                 "--set", "train.log_every=1", "--set", "data.num_workers=0"]) == 0
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "runs" / "s" / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 30 and sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses
