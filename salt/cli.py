@@ -257,6 +257,23 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_distill(args: argparse.Namespace) -> int:
+    from salt.evaluate import distill_loss
+
+    overrides = {
+        "teacher.spec": args.teacher,
+        "data.spec": args.data,
+        "train.batch_size": args.batch_size,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.update(_parse_sets(args.set))
+    report = distill_loss(
+        args.run, overrides, batches=args.batches, seed=args.seed, device=args.device
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from salt.export import export_encoder
 
@@ -358,6 +375,20 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--teacher", help=argparse.SUPPRESS)
     _add_config_flags(imp)
     c.set_defaults(func=cmd_cache)
+
+    ev = sub.add_parser("eval", help="evaluate runs: held-out distillation loss, temporal probes")
+    esub = ev.add_subparsers(dest="eval_command", required=True)
+    dl = esub.add_parser("distill", help="held-out masked-latent loss with seeded masks")
+    dl.add_argument("run", help="run directory or checkpoint")
+    dl.add_argument("--teacher", help="teacher spec (default: the run's teacher)")
+    dl.add_argument("--data", help="held-out data spec (default: the run's data, held-out split)")
+    dl.add_argument("--batches", type=int, default=8)
+    dl.add_argument("--batch-size", type=int, help="clips per batch (default: the run's)")
+    dl.add_argument("--seed", type=int, default=0, help="fixes the clips' masks")
+    dl.add_argument("--device", default="cpu")
+    dl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    dl.add_argument("--json", action="store_true", help="print JSON")
+    dl.set_defaults(func=cmd_eval_distill)
 
     e = sub.add_parser("export", help="write a run's student encoder (safetensors + config.json)")
     e.add_argument("run", help="run directory (or a checkpoint file)")

@@ -1,0 +1,62 @@
+"""`salt eval distill`: the held-out masked-latent loss of a checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from salt.cli import main
+from salt.evaluate import distill_loss
+from salt.train import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from conftest import TINY
+
+    from salt.config import build_config
+
+    out = tmp_path_factory.mktemp("eval")
+    cfg = build_config(overrides={**TINY, "run.out": str(out), "run.name": "r", "train.steps": 12})
+    return train(cfg).run_dir, cfg
+
+
+def test_distill_reports_loss_terms_power_and_ratio(run):
+    run_dir, cfg = run
+    report = distill_loss(run_dir, batches=3, seed=4)
+    assert (report.step, report.teacher, report.data, report.clips, report.batches) == (12, "pixels", "synthetic:64", 12, 3)
+    assert set(report.terms) == {"mse"} and report.terms["mse"] == pytest.approx(report.loss)
+    # Per-patch normalized pixels: each target row has mean 0 and unbiased variance 1.
+    n = 3 * 2 * 16 * 16
+    assert report.target_power == pytest.approx((n - 1) / n, rel=1e-3)
+    assert report.ratio == pytest.approx(report.loss / report.target_power)
+    assert 0 < report.ratio < 1.5
+    again = distill_loss(run_dir, batches=3, seed=4)
+    assert again.loss == report.loss  # seeded masks and fixed clips
+    assert distill_loss(run_dir, batches=3, seed=5).loss != report.loss
+
+
+def test_flags_win_over_the_checkpoint_and_are_reported(run):
+    run_dir, _ = run
+    report = distill_loss(run_dir, {"data.spec": "synthetic:6", "train.batch_size": 2, "loss.name": "mse+vicreg"}, batches=5)
+    assert report.data == "synthetic:6" and report.clips == 6 and report.batches == 3
+    assert set(report.terms) == {"mse", "vicreg_var", "vicreg_cov"}
+    assert report.overridden["data.spec"] == ["synthetic:64", "synthetic:6"]
+    assert report.loss == pytest.approx(sum(report.terms.values()), rel=1e-5)
+
+
+def test_a_teacher_of_another_width_is_a_clear_error(run):
+    run_dir, _ = run
+    with pytest.raises(ValueError, match="trained to predict teacher 'pixels'.*192-dim latents"):
+        distill_loss(run_dir, {"teacher.spec": "random:vit_tiny"})
+
+
+def test_eval_distill_command_prints_a_table_and_json(run, capsys):
+    run_dir, _ = run
+    assert main(["eval", "distill", str(run_dir), "--batches", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "loss / E[x^2]" in table and "teacher E[x^2]" in table and "  mse" in table
+    assert main(["eval", "distill", str(run_dir), "--batches", "2", "--json", "--teacher", "pixels"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ratio"] == pytest.approx(data["loss"] / data["target_power"]) and data["clips"] == 8
