@@ -490,7 +490,9 @@ class CachedDataset(Dataset):
         self.cfg = cfg
         meta = cache.meta
         self.synthetic = None
-        self.collection = None
+        self.root: Path | None = None
+        if meta.get("store_clips"):
+            return  # every clip is in the cache: nothing to decode, no videos needed
         if isinstance(cache, LegacyCache):
             if data_root is None:
                 raise ValueError(
@@ -507,8 +509,6 @@ class CachedDataset(Dataset):
                 )
             self.sources = [by_stem[v] for v in cache.video_ids]
             self.root = Path(collection.root)
-        elif meta.get("store_clips"):
-            pass  # every clip is in the cache: nothing to decode, no videos needed
         elif meta["data_kind"] == "synthetic":
             from salt.data import build_dataset
 
