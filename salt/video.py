@@ -97,33 +97,41 @@ def _folder(root: Path) -> VideoCollection:
     )
     if not files:
         raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {str(root)!r}")
-    # A folder of class folders labels each video by its parent folder's name.
-    records = tuple(
-        VideoRecord(str(p.relative_to(root)), p.parent.name if p.parent != root else None)
-        for p in files
-    )
+    # A folder of class folders labels each video by its top-level folder's name.
+    records = []
+    for p in files:
+        rel = p.relative_to(root)
+        records.append(VideoRecord(str(rel), rel.parts[0] if len(rel.parts) > 1 else None))
+    records = tuple(records)
     return VideoCollection(root.resolve(), records, "folder")
 
 
 def _manifest(path: Path) -> VideoCollection:
-    text = path.read_text().splitlines()
-    rows = [line for line in text if line.strip()]
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
     if not rows:
         raise ValueError(f"manifest {str(path)!r} is empty")
     records = []
-    first = rows[0]
-    if "," in first and "path" in [c.strip().lower() for c in first.split(",")]:
-        reader = csv.DictReader(rows)
-        fields = {f.strip().lower(): f for f in reader.fieldnames or []}
-        for row in reader:
-            label = row.get(fields.get("label", ""), None)
-            records.append(VideoRecord(row[fields["path"]].strip(), _label(label)))
+    if "," in rows[0]:
+        table = list(csv.reader(rows))
+        header = [c.strip().lower() for c in table[0]]
+        if "path" in header:
+            col, lab = header.index("path"), header.index("label") if "label" in header else None
+            table = table[1:]
+        else:
+            col, lab = 0, 1
+        for row in table:
+            label = row[lab] if lab is not None and lab < len(row) else None
+            records.append(VideoRecord(row[col].strip(), _label(label)))
     else:
+        if rows[0].split()[0].lower() == "path":
+            rows = rows[1:]  # a one-column (or space-separated) header row
         for line in rows:
-            parts = line.rsplit(maxsplit=1) if " " in line.strip() else [line.strip()]
-            if len(parts) == 2 and not _looks_like_label(parts[1]):
-                parts = [line.strip()]
-            records.append(VideoRecord(parts[0], _label(parts[1]) if len(parts) == 2 else None))
+            # "path label", V-JEPA style; a path may itself contain spaces.
+            parts = line.strip().rsplit(maxsplit=1)
+            if len(parts) == 2 and _looks_like_label(parts[1]):
+                records.append(VideoRecord(parts[0], _label(parts[1])))
+            else:
+                records.append(VideoRecord(line.strip(), None))
     root = path.parent.resolve()
     normalized = []
     for r in records:
@@ -228,27 +236,28 @@ def decode_view(reader, view: View) -> torch.Tensor:
         raise ViewMismatchError(
             f"{view.source}: the view needs frame {max(view.frames)} but the video has {length} frames"
         )
-    height, width = reader[0].shape[:2]
+    try:
+        frames = reader.get_batch(list(view.frames)).asnumpy()  # [T, H, W, 3]
+    except Exception as err:
+        raise VideoDecodeError(f"cannot decode frames of {view.source}: {err}") from None
+    height, width = frames.shape[1:3]
     expected = resized_shape(height, width, min(view.resized))
     if tuple(expected) != tuple(view.resized):
         raise ViewMismatchError(
             f"{view.source}: frames are {height}x{width}, which resize to {expected[0]}x{expected[1]}, "
             f"but the view was made on {view.resized[0]}x{view.resized[1]} frames"
         )
-    try:
-        frames = reader.get_batch(list(view.frames)).asnumpy()  # [T, H, W, 3]
-    except Exception as err:
-        raise VideoDecodeError(f"cannot decode frames of {view.source}: {err}") from None
     return crop_resize(frames, view)
 
 
 def crop_resize(frames: np.ndarray, view: View) -> torch.Tensor:
     """``uint8 [T, H, W, 3]`` -> resized to ``view.resized``, cropped -> ``uint8 [T, 3, h, w]``."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(frames).permute(
+        0, 3, 1, 2
+    )  # channels-last memory: torch's fast uint8 path
     if tuple(x.shape[-2:]) != tuple(view.resized):
         x = F.interpolate(
             x, size=view.resized, mode="bilinear", antialias=True, align_corners=False
         )
     top, left, h, w = view.crop
-    x = x[..., top : top + h, left : left + w]
-    return x.round_().clamp_(0, 255).to(torch.uint8).contiguous()
+    return x[..., top : top + h, left : left + w].contiguous()
