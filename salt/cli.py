@@ -274,6 +274,47 @@ def cmd_eval_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_probes(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from salt.export import load_encoder
+    from salt.probes import compare, random_like, run_probes
+
+    encoder, config = load_encoder(args.encoder)
+    models = {"encoder": encoder}
+    if args.baseline == "random":
+        models["random"] = random_like(encoder, architecture=config["architecture"], seed=args.seed)
+    reports = {}
+    for name, model in models.items():
+        bar = tqdm(desc=f"probes ({name})", unit="clip", disable=args.no_progress or args.json)
+
+        def progress(task, done, total, bar=bar):
+            bar.total = total
+            bar.n = done
+            bar.set_postfix(task=task)
+            bar.refresh()
+
+        reports[name] = run_probes(
+            model,
+            args.data,
+            num_videos=args.videos,
+            seed=args.seed,
+            probe=args.probe,
+            mean=config["mean"],
+            std=config["std"],
+            frame_step=config.get("frame_step", 4),
+            progress=progress,
+        )
+        bar.close()
+    if args.json:
+        print(json.dumps({name: r.to_dict() for name, r in reports.items()}, indent=2))
+    elif len(reports) == 1:
+        print(reports["encoder"].table())
+    else:
+        print(compare(reports))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from salt.export import export_encoder
 
@@ -389,6 +430,22 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     dl.add_argument("--json", action="store_true", help="print JSON")
     dl.set_defaults(func=cmd_eval_distill)
+
+    pr = esub.add_parser("probes", help="temporal probe suite on frozen, mean-pooled tokens")
+    pr.add_argument("encoder", help="exported encoder directory, run directory or checkpoint")
+    pr.add_argument("--data", default="synthetic", help="data spec (default: built-in synthetic)")
+    pr.add_argument(
+        "--baseline",
+        choices=["none", "random"],
+        default="none",
+        help="random: run the same suite on a randomly initialized encoder too",
+    )
+    pr.add_argument("--probe", choices=["linear", "attentive"], default="linear")
+    pr.add_argument("--videos", type=int, default=96, help="videos per task")
+    pr.add_argument("--seed", type=int, default=0, help="fixes videos, split and probes")
+    pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.add_argument("--no-progress", action="store_true")
+    pr.set_defaults(func=cmd_eval_probes)
 
     e = sub.add_parser("export", help="write a run's student encoder (safetensors + config.json)")
     e.add_argument("run", help="run directory (or a checkpoint file)")

@@ -25,7 +25,13 @@ def run(tmp_path_factory):
 def test_distill_reports_loss_terms_power_and_ratio(run):
     run_dir, cfg = run
     report = distill_loss(run_dir, batches=3, seed=4)
-    assert (report.step, report.teacher, report.data, report.clips, report.batches) == (12, "pixels", "synthetic:64", 12, 3)
+    assert (report.step, report.teacher, report.data, report.clips, report.batches) == (
+        12,
+        "pixels",
+        "synthetic:64",
+        12,
+        3,
+    )
     assert set(report.terms) == {"mse"} and report.terms["mse"] == pytest.approx(report.loss)
     # Per-patch normalized pixels: each target row has mean 0 and unbiased variance 1.
     n = 3 * 2 * 16 * 16
@@ -39,7 +45,11 @@ def test_distill_reports_loss_terms_power_and_ratio(run):
 
 def test_flags_win_over_the_checkpoint_and_are_reported(run):
     run_dir, _ = run
-    report = distill_loss(run_dir, {"data.spec": "synthetic:6", "train.batch_size": 2, "loss.name": "mse+vicreg"}, batches=5)
+    report = distill_loss(
+        run_dir,
+        {"data.spec": "synthetic:6", "train.batch_size": 2, "loss.name": "mse+vicreg"},
+        batches=5,
+    )
     assert report.data == "synthetic:6" and report.clips == 6 and report.batches == 3
     assert set(report.terms) == {"mse", "vicreg_var", "vicreg_cov"}
     assert report.overridden["data.spec"] == ["synthetic:64", "synthetic:6"]
@@ -57,6 +67,40 @@ def test_eval_distill_command_prints_a_table_and_json(run, capsys):
     assert main(["eval", "distill", str(run_dir), "--batches", "2"]) == 0
     table = capsys.readouterr().out
     assert "loss / E[x^2]" in table and "teacher E[x^2]" in table and "  mse" in table
-    assert main(["eval", "distill", str(run_dir), "--batches", "2", "--json", "--teacher", "pixels"]) == 0
+    assert (
+        main(["eval", "distill", str(run_dir), "--batches", "2", "--json", "--teacher", "pixels"])
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
-    assert data["ratio"] == pytest.approx(data["loss"] / data["target_power"]) and data["clips"] == 8
+    assert (
+        data["ratio"] == pytest.approx(data["loss"] / data["target_power"]) and data["clips"] == 8
+    )
+
+
+def test_eval_probes_command_runs_the_suite_with_a_random_baseline(run, capsys):
+    run_dir, _ = run
+    args = [
+        "eval",
+        "probes",
+        str(run_dir),
+        "--baseline",
+        "random",
+        "--videos",
+        "8",
+        "--no-progress",
+    ]
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"encoder", "random"}
+    tasks = {"time-arrow", "motion-static", "temporal-shuffle", "stride", "clip-consistency"}
+    for report in data.values():
+        accuracies = {name: t["accuracy"] for name, t in report["tasks"].items()}
+        assert set(accuracies) == tasks and all(0.0 <= a <= 1.0 for a in accuracies.values())
+    # The same seed gives the same numbers, so the table can be checked against the JSON.
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "chance" in table and "encoder" in table and "random" in table
+    first = data["encoder"]["tasks"]["time-arrow"]["accuracy"]
+    assert f"{first:.3f}" in next(
+        line for line in table.splitlines() if line.startswith("time-arrow")
+    )

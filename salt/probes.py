@@ -1,0 +1,800 @@
+"""Temporal probes: does a frozen encoder's representation know about motion and time?
+
+Each task builds labelled clips from a source of videos (the built-in synthetic data or
+videos on disk), encodes every clip once with the frozen encoder, and scores the features:
+
+- ``time-arrow``: forward vs reversed clip (2-way);
+- ``motion-static``: real clip vs its first frame repeated (2-way);
+- ``temporal-shuffle``: ordered vs randomly permuted frames (2-way);
+- ``stride``: the same video at frame step 1, 2 or 4 (3-way);
+- ``clip-consistency``: two jittered sub-clips of a video (different start, shifted crop)
+  must retrieve each other (top-1 cosine nearest neighbour among all videos' sub-clips).
+
+Classification tasks train a probe on a seeded 70/30 split *by video* (both versions of a
+video land on the same side) and report test accuracy. Features are the mean over the
+encoder's patch tokens (there is no CLS token); ``probe="attentive"`` instead trains a
+learned cross-attention pooling over the tokens plus a linear head.
+
+Everything is seeded: the videos drawn, the split, the permutations, the jitter and the
+probes, so a report is a pure function of (encoder, source, settings, seed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from salt.data import normalize_clips
+from salt.synthetic import DIRECTIONS, SPEEDS, SyntheticMotion
+from salt.video import (
+    VideoCollection,
+    VideoDecodeError,
+    View,
+    decode_view,
+    discover,
+    frame_indices,
+    open_video,
+    resized_shape,
+)
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("time-arrow", "motion-static", "temporal-shuffle", "stride", "clip-consistency")
+PROBES = ("linear", "attentive")
+STRIDES = (1, 2, 4)
+TEST_FRACTION = 0.3
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Synthetic clips move in one of 8 uniformly drawn directions, so a reversed clip is just a
+# forward clip of another possible video: the arrow of time is invisible. Real footage has
+# gravity; the synthetic time-arrow task keeps the videos whose shape falls (S, SW, SE).
+FALLING = tuple(DIRECTIONS.index(d) for d in ("S", "SW", "SE"))
+# A clip shows only speed x step, so stride is ambiguous across the synthetic speeds; the
+# stride task keeps the fastest ones (the clearest motion at small image sizes).
+STRIDE_SPEED = len(SPEEDS) - 1
+
+Progress = Callable[[str, int, int], None]  # (task, clips encoded, clips to encode)
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@attrs.frozen
+class ClipSpec:
+    """One clip of a source video: ``num_frames`` frames ``step`` apart starting at
+    ``position`` (0..1) of the video's free range; ``shift`` (dy, dx) pixels moves the crop
+    (None: the standard centre view); ``order`` re-orders the decoded frames."""
+
+    video: int
+    step: int
+    position: float = 0.5
+    shift: tuple[int, int] | None = None
+    order: tuple[int, ...] | None = None
+
+
+class SyntheticSource:
+    """Held-out clips of the built-in moving-shape data (content seed 1, as ``build_dataset``
+    uses for evaluation), rendered at any frame numbers."""
+
+    def __init__(self, length: int = 2048, image_size: int = 224, seed: int = 1):
+        self.data = SyntheticMotion(length=length, image_size=image_size, seed=seed)
+        self.image_size = image_size
+        self.name = f"synthetic:{length}"
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def accepts(self, task: str, video: int) -> bool:
+        """Whether ``video`` can serve ``task`` (see FALLING and STRIDE_SPEED)."""
+        if task == "time-arrow":
+            return self.data.params(video)["direction"] in FALLING
+        if task == "stride":
+            return self.data.params(video)["speed"] == STRIDE_SPEED
+        return True
+
+    def clip(self, spec: ClipSpec, num_frames: int) -> torch.Tensor:
+        """``uint8 [T, C, H, W]``."""
+        # A synthetic video has no end; treat it as two clip spans long.
+        start = round(spec.position * num_frames * spec.step)
+        frames = self.data.render(spec.video, start + np.arange(num_frames) * spec.step)
+        if spec.shift is not None:
+            # The synthetic world (shape and background) is periodic, so a roll is a seamless
+            # crop shift.
+            frames = np.roll(frames, spec.shift, axis=(1, 2))
+        return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+
+
+class VideoSource:
+    """Videos of a ``salt.video`` collection (folder, CSV manifest or SSv2 list)."""
+
+    def __init__(self, collection: VideoCollection, image_size: int = 224, name: str = ""):
+        self.collection = collection
+        self.image_size = image_size
+        self.name = name or str(collection.root)
+        self._reader: tuple[int, object] | None = None  # the last opened video
+        self._usable: dict[int, bool] = {}
+
+    def __len__(self) -> int:
+        return len(self.collection.records)
+
+    def reader(self, video: int):
+        if self._reader is None or self._reader[0] != video:
+            reader = open_video(self.collection.path(self.collection.records[video]))
+            if len(reader) == 0:
+                raise VideoDecodeError(f"video {self.collection.records[video].source!r} is empty")
+            self._reader = (video, reader)
+        return self._reader[1]
+
+    def accepts(self, task: str, video: int) -> bool:
+        """Readable videos serve every task."""
+        if video not in self._usable:
+            try:
+                self.reader(video)
+                self._usable[video] = True
+            except Exception as err:  # a corrupt file can fail anywhere inside the decoder
+                logger.warning("probes skip %s: %s", self.collection.records[video].source, err)
+                self._usable[video] = False
+        return self._usable[video]
+
+    def clip(self, spec: ClipSpec, num_frames: int) -> torch.Tensor:
+        """``uint8 [T, C, H, W]``, decoded through a ``salt.video.View``."""
+        reader = self.reader(spec.video)
+        length = len(reader)
+        height, width = reader[0].shape[:2]
+        size = self.image_size
+        span = (num_frames - 1) * spec.step + 1
+        start = round(spec.position * max(0, length - span))
+        dy, dx = (0, 0) if spec.shift is None else spec.shift
+        # Shifted crops come from a slightly larger resize so that they stay inside the frame.
+        short = size if spec.shift is None else size + 2 * crop_jitter(size)
+        rh, rw = resized_shape(height, width, short)
+        top, left = (rh - size) // 2 + dy, (rw - size) // 2 + dx
+        view = View(
+            self.collection.records[spec.video].source,
+            frame_indices(length, num_frames, spec.step, start),
+            (top, left, size, size),
+            (rh, rw),
+        )
+        return decode_view(reader, view)
+
+
+def make_source(spec: str, image_size: int) -> SyntheticSource | VideoSource:
+    """The probe source a data spec names: ``synthetic[:N]`` or videos (see ``discover``)."""
+    name, _, arg = spec.partition(":")
+    if name == "synthetic":
+        try:
+            length = int(arg) if arg else 2048
+        except ValueError:
+            raise ValueError(
+                f"data spec {spec!r}: the part after 'synthetic:' is a clip count, "
+                f"e.g. 'synthetic:512'"
+            ) from None
+        return SyntheticSource(length, image_size)
+    return VideoSource(discover(spec), image_size, name=spec)
+
+
+def crop_jitter(image_size: int) -> int:
+    """The largest crop shift (pixels) of clip-consistency sub-clips."""
+    return max(1, image_size // 16)
+
+
+# ------------------------------------------------------------------------------- tasks
+
+
+@attrs.frozen
+class TaskData:
+    """A task's clips: labelled clips for a probe, or paired sub-clips for retrieval."""
+
+    name: str
+    videos: tuple[int, ...]
+    clips: tuple[ClipSpec, ...]
+    labels: tuple[int, ...] = ()  # classification tasks
+    classes: tuple[str, ...] = ()
+    pairs: tuple[tuple[int, int], ...] = ()  # retrieval: indices into clips
+
+
+def select_videos(source, task: str, num_videos: int, seed: int) -> tuple[int, ...]:
+    """The first ``num_videos`` videos (in a seeded order) that can serve ``task``."""
+    order = np.random.default_rng([seed, 1]).permutation(len(source))
+    chosen = []
+    for video in order.tolist():
+        if source.accepts(task, video):
+            chosen.append(video)
+            if len(chosen) == num_videos:
+                break
+    if len(chosen) < num_videos:
+        logger.warning(
+            "probe %s: only %d of the %d requested videos are usable in %s",
+            task,
+            len(chosen),
+            num_videos,
+            source.name,
+        )
+    needed = 2 if task == "clip-consistency" else 4
+    if len(chosen) < needed:
+        raise ValueError(
+            f"probe {task!r} needs at least {needed} usable videos but {source.name!r} gave "
+            f"{len(chosen)}; use a larger data spec (e.g. 'synthetic:2048') or more videos"
+        )
+    return tuple(sorted(chosen))
+
+
+def split_videos(
+    videos: Sequence[int], seed: int, test_fraction: float = TEST_FRACTION
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A seeded (train, test) split of video ids: every video lands on exactly one side."""
+    videos = sorted(set(videos))
+    if len(videos) < 2:
+        raise ValueError(f"a train/test split needs at least 2 videos, got {len(videos)}")
+    order = np.random.default_rng([seed, 2]).permutation(len(videos))
+    num_test = min(len(videos) - 1, max(1, round(test_fraction * len(videos))))
+    test = tuple(sorted(videos[i] for i in order[:num_test]))
+    train = tuple(sorted(videos[i] for i in order[num_test:]))
+    return train, test
+
+
+def shuffled_order(num_frames: int, seed: int, video: int) -> tuple[int, ...]:
+    """A seeded frame permutation that is neither the identity nor the reversal."""
+    if num_frames < 3:
+        raise ValueError(
+            f"temporal-shuffle needs clips of at least 3 frames (got {num_frames}): with 2 "
+            f"frames the only shuffle is the reversal; leave the task out"
+        )
+    rng = np.random.default_rng([seed, 3, video])
+    identity, reverse = list(range(num_frames)), list(range(num_frames))[::-1]
+    while True:
+        order = rng.permutation(num_frames).tolist()
+        if order != identity and order != reverse:
+            return tuple(order)
+
+
+def build_task(
+    task: str, videos: Sequence[int], num_frames: int, frame_step: int, image_size: int, seed: int
+) -> TaskData:
+    """The clips (and labels) of one task over the given videos."""
+    T = num_frames
+    clips, labels = [], []
+
+    def labelled(*versions: ClipSpec) -> None:
+        for label, clip in enumerate(versions):
+            clips.append(clip)
+            labels.append(label)
+
+    if task == "time-arrow":
+        for v in videos:
+            base = ClipSpec(v, frame_step)
+            labelled(base, attrs.evolve(base, order=tuple(range(T - 1, -1, -1))))
+        return TaskData(task, tuple(videos), tuple(clips), tuple(labels), ("forward", "reversed"))
+    if task == "motion-static":
+        for v in videos:
+            base = ClipSpec(v, frame_step)
+            labelled(base, attrs.evolve(base, order=(0,) * T))
+        return TaskData(task, tuple(videos), tuple(clips), tuple(labels), ("moving", "static"))
+    if task == "temporal-shuffle":
+        for v in videos:
+            base = ClipSpec(v, frame_step)
+            labelled(base, attrs.evolve(base, order=shuffled_order(T, seed, v)))
+        return TaskData(task, tuple(videos), tuple(clips), tuple(labels), ("ordered", "shuffled"))
+    if task == "stride":
+        for v in videos:
+            labelled(*(ClipSpec(v, step) for step in STRIDES))
+        classes = tuple(f"step {s}" for s in STRIDES)
+        return TaskData(task, tuple(videos), tuple(clips), tuple(labels), classes)
+    if task == "clip-consistency":
+        jitter = crop_jitter(image_size)
+        pairs = []
+        for v in videos:
+            rng = np.random.default_rng([seed, 5, v])
+            first, second = rng.uniform(0.0, 0.5), rng.uniform(0.5, 1.0)
+            shifts = rng.integers(-jitter, jitter + 1, size=(2, 2)).tolist()
+            pairs.append((len(clips), len(clips) + 1))
+            clips.append(ClipSpec(v, frame_step, round(first, 4), tuple(shifts[0])))
+            clips.append(ClipSpec(v, frame_step, round(second, 4), tuple(shifts[1])))
+        return TaskData(task, tuple(videos), tuple(clips), pairs=tuple(pairs))
+    raise ValueError(f"unknown probe task {task!r}; the tasks are {', '.join(TASKS)}")
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+class ClipEncoder:
+    """Encodes clips once each (cached across tasks) with a frozen encoder, keeping
+    mean-pooled features ``[D]`` and, for the attentive probe, the tokens ``[N, D]``."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        source,
+        num_frames: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        batch_size: int,
+        keep_tokens: bool = False,
+    ):
+        self.encoder = encoder
+        self.source = source
+        self.num_frames = num_frames
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.batch_size = batch_size
+        self.keep_tokens = keep_tokens
+        self.pooled: dict[ClipSpec, torch.Tensor] = {}
+        self.tokens: dict[ClipSpec, torch.Tensor] = {}
+        param = next(iter(encoder.parameters()), None)
+        self.device = param.device if param is not None else torch.device("cpu")
+        self.dtype = param.dtype if param is not None and param.is_floating_point() else None
+
+    def render(self, spec: ClipSpec) -> torch.Tensor:
+        """``uint8 [T, C, H, W]`` of a clip spec, frames re-ordered as it asks."""
+        clip = self.source.clip(attrs.evolve(spec, order=None), self.num_frames)
+        return clip[list(spec.order)] if spec.order is not None else clip
+
+    def encode(self, specs: Sequence[ClipSpec], task: str = "", progress: Progress | None = None):
+        """Encode the specs not seen yet."""
+        todo = list(dict.fromkeys(s for s in specs if s not in self.pooled))
+        todo.sort(key=lambda s: s.video)  # consecutive clips of a video share its reader
+        if not todo and progress is not None:
+            progress(task, 0, 0)
+        for i in range(0, len(todo), self.batch_size):
+            batch = todo[i : i + self.batch_size]
+            video = torch.stack([self.render(s) for s in batch])  # [B, T, C, H, W]
+            x = normalize_clips(video, self.mean, self.std).to(self.device)
+            if self.dtype is not None:
+                x = x.to(self.dtype)
+            with torch.inference_mode():
+                tokens = self.encoder(x)
+            if tokens.ndim != 3:
+                raise ValueError(
+                    f"the encoder returned shape {tuple(tokens.shape)}; probes need patch "
+                    f"tokens [B, N, D]"
+                )
+            tokens = tokens.float().cpu()
+            for j, spec in enumerate(batch):
+                self.pooled[spec] = tokens[j].mean(0)
+                if self.keep_tokens:
+                    self.tokens[spec] = tokens[j].clone()
+            if progress is not None:
+                progress(task, min(i + self.batch_size, len(todo)), len(todo))
+
+    def features(self, specs: Sequence[ClipSpec]) -> torch.Tensor:
+        """Mean-pooled features ``[n, D]``."""
+        return torch.stack([self.pooled[s] for s in specs])
+
+    def token_sets(self, specs: Sequence[ClipSpec]) -> torch.Tensor:
+        """Tokens ``[n, N, D]``."""
+        return torch.stack([self.tokens[s] for s in specs])
+
+
+# ------------------------------------------------------------------------------- probes
+
+
+def linear_probe(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    num_classes: int,
+    weight_decay: float = 1e-2,
+    max_iter: int = 300,
+) -> torch.Tensor:
+    """Multinomial logistic regression on standardized features ``[n, D]`` (full-batch
+    L-BFGS from zero, so the fit is deterministic); returns test predictions ``[m]``."""
+    mu = train_x.double().mean(0)
+    sd = train_x.double().std(0, unbiased=False).clamp_min(1e-6)
+    x = (train_x.double() - mu) / sd
+    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+    y = train_y.long()
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x @ weight + bias, y) + 0.5 * weight_decay * weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        return (((test_x.double() - mu) / sd) @ weight + bias).argmax(1)
+
+
+class AttentivePooler(nn.Module):
+    """One learned query cross-attending over the tokens (``heads`` heads), then a linear
+    head. With one query, the key and value projections fold into the query vectors and the
+    head, so this is that cross-attention with the redundant parameters left out."""
+
+    def __init__(self, dim: int, num_classes: int, heads: int = 4, generator=None):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(heads, dim, generator=generator) * 0.02)
+        self.head = nn.Linear(heads * dim, num_classes)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.scale = dim**-0.5
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Standardized tokens ``[B, N, D]`` -> logits ``[B, classes]``."""
+        attn = torch.einsum("bnd,hd->bhn", tokens, self.queries * self.scale).softmax(-1)
+        pooled = torch.einsum("bhn,bnd->bhd", attn, tokens)  # [B, H, D]
+        return self.head(pooled.flatten(1))
+
+
+def attentive_probe(
+    train_tokens: torch.Tensor,
+    train_y: torch.Tensor,
+    test_tokens: torch.Tensor,
+    num_classes: int,
+    seed: int = 0,
+    steps: int = 300,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-2,
+    heads: int = 4,
+) -> torch.Tensor:
+    """An attentive probe on tokens ``[n, N, D]`` trained full-batch with AdamW; returns
+    test predictions ``[m]``."""
+    dim = train_tokens.shape[-1]
+    # Per-channel standardization with the training tokens' statistics, as for the linear
+    # probe (a per-token layer norm would erase scale information some encoders carry).
+    flat = train_tokens.float().reshape(-1, dim)
+    mu, sd = flat.mean(0), flat.std(0, unbiased=False).clamp_min(1e-6)
+    x = (train_tokens.float() - mu) / sd
+    generator = torch.Generator().manual_seed(seed)
+    model = AttentivePooler(dim, num_classes, heads, generator)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    y = train_y.long()
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return model((test_tokens.float() - mu) / sd).argmax(1)
+
+
+def retrieval_accuracy(first: torch.Tensor, second: torch.Tensor) -> float:
+    """Top-1 accuracy of finding row i of one set as the cosine nearest neighbour of row i
+    of the other (both directions averaged), after centring on the mean of both sets."""
+    both = torch.cat([first, second]).double()
+    centred = F.normalize(both - both.mean(0), dim=1)
+    a, b = centred[: len(first)], centred[len(first) :]
+    sim = a @ b.T
+    target = torch.arange(len(first))
+    hits = (sim.argmax(1) == target).double().mean() + (sim.argmax(0) == target).double().mean()
+    return float(hits / 2)
+
+
+# ------------------------------------------------------------------------------ reports
+
+
+@attrs.frozen
+class TaskResult:
+    """One task's score: ``accuracy`` is probe test accuracy, or top-1 retrieval accuracy
+    for clip-consistency (then ``test_videos`` is the gallery size)."""
+
+    task: str
+    metric: str  # "linear", "attentive" or "retrieval"
+    accuracy: float
+    chance: float
+    classes: tuple[str, ...]
+    train_videos: tuple[int, ...]
+    test_videos: tuple[int, ...]
+    train_clips: int
+    test_clips: int
+
+    def to_dict(self) -> dict:
+        d = attrs.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+@attrs.frozen
+class ProbeReport:
+    """The scores of one encoder on the probe tasks, with the settings that produced them."""
+
+    results: tuple[TaskResult, ...]
+    probe: str
+    source: str
+    seed: int
+    num_videos: int
+    num_frames: int
+    image_size: int
+    frame_step: int
+    seconds: float = 0.0
+
+    def __getitem__(self, task: str) -> TaskResult:
+        for result in self.results:
+            if result.task == task:
+                return result
+        raise KeyError(f"no probe task {task!r} in this report; it has {', '.join(self.tasks)}")
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(r.task for r in self.results)
+
+    @property
+    def accuracies(self) -> dict[str, float]:
+        """Task -> accuracy."""
+        return {r.task: r.accuracy for r in self.results}
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        return {
+            "probe": self.probe,
+            "source": self.source,
+            "seed": self.seed,
+            "num_videos": self.num_videos,
+            "num_frames": self.num_frames,
+            "image_size": self.image_size,
+            "frame_step": self.frame_step,
+            "seconds": self.seconds,
+            "tasks": {r.task: r.to_dict() for r in self.results},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ProbeReport:
+        results = tuple(
+            TaskResult(**{k: tuple(v) if isinstance(v, list) else v for k, v in r.items()})
+            for r in d["tasks"].values()
+        )
+        fields = {k: v for k, v in d.items() if k != "tasks"}
+        return cls(results=results, **fields)
+
+    def header(self) -> str:
+        return (
+            f"{self.probe} probe, {self.source}, {self.num_frames}x{self.image_size}px clips "
+            f"at step {self.frame_step}, seed {self.seed}"
+        )
+
+    def table(self) -> str:
+        """A readable text table, one row per task."""
+        rows = [("task", "metric", "accuracy", "chance", "videos train/test", "clips train/test")]
+        for r in self.results:
+            train = str(len(r.train_videos)) if r.train_videos else "-"
+            clips = f"{r.train_clips}/{r.test_clips}" if r.train_clips else f"-/{r.test_clips}"
+            rows.append(
+                (
+                    r.task,
+                    "top-1 retrieval" if r.metric == "retrieval" else f"{r.metric} probe",
+                    f"{r.accuracy:.3f}",
+                    f"{r.chance:.3f}",
+                    f"{train}/{len(r.test_videos)}",
+                    clips,
+                )
+            )
+        return f"temporal probes: {self.header()}\n" + _format_rows(rows)
+
+
+def compare(reports: dict[str, ProbeReport]) -> str:
+    """One table, a row per task and an accuracy column per named report."""
+    if not reports:
+        raise ValueError("compare() needs at least one report")
+    tasks = list(dict.fromkeys(t for report in reports.values() for t in report.tasks))
+    rows = [("task", "chance", *reports)]
+    for task in tasks:
+        chances = [r[task].chance for r in reports.values() if task in r.tasks]
+        cells = [f"{r[task].accuracy:.3f}" if task in r.tasks else "-" for r in reports.values()]
+        rows.append((task, f"{chances[0]:.3f}", *cells))
+    headers = dict.fromkeys(r.header() for r in reports.values())
+    return "temporal probes: " + "; ".join(headers) + "\n" + _format_rows(rows)
+
+
+def _format_rows(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- run
+
+
+def run_probes(
+    encoder: nn.Module,
+    source: str | SyntheticSource | VideoSource = "synthetic",
+    num_videos: int = 96,
+    seed: int = 0,
+    probe: str = "linear",
+    batch_size: int = 32,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    num_frames: int | None = None,
+    image_size: int | None = None,
+    frame_step: int = 4,
+    tasks: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> ProbeReport:
+    """Score a frozen encoder (normalized ``[B, C, T, H, W]`` -> tokens ``[B, N, D]``) on
+    the temporal probe tasks (all of ``TASKS`` by default).
+
+    ``source`` is a data spec (``synthetic[:N]``, a video folder, CSV manifest or SSv2 list)
+    or a built source; each task draws ``num_videos`` videos from it (fewer, with a
+    warning, when the source has fewer usable ones). Clips are ``num_frames`` frames at
+    ``frame_step`` and ``image_size`` pixels (defaults: the encoder's ``num_frames`` and
+    ``image_size``), normalized with ``mean``/``std`` (use the encoder's training values).
+    ``seed`` fixes everything random; ``progress(task, done, total)`` is called after each
+    encoded batch. The encoder runs in eval mode under ``torch.inference_mode`` on its own
+    device, and gets its train/eval mode back afterwards."""
+    started = time.perf_counter()
+    if probe not in PROBES:
+        raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {probe!r}")
+    tasks = tuple(TASKS if tasks is None else tasks)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown probe task(s) {unknown}; the tasks are {', '.join(TASKS)}")
+    if num_videos < 4:
+        raise ValueError(
+            f"num_videos must be at least 4 (a train and a test split), got {num_videos}"
+        )
+    num_frames = num_frames or getattr(encoder, "num_frames", None)
+    image_size = image_size or getattr(encoder, "image_size", None)
+    if not num_frames or not image_size:
+        raise ValueError(
+            "the encoder has no num_frames/image_size attributes; pass num_frames= and image_size="
+        )
+    if isinstance(source, str):
+        source = make_source(source, image_size)
+    if source.image_size != image_size:
+        raise ValueError(
+            f"the source renders {source.image_size}px frames but the clips are {image_size}px"
+        )
+    clip_encoder = ClipEncoder(
+        encoder, source, num_frames, mean, std, batch_size, keep_tokens=probe == "attentive"
+    )
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        results = []
+        for task in tasks:
+            videos = select_videos(source, task, num_videos, seed)
+            data = build_task(task, videos, num_frames, frame_step, image_size, seed)
+            clip_encoder.encode(data.clips, task, progress)
+            result = score_task(data, clip_encoder, probe, seed)
+            logger.info("probe %s: %.3f (chance %.3f)", task, result.accuracy, result.chance)
+            results.append(result)
+    finally:
+        encoder.train(was_training)
+    return ProbeReport(
+        results=tuple(results),
+        probe=probe,
+        source=source.name,
+        seed=seed,
+        num_videos=num_videos,
+        num_frames=num_frames,
+        image_size=image_size,
+        frame_step=frame_step,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def score_task(data: TaskData, clips: ClipEncoder, probe: str, seed: int) -> TaskResult:
+    """Train and test the probe of one task (or score retrieval) on encoded clips."""
+    if data.pairs:
+        first = clips.features([data.clips[i] for i, _ in data.pairs])
+        second = clips.features([data.clips[j] for _, j in data.pairs])
+        return TaskResult(
+            task=data.name,
+            metric="retrieval",
+            accuracy=retrieval_accuracy(first, second),
+            chance=1.0 / len(data.pairs),
+            classes=(),
+            train_videos=(),
+            test_videos=data.videos,
+            train_clips=0,
+            test_clips=2 * len(data.pairs),
+        )
+    train_videos, test_videos = split_videos(data.videos, seed)
+    test_set = set(test_videos)
+    is_test = [c.video in test_set for c in data.clips]
+    train_specs = [c for c, t in zip(data.clips, is_test, strict=True) if not t]
+    test_specs = [c for c, t in zip(data.clips, is_test, strict=True) if t]
+    labels = torch.tensor(data.labels)
+    mask = torch.tensor(is_test)
+    train_y, test_y = labels[~mask], labels[mask]
+    num_classes = len(data.classes)
+    if probe == "linear":
+        predicted = linear_probe(
+            clips.features(train_specs), train_y, clips.features(test_specs), num_classes
+        )
+    else:
+        predicted = attentive_probe(
+            clips.token_sets(train_specs),
+            train_y,
+            clips.token_sets(test_specs),
+            num_classes,
+            seed=seed,
+        )
+    return TaskResult(
+        task=data.name,
+        metric=probe,
+        accuracy=float((predicted == test_y).double().mean()),
+        chance=1.0 / num_classes,
+        classes=data.classes,
+        train_videos=train_videos,
+        test_videos=test_videos,
+        train_clips=len(train_specs),
+        test_clips=len(test_specs),
+    )
+
+
+# ------------------------------------------------------------------------------ baseline
+
+
+def random_like(encoder: nn.Module, architecture: str | None = None, seed: int = 0) -> nn.Module:
+    """A randomly initialized student of the encoder's architecture and clip geometry (the
+    ``--baseline random`` reference), built without touching the global RNG."""
+    from salt.registry import students
+
+    architecture = architecture or getattr(encoder, "architecture", None)
+    if not architecture:
+        raise ValueError(
+            "random_like needs the architecture name (e.g. 'vit_l'); pass architecture= "
+            "(load_encoder returns it as config['architecture'])"
+        )
+    geometry = {}
+    for key in ("num_frames", "image_size", "patch_size", "tubelet_size"):
+        if not hasattr(encoder, key):
+            raise ValueError(f"the encoder has no {key!r} attribute, so random_like cannot copy it")
+        geometry[key] = getattr(encoder, key)
+    if isinstance(getattr(encoder, "pos_embed", None), nn.Parameter):
+        geometry["pos_embed"] = "learned"
+    param = next(iter(encoder.parameters()), None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = students.create(architecture, **geometry)
+    if param is not None:
+        model = model.to(param.device)
+    return model.eval()
+
+
+def load_report(path: str | Path) -> ProbeReport:
+    """A report saved as JSON with ``ProbeReport.to_dict``."""
+    return ProbeReport.from_dict(json.loads(Path(path).read_text()))
+
+
+__all__ = [
+    "TASKS",
+    "PROBES",
+    "STRIDES",
+    "ClipSpec",
+    "SyntheticSource",
+    "VideoSource",
+    "make_source",
+    "select_videos",
+    "split_videos",
+    "build_task",
+    "shuffled_order",
+    "crop_jitter",
+    "ClipEncoder",
+    "TaskData",
+    "AttentivePooler",
+    "score_task",
+    "linear_probe",
+    "attentive_probe",
+    "retrieval_accuracy",
+    "TaskResult",
+    "ProbeReport",
+    "run_probes",
+    "compare",
+    "random_like",
+    "load_report",
+]
