@@ -23,7 +23,7 @@ WEIGHTS = "model.safetensors"
 
 def encoder_config(cfg_dict: dict, summary: dict | None = None) -> dict[str, Any]:
     """The ``config.json`` of an exported encoder, from a run's resolved config."""
-    cfg = from_dict(cfg_dict)
+    cfg = from_dict(cfg_dict)  # fills fields that older checkpoints lack
     s, d = cfg.student, cfg.data
     return {
         "format": FORMAT,
@@ -35,6 +35,7 @@ def encoder_config(cfg_dict: dict, summary: dict | None = None) -> dict[str, Any
         "tubelet_size": s.tubelet_size,
         "pos_embed": s.pos_embed,
         "frame_step": d.frame_step,
+        "fps": d.fps,
         "mean": list(d.mean),
         "std": list(d.std),
         "teacher": cfg.teacher.spec,
@@ -58,8 +59,13 @@ def export_encoder(
     config = encoder_config(state["config"], summary)
     if out.exists() and force:
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    tensors = {k: v.contiguous() for k, v in state["student"].items()}
+    return write_export(out, state["student"], config)
+
+
+def write_export(out: Path, weights: dict[str, torch.Tensor], config: dict) -> Path:
+    """Write ``model.safetensors`` (metadata ``format: pt``) and ``config.json`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous() for k, v in weights.items()}
     save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt"})
     write_json(out / CONFIG, config)
     return out

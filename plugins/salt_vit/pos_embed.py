@@ -1,8 +1,10 @@
-"""Fixed sine-cosine position embeddings over a (T, H, W) token grid."""
+"""Position embeddings over a (T, H, W) token grid: fixed sine-cosine tables, and the
+resampling of a learned table to another grid."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
@@ -36,3 +38,16 @@ def sincos_3d(dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
         dim=1,
     )
     return emb.float()
+
+
+def resample_3d(
+    table: torch.Tensor, grid: tuple[int, int, int], new_grid: tuple[int, int, int]
+) -> torch.Tensor:
+    """A table ``[B, T*H*W, D]`` on ``grid`` resampled trilinearly to ``new_grid`` (in float32,
+    returned in the table's dtype), as a learned table is stretched to other clip sizes."""
+    b, n, d = table.shape
+    if n != grid[0] * grid[1] * grid[2]:
+        raise ValueError(f"a table of {n} positions is not on a {grid} grid")
+    volume = table.float().reshape(b, *grid, d).permute(0, 4, 1, 2, 3)  # [B, D, T, H, W]
+    volume = F.interpolate(volume, size=tuple(new_grid), mode="trilinear", align_corners=False)
+    return volume.flatten(2).transpose(1, 2).to(table.dtype)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from salt.masking import gather_tokens
-from salt_vit.pos_embed import sincos_3d
+from salt_vit.pos_embed import resample_3d, sincos_3d
 
 
 class TubeletEmbed(nn.Module):
@@ -69,6 +71,8 @@ class VideoViT(nn.Module):
         self.grid = (num_frames // tubelet_size, image_size // patch_size, image_size // patch_size)
         self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
         self.grad_checkpointing = grad_checkpointing
+        # Sin-cos positions of other grids, by (grid, device); a plain dict, not state.
+        self._grid_pos_embed: dict[tuple, torch.Tensor] = {}
 
         self.patch_embed = TubeletEmbed(patch_size, tubelet_size, in_chans, embed_dim)
         if pos_embed == "sincos":
@@ -96,30 +100,101 @@ class VideoViT(nn.Module):
         self.apply(init_weights)
         rescale_blocks(self.blocks)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Video ``[B, C, T, H, W]`` -> position-embedded tokens ``[B, N, D]``."""
+    def embed(self, x: torch.Tensor, dynamic_size: bool = False) -> torch.Tensor:
+        """Video ``[B, C, T, H, W]`` -> position-embedded tokens ``[B, N, D]``.
+
+        A clip of the training geometry uses the stored positions as they are. With
+        ``dynamic_size`` any clip that tiles into tubelets works: its grid comes from the
+        clip, with sin-cos positions computed for that grid or the learned table resampled.
+        """
         tokens = self.patch_embed(x)
-        if tokens.shape[1] != self.num_tokens:
+        grid = self.grid_of(x)
+        if grid == self.grid:
+            return tokens + self.pos_embed.to(tokens.dtype)
+        if not dynamic_size:
             raise ValueError(
                 f"clip of shape {tuple(x.shape)} gives {tokens.shape[1]} tokens, expected "
-                f"{self.num_tokens} for {self.num_frames} frames at {self.image_size}px"
+                f"{self.num_tokens} for {self.num_frames} frames at {self.image_size}px; "
+                f"pass dynamic_size=True (as VideoEncoder does) to embed other geometries"
             )
-        return tokens + self.pos_embed.to(tokens.dtype)
+        t, h, w = x.shape[-3:]
+        if t % self.tubelet_size or h % self.patch_size or w % self.patch_size or 0 in grid:
+            raise ValueError(
+                f"clip of shape {tuple(x.shape)} does not tile into {self.tubelet_size}x"
+                f"{self.patch_size}x{self.patch_size} tubelets; use a frame count that is a "
+                f"multiple of {self.tubelet_size} and sides that are multiples of {self.patch_size}"
+            )
+        return tokens + self.pos_embed_for(grid, tokens.device).to(tokens.dtype)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def grid_of(self, x: torch.Tensor) -> tuple[int, int, int]:
+        """Token grid (T', H', W') the tubelet convolution makes of a clip ``[B, C, T, H, W]``."""
+        t, h, w = x.shape[-3:]
+        return (t // self.tubelet_size, h // self.patch_size, w // self.patch_size)
+
+    def pos_embed_for(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+        """Positions ``[1, T'*H'*W', D]`` for another grid: sin-cos computed for it (exact),
+        or the learned table resampled trilinearly."""
+        if isinstance(self.pos_embed, nn.Parameter):
+            return resample_3d(self.pos_embed, self.grid, grid)
+        key = (grid, str(device))
+        if key not in self._grid_pos_embed:
+            # Made outside inference mode so a table first built there also works in training.
+            with torch.inference_mode(False), torch.no_grad():
+                self._grid_pos_embed[key] = sincos_3d(self.embed_dim, grid)[None].to(device)
+        return self._grid_pos_embed[key]
+
+    def forward(
+        self, x: torch.Tensor, keep: torch.Tensor | None = None, dynamic_size: bool = False
+    ) -> torch.Tensor:
         """Video ``[B, C, T, H, W]`` -> normed tokens ``[B, K, D]`` at ``keep [B, K]`` (all if None)."""
-        return self.encode(self.embed(x), keep)
+        return self.encode(self.embed(x, dynamic_size), keep)
 
     def encode(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Embedded tokens ``[B, N, D]`` -> normed tokens ``[B, K, D]`` after the blocks."""
         if keep is not None:
             tokens = gather_tokens(tokens, keep)
         for block in self.blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                tokens = checkpoint(block, tokens, use_reentrant=False)
-            else:
-                tokens = block(tokens)
+            tokens = self._run_block(block, tokens)
         return self.norm(tokens)
+
+    def get_intermediate_layers(
+        self,
+        x: torch.Tensor,
+        n: int | Sequence[int] = 1,
+        norm: bool = False,
+        dynamic_size: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        """Outputs ``[B, N, D]`` of the last ``n`` blocks, or of the blocks at the given
+        indices (negative counts from the end), in block order; ``norm`` applies the final
+        norm to each (the last block's output, normed, is ``forward``'s)."""
+        wanted = self._block_indices(n)
+        tokens = self.embed(x, dynamic_size)
+        outputs = []
+        for i, block in enumerate(self.blocks[: max(wanted) + 1]):
+            tokens = self._run_block(block, tokens)
+            if i in wanted:
+                outputs.append(self.norm(tokens) if norm else tokens)
+        return tuple(outputs)
+
+    def _block_indices(self, n: int | Sequence[int]) -> set[int]:
+        depth = len(self.blocks)
+        if isinstance(n, int):
+            if not 1 <= n <= depth:
+                raise ValueError(f"n={n} layers asked of a {depth}-block encoder; use 1..{depth}")
+            return set(range(depth - n, depth))
+        indices = [int(i) for i in n]
+        bad = [i for i in indices if not -depth <= i < depth]
+        if not indices or bad:
+            raise ValueError(
+                f"block indices {list(n)} are not in [{-depth}, {depth - 1}] for a "
+                f"{depth}-block encoder"
+            )
+        return {i % depth for i in indices}
+
+    def _run_block(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, tokens, use_reentrant=False)
+        return block(tokens)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in backward to save memory."""
