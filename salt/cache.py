@@ -71,7 +71,21 @@ def synthetic_view(dataset: SyntheticMotion, index: int) -> View:
     return View(f"synthetic/{index}", frames, (0, 0, size, size), (size, size))
 
 
-class LatentCache:
+class _CacheMeta:
+    """What both cache layouts say about their latents."""
+
+    meta: dict[str, Any]
+
+    @property
+    def teacher_dim(self) -> int:
+        return int(self.meta["teacher_dim"])
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return tuple(self.meta["latent_shape"])
+
+
+class LatentCache(_CacheMeta):
     """A built cache: metadata, per-sample views and memory-mapped latent reads."""
 
     def __init__(self, path: str | Path):
@@ -96,14 +110,6 @@ class LatentCache:
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    @property
-    def teacher_dim(self) -> int:
-        return int(self.meta["teacher_dim"])
-
-    @property
-    def latent_shape(self) -> tuple[int, int]:
-        return tuple(self.meta["latent_shape"])
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -406,7 +412,7 @@ def list_caches() -> list[dict]:
     return found
 
 
-class LegacyCache:
+class LegacyCache(_CacheMeta):
     """The older layout: ``<root>/<split>/<video_id>.pt`` holding ``latents [N, D]`` plus
     ``<root>/<split>/metadata.json`` (``latent_shape``, ``video_ids``, ``model``, ``split``).
 
@@ -443,14 +449,6 @@ class LegacyCache:
 
     def __len__(self) -> int:
         return len(self.video_ids)
-
-    @property
-    def teacher_dim(self) -> int:
-        return int(self.meta["teacher_dim"])
-
-    @property
-    def latent_shape(self) -> tuple[int, int]:
-        return tuple(self.meta["latent_shape"])
 
     def latents(self, i: int) -> torch.Tensor:
         file = self.path / f"{self.video_ids[i]}.pt"

@@ -332,13 +332,13 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config field, e.g. --set data.num_frames=16 (repeatable)",
+        help="override a config field, e.g. --set optim.lr=1e-4 (repeatable)",
     )
     p.add_argument(
         "--profile",
         choices=["auto", "recipe", "demo"],
         default="auto",
-        help="clip geometry as for salt train: recipe, demo, or auto (demo without a GPU)",
+        help="recipe: the full ViT-L recipe; demo: CPU-sized (8x112 clips, vit_tiny); auto: demo without a GPU",
     )
 
 
@@ -357,26 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help="clips per process per micro-step")
     t.add_argument("--run-name", help="run directory name (default: student-teacher-time)")
     t.add_argument("--out", help="folder holding run directories (default: runs)")
-    t.add_argument("--config", help="a .toml or .json config file")
-    t.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set optim.lr=1e-4 (repeatable)",
-    )
+    _add_config_flags(t)
     t.add_argument(
         "--resume",
         metavar="RUN_OR_CHECKPOINT",
         help="continue a run from its newest (or the given) checkpoint",
     )
     t.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
-    t.add_argument(
-        "--profile",
-        choices=["auto", "recipe", "demo"],
-        default="auto",
-        help="recipe: the full ViT-L recipe; demo: CPU-sized; auto: demo without a GPU",
-    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
