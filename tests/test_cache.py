@@ -299,18 +299,67 @@ def test_videos_to_videomae_cache_to_training_from_the_command_line(tmp_path, mo
     teacher_dir = tmp_path / "tiny-videomae"
     torch.manual_seed(0)
     VideoMAEModel(
-        VideoMAEConfig(image_size=112, num_frames=8, tubelet_size=2, patch_size=16, hidden_size=48,
-                       num_hidden_layers=2, num_attention_heads=2, intermediate_size=96)
+        VideoMAEConfig(
+            image_size=112,
+            num_frames=8,
+            tubelet_size=2,
+            patch_size=16,
+            hidden_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=96,
+        )
     ).save_pretrained(teacher_dir)
     monkeypatch.setenv("SALT_CACHE_DIR", str(tmp_path / "home"))
 
-    assert main(["cache", "build", "--teacher", f"videomae:{teacher_dir}", "--data", str(videos),
-                 "--name", "tiny", "--views", "4", "--workers", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "cache",
+                "build",
+                "--teacher",
+                f"videomae:{teacher_dir}",
+                "--data",
+                str(videos),
+                "--name",
+                "tiny",
+                "--views",
+                "4",
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "24 clips, latents (196, 48) float16, 4 unreadable videos skipped" in out
     assert main(["cache", "verify", "tiny"]) == 0
-    assert main(["train", "--student", "vit_tiny", "--teacher", "cached:tiny", "--steps", "30",
-                 "--out", str(tmp_path / "runs"), "--run-name", "s", "--no-progress",
-                 "--set", "train.log_every=1", "--set", "data.num_workers=0"]) == 0
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "runs" / "s" / "metrics.jsonl").read_text().splitlines()]
+    assert (
+        main(
+            [
+                "train",
+                "--student",
+                "vit_tiny",
+                "--teacher",
+                "cached:tiny",
+                "--steps",
+                "30",
+                "--out",
+                str(tmp_path / "runs"),
+                "--run-name",
+                "s",
+                "--no-progress",
+                "--set",
+                "train.log_every=1",
+                "--set",
+                "data.num_workers=0",
+            ]
+        )
+        == 0
+    )
+    losses = [
+        json.loads(line)["loss"]
+        for line in (tmp_path / "runs" / "s" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert len(losses) == 30 and sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses
