@@ -325,6 +325,75 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+
+        from salt_app.app import launch
+    except ModuleNotFoundError as err:
+        raise RuntimeError(
+            f"salt app needs the viewer and gradio ({err}); install them with "
+            f"pip install 'salt-vla[app]'"
+        ) from None
+
+    page, url = launch(host=args.host, port=args.port, runs=args.runs)
+    print(f"salt viewer on {url} (Ctrl+C stops it)")
+    try:
+        page.block_thread()
+    finally:
+        page.close()
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    import attrs
+
+    from salt.quickstart import FAST, QuickstartSettings, run_quickstart
+
+    settings = FAST if args.fast else QuickstartSettings()
+    knobs = {
+        "teacher_steps": args.teacher_steps,
+        "student_steps": args.student_steps,
+        "probe_videos": args.probe_videos,
+    }
+    settings = attrs.evolve(settings, **{k: v for k, v in knobs.items() if v is not None})
+    # The stage headers and bars tell the story; the stages' own start-up lines would bury it.
+    quiet = [] if args.verbose else ["salt.train", "salt.cache", "salt.evaluate", "salt.probes"]
+    levels = {name: logging.getLogger(name).level for name in quiet}
+
+    def on_stage(number: int, description: str) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"[{number}/6] {description}", file=sys.stderr)
+
+    try:
+        for name in quiet:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        result = run_quickstart(
+            args.out, settings, force=args.force, progress=not args.no_progress, on_stage=on_stage
+        )
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    print(result.table())
+    print(f"\neverything is under {result.out}/:")
+    for label, path in (
+        ("teacher run", result.teacher_run),
+        ("teacher encoder", result.teacher_export),
+        ("latent cache", result.cache),
+        ("student run", result.student_run),
+        ("student encoder", result.student_export),
+        ("loss curves", result.plot),
+        ("numbers (JSON)", result.report),
+    ):
+        print(f"  {label:<16} {path}")
+    print(
+        f"the student export reloads with VideoEncoder.from_pretrained({str(result.student_export)!r}) "
+        f"and gives the checkpoint's tokens (max difference {result.reload_max_diff:.1e})"
+    )
+    return 0
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a .toml or .json config file")
     p.add_argument(
@@ -441,6 +510,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     e.set_defaults(func=cmd_export)
 
+    q = sub.add_parser(
+        "quickstart",
+        help="the whole SALT story on synthetic data on CPU: teacher, cache, student, eval, probes, export",
+    )
+    q.add_argument(
+        "--out", default="quickstart", help="folder for everything (default: quickstart)"
+    )
+    q.add_argument("--force", action="store_true", help="replace an earlier quickstart in --out")
+    q.add_argument(
+        "--fast", action="store_true", help="tiny sizes: seconds, not minutes (for tests)"
+    )
+    q.add_argument("--teacher-steps", type=int, help="teacher training steps")
+    q.add_argument("--student-steps", type=int, help="student training steps")
+    q.add_argument("--probe-videos", type=int, help="videos per probe task (at least 4)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
+    q.set_defaults(func=cmd_quickstart)
+
     p = sub.add_parser(
         "plugins", help="list registered students, teachers, predictors, maskers, losses"
     )
@@ -452,6 +538,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(func=cmd_doctor)
+
+    a = sub.add_parser("app", help="browse masks, teacher latents vs. predictions and loss curves")
+    a.add_argument(
+        "--host", default="127.0.0.1", help="interface to serve on (default: local only)"
+    )
+    a.add_argument("--port", type=int, default=7860)
+    a.add_argument("--runs", default="runs", help="folder holding run directories")
+    a.set_defaults(func=cmd_app)
     return parser
 
 

@@ -1,0 +1,156 @@
+"""The Gradio page of ``salt app``: Masks, Latents and Runs tabs wired to ``callbacks``."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from salt_app import callbacks as cb
+
+log = logging.getLogger("salt.app")  # under "salt": the CLI shows it
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def build_app(runs: str | Path = "runs"):
+    """The ``gr.Blocks`` page; files are read only under :func:`callbacks.allowed_roots`."""
+    import gradio as gr
+
+    from salt.registry import maskers
+
+    runs = Path(runs)
+    roots = cb.allowed_roots(runs)
+    # Per page, not global: the last two loaded checkpoints stay in memory between clicks,
+    # keyed by file and mtime so a run's newer checkpoint is picked up.
+    cached_load = functools.lru_cache(maxsize=2)(
+        lambda checkpoint, mtime, teacher: cb.load_run(checkpoint, teacher, roots=roots)
+    )
+
+    def load_run(run: str, teacher: str) -> cb.LoadedRun:
+        from salt.runs import resolve_checkpoint
+
+        if not run:
+            raise ValueError("pick a run directory or a checkpoint file")
+        checkpoint = resolve_checkpoint(cb.check_path(run, roots))
+        return cached_load(str(checkpoint), checkpoint.stat().st_mtime_ns, teacher)
+
+    def clip_source(choice: str, path: str, upload) -> str:
+        if upload:
+            return str(upload)
+        return path.strip() or choice
+
+    def on_masks(choice, path, upload, masker, options, seed, frames, size):
+        r = cb.render_masks(
+            clip_source(choice, path, upload),
+            masker,
+            options,
+            int(seed or 0),
+            num_frames=int(frames),
+            image_size=int(size),
+            roots=roots,
+        )
+        return r.images, r.table, r.message
+
+    def on_latents(run, teacher, choice, path, upload, seed):
+        try:
+            loaded = load_run(str(run or "").strip(), str(teacher or "").strip())
+        except Exception as err:  # noqa: BLE001 - shown on the page
+            return [], [], cb.error_message(err)
+        r = cb.render_latents(loaded, clip_source(choice, path, upload), int(seed or 0), roots)
+        note = f"checkpoint {loaded.checkpoint} (step {loaded.step}), teacher {loaded.cfg.teacher.spec}"
+        return r.images, r.table, r.message or note
+
+    def on_runs(chosen):
+        r = cb.plot_runs(list(chosen or []), roots)
+        return r.image, r.table, r.message
+
+    def refresh_runs():
+        found = cb.list_runs(runs)
+        return gr.update(choices=found), gr.update(choices=found, value=found[:1])
+
+    synthetic = [f"synthetic:{i}" for i in range(16)]
+    found = cb.list_runs(runs)
+    with gr.Blocks(title="salt viewer") as page:
+        gr.Markdown(f"# salt viewer\nruns: `{runs.resolve()}`")
+        with gr.Tab("Masks", id="masks"):
+            with gr.Row():
+                m_choice = gr.Dropdown(synthetic, value="synthetic:0", label="built-in clip")
+                m_path = gr.Textbox(label="or a video path", placeholder="videos/clip.mp4")
+                m_upload = gr.File(label="or upload a video", type="filepath")
+            with gr.Row():
+                m_masker = gr.Dropdown(maskers.names(), value="multiblock", label="masker")
+                m_options = gr.Textbox(
+                    label="options (JSON)", placeholder='{"ratio": 0.75}', value=""
+                )
+                m_seed = gr.Number(value=0, precision=0, label="seed")
+                m_frames = gr.Slider(2, 32, value=8, step=2, label="frames")
+                m_size = gr.Slider(32, 224, value=112, step=16, label="image size")
+            m_button = gr.Button("Render masks", variant="primary", elem_id="masks-render")
+            m_message = gr.Markdown(elem_id="masks-message")
+            m_gallery = gr.Gallery(
+                label="target tokens tinted per group", columns=1, elem_id="masks-gallery"
+            )
+            m_table = gr.Dataframe(headers=cb.SHARE_HEADERS, label="share per time slice")
+            m_inputs = [m_choice, m_path, m_upload, m_masker, m_options, m_seed, m_frames, m_size]
+            m_button.click(on_masks, m_inputs, [m_gallery, m_table, m_message])
+        with gr.Tab("Latents", id="latents"):
+            with gr.Row():
+                l_run = gr.Dropdown(
+                    found,
+                    value=found[0] if found else None,
+                    allow_custom_value=True,
+                    label="run directory or checkpoint",
+                )
+                l_teacher = gr.Textbox(label="teacher spec (empty: the run's)")
+                l_seed = gr.Number(value=0, precision=0, label="mask seed")
+            with gr.Row():
+                l_choice = gr.Dropdown(synthetic, value="synthetic:0", label="built-in clip")
+                l_path = gr.Textbox(label="or a video path")
+                l_upload = gr.File(label="or upload a video", type="filepath")
+            l_button = gr.Button("Predict", variant="primary", elem_id="latents-run")
+            l_message = gr.Markdown(elem_id="latents-message")
+            l_gallery = gr.Gallery(label="per time slice", columns=1, elem_id="latents-gallery")
+            l_table = gr.Dataframe(headers=cb.LOSS_HEADERS, label="clip loss")
+            l_button.click(
+                on_latents,
+                [l_run, l_teacher, l_choice, l_path, l_upload, l_seed],
+                [l_gallery, l_table, l_message],
+            )
+        with gr.Tab("Runs", id="runs"):
+            with gr.Row():
+                r_runs = gr.CheckboxGroup(found, value=found[:1], label="runs")
+                r_refresh = gr.Button("Refresh")
+            r_button = gr.Button("Plot", variant="primary", elem_id="runs-plot")
+            r_message = gr.Markdown(elem_id="runs-message")
+            r_image = gr.Image(label="loss terms and lr", type="numpy", elem_id="runs-image")
+            r_table = gr.Dataframe(headers=cb.RUN_HEADERS, label="summary")
+            r_button.click(on_runs, [r_runs], [r_image, r_table, r_message])
+            r_refresh.click(refresh_runs, [], [l_run, r_runs])
+        # The page opens with the default clip's masks already drawn.
+        page.load(on_masks, m_inputs, [m_gallery, m_table, m_message])
+    return page
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, runs: str | Path = "runs"):
+    """Build the page and serve it in a background thread; returns ``(page, url)``.
+
+    Call ``page.block_thread()`` to wait (``salt app`` does), ``page.close()`` to stop.
+    """
+    page = build_app(runs)
+    if host not in LOCAL_HOSTS:
+        log.warning(
+            "serving on %s: anyone who can reach this host can browse the runs, cache and "
+            "working folder; use the default 127.0.0.1 unless you mean that",
+            host,
+        )
+    # No allowed_paths: callbacks return arrays, which gradio serves from its own cache, so
+    # nothing under the roots is exposed over HTTP beyond what the page rendered.
+    page.queue(default_concurrency_limit=1)  # one model in memory at a time on small machines
+    _, url, _ = page.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+    )
+    return page, url or f"http://{host}:{port}/"

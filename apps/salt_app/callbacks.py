@@ -1,0 +1,566 @@
+"""What the viewer's buttons do, as plain functions: no gradio import, testable without a page.
+
+Every callback returns a result object whose ``message`` is empty on success and a sentence
+for the page otherwise; bad input (a file that is not a video, a run without checkpoints, a
+teacher of the wrong width, a path outside the allowed roots) never raises out of here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+log = logging.getLogger("salt.app.callbacks")
+
+# One colour per mask group (and per run on the curves), cycling when there are more.
+PALETTE = (
+    (230, 60, 50),
+    (40, 110, 240),
+    (40, 180, 80),
+    (240, 170, 20),
+    (170, 60, 210),
+    (20, 190, 200),
+)
+SYNTHETIC_RE = re.compile(r"^\s*(?:synthetic)?\s*:?\s*(\d+)\s*$")
+TOKEN_PX = 12  # pixels per token in the latent images
+
+
+class PathRefused(ValueError):
+    """A path outside the folders the viewer may read."""
+
+
+# ---------------------------------------------------------------------------------------
+# Paths
+
+
+def allowed_roots(runs: str | Path = "runs", extra: tuple[str | Path, ...] = ()) -> list[Path]:
+    """Folders the viewer may read: runs, the salt cache, the working directory, gradio uploads."""
+    from salt.cache import cache_home
+
+    roots = [Path(runs), cache_home().parent, Path.cwd(), gradio_temp_dir(), *map(Path, extra)]
+    return [r.expanduser().resolve() for r in roots]
+
+
+def gradio_temp_dir() -> Path:
+    """Where gradio stores uploads (``$GRADIO_TEMP_DIR``, default ``<tmp>/gradio``)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
+def check_path(path: str | Path, roots: list[Path]) -> Path:
+    """``path`` resolved (symlinks followed), or :class:`PathRefused` if it lies outside ``roots``."""
+    resolved = Path(path).expanduser().resolve()
+    if not any(resolved == r or resolved.is_relative_to(r) for r in roots):
+        raise PathRefused(
+            f"{str(path)!r} is outside the folders this viewer may read "
+            f"({', '.join(str(r) for r in roots)}); copy it under one of them or start "
+            f"`salt app --runs DIR` with its folder"
+        )
+    return resolved
+
+
+# ---------------------------------------------------------------------------------------
+# Clips
+
+
+@attrs.frozen
+class Clip:
+    """A clip ``uint8 [T, H, W, 3]`` and the index its masks are keyed by."""
+
+    frames: np.ndarray
+    index: int
+    label: str
+
+
+def parse_synthetic(source: str) -> int | None:
+    """The clip index of ``synthetic:N`` (or a bare ``N``), else None."""
+    m = SYNTHETIC_RE.match(str(source))
+    return int(m.group(1)) if m else None
+
+
+def load_clip(
+    source: str,
+    num_frames: int,
+    image_size: int,
+    frame_step: int,
+    roots: list[Path],
+) -> Clip:
+    """A built-in synthetic clip (``synthetic:N``) or the centre view of a video file."""
+    index = parse_synthetic(source)
+    if index is not None:
+        from salt.synthetic import SyntheticMotion
+
+        data = SyntheticMotion(
+            length=index + 1, num_frames=num_frames, image_size=image_size, frame_step=frame_step
+        )
+        return Clip(data.render(index), index, f"synthetic:{index}")
+    if not str(source).strip():
+        raise ValueError("pick a clip: 'synthetic:N' for a built-in clip, or a video file path")
+    from salt.video import decode_view, open_video, sample_view
+
+    path = check_path(source, roots)
+    reader = open_video(path)
+    if len(reader) == 0:
+        raise ValueError(f"video {str(path)!r} has no frames")
+    height, width = reader[0].shape[:2]
+    view = sample_view(path.name, len(reader), height, width, num_frames, frame_step, image_size)
+    clip = decode_view(reader, view)  # [T, C, H, W]
+    return Clip(clip.permute(0, 2, 3, 1).numpy(), 0, path.name)
+
+
+# ---------------------------------------------------------------------------------------
+# Masks
+
+
+@attrs.frozen
+class MaskResult:
+    """One image per mask group (captioned), the share table and a message for the page."""
+
+    images: list[tuple[np.ndarray, str]] = attrs.field(factory=list)
+    table: list[list[Any]] = attrs.field(factory=list)
+    message: str = ""
+    # Boolean context masks ``[G, T', H', W']``, for tests and for the latents tab.
+    context: np.ndarray | None = None
+
+
+SHARE_HEADERS = ["group", "time slice", "context share", "target share"]
+
+
+def parse_options(text: str) -> dict:
+    """Masker options from JSON text (empty means none)."""
+    if not str(text or "").strip():
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f'masker options must be a JSON object, e.g. {{"ratio": 0.75}}: {err}'
+        ) from None
+    if not isinstance(options, dict):
+        raise ValueError(f"masker options must be a JSON object, got {options!r}")
+    return options
+
+
+def make_masks(masker_spec: str, options: dict, grid: tuple[int, int, int], index: int, seed: int):
+    """The masker's groups for one clip: ``(group names, context [G, T', H', W'] bool)``."""
+    from salt.masking import sample_keys
+    from salt.registry import maskers
+
+    masker = maskers.create(masker_spec, grid=grid, **options)
+    groups = masker(sample_keys(int(seed), 0, index))
+    n = math.prod(grid)
+    context = np.zeros((len(groups), n), dtype=bool)
+    for g, group in enumerate(groups):
+        context[g, group.context[0].numpy()] = True
+    names = tuple(masker.group_names) or tuple(f"group{g}" for g in range(len(groups)))
+    return names, context.reshape(len(groups), *grid)
+
+
+def overlay(frame: np.ndarray, context: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """``frame [H, W, 3]`` with target tokens tinted ``colour``; context tokens stay as they are."""
+    h, w = frame.shape[:2]
+    gh, gw = context.shape
+    cell = np.repeat(np.repeat(~context, h // gh, axis=0), w // gw, axis=1)  # [H, W] target
+    out = frame.astype(np.float32)
+    out[cell] = 0.45 * out[cell] + 0.55 * np.asarray(colour, dtype=np.float32)
+    out[:: h // gh] = out[:: h // gh] * 0.7  # token grid lines
+    out[:, :: w // gw] = out[:, :: w // gw] * 0.7
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def strip(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Images of one height side by side with a white gap."""
+    h = images[0].shape[0]
+    parts = []
+    for i, img in enumerate(images):
+        if i:
+            parts.append(np.full((h, gap, 3), 255, np.uint8))
+        parts.append(img)
+    return np.concatenate(parts, axis=1)
+
+
+def render_masks(
+    source: str,
+    masker: str,
+    options: str = "",
+    seed: int = 0,
+    num_frames: int = 8,
+    image_size: int = 112,
+    patch_size: int = 16,
+    tubelet_size: int = 2,
+    frame_step: int = 4,
+    roots: list[Path] | None = None,
+) -> MaskResult:
+    """Each time slice of a clip with the masker's target tokens tinted, one image per group."""
+    try:
+        num_frames, image_size = int(num_frames), int(image_size)
+        if num_frames % tubelet_size or image_size % patch_size:
+            raise ValueError(
+                f"{num_frames} frames of {image_size}px do not tile into {tubelet_size}-frame, "
+                f"{patch_size}px tubelets; pick multiples"
+            )
+        grid = (num_frames // tubelet_size, image_size // patch_size, image_size // patch_size)
+        clip = load_clip(source, num_frames, image_size, frame_step, roots or allowed_roots())
+        names, context = make_masks(masker, parse_options(options), grid, clip.index, seed)
+    except Exception as err:  # noqa: BLE001 - the page shows the reason instead of a trace
+        return MaskResult(message=error_message(err))
+    images, table = [], []
+    for g, name in enumerate(names):
+        colour = PALETTE[g % len(PALETTE)]
+        slices = [
+            overlay(clip.frames[t * tubelet_size], context[g, t], colour) for t in range(grid[0])
+        ]
+        share = context[g].reshape(grid[0], -1).mean(axis=1)
+        images.append(
+            (
+                strip(slices),
+                f"{clip.label} · {name}: context {context[g].mean():.0%} (tinted: target)",
+            )
+        )
+        table += [
+            [name, t, round(float(s), 4), round(1 - float(s), 4)] for t, s in enumerate(share)
+        ]
+    return MaskResult(images, table, "", context)
+
+
+# ---------------------------------------------------------------------------------------
+# Latents
+
+
+@attrs.frozen
+class LoadedRun:
+    """A checkpoint's student + predictor and the teacher they are compared with."""
+
+    checkpoint: Path
+    step: int
+    cfg: Any  # salt.config.Config
+    model: Any  # salt.model.SaltModel, eval mode
+    teacher: Any  # salt.teachers.Teacher
+
+
+def load_run(run: str | Path, teacher_spec: str = "", roots: list[Path] | None = None) -> LoadedRun:
+    """Load a run's newest checkpoint (or the given one) with the run's or another teacher."""
+    import torch
+
+    from salt.config import apply_overrides, from_dict
+    from salt.model import SaltModel, build_predictor, build_student, build_teacher
+    from salt.runs import load_checkpoint, resolve_checkpoint
+
+    if not str(run).strip():
+        raise ValueError("pick a run directory or a checkpoint file")
+    path = resolve_checkpoint(check_path(run, roots or allowed_roots()))
+    state = load_checkpoint(path)
+    cfg = from_dict(state["config"])
+    if teacher_spec.strip() and teacher_spec.strip() != cfg.teacher.spec:
+        cfg = apply_overrides(cfg, {"teacher.spec": teacher_spec.strip()})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        teacher = build_teacher(cfg)
+        student = build_student(cfg)
+        predictor = build_predictor(cfg, student.embed_dim, teacher.teacher_dim)
+    student.load_state_dict(state["student"])
+    try:
+        predictor.load_state_dict(state["predictor"])
+    except RuntimeError:
+        trained = state["config"]["teacher"]["spec"]
+        raise ValueError(
+            f"the checkpoint's predictor was trained on teacher {trained!r}; teacher "
+            f"{cfg.teacher.spec!r} gives {teacher.teacher_dim}-dim latents that it cannot "
+            f"predict. Leave the teacher empty or pick one of the same width"
+        ) from None
+    return LoadedRun(path, int(state["step"]), cfg, SaltModel(student, predictor).eval(), teacher)
+
+
+@attrs.frozen
+class LatentResult:
+    """Per group, one image (rows: time slices; columns: frame, teacher, prediction, error)."""
+
+    images: list[tuple[np.ndarray, str]] = attrs.field(factory=list)
+    table: list[list[Any]] = attrs.field(factory=list)
+    message: str = ""
+    loss: float | None = None
+
+
+LOSS_HEADERS = ["term", "value"]
+
+
+def pca_basis(latents: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``[D]`` and the top-``k`` principal directions ``[D, k]`` of ``latents [N, D]``."""
+    mean = latents.mean(axis=0)
+    _, _, vt = np.linalg.svd(latents - mean, full_matrices=False)
+    basis = np.zeros((latents.shape[1], k), dtype=np.float64)
+    basis[:, : min(k, vt.shape[0])] = vt[:k].T
+    return mean, basis
+
+
+def to_rgb(projected: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """PCA coordinates ``[..., 3]`` -> ``uint8`` colours, scaled by the teacher's range."""
+    scaled = (projected - lo) / np.maximum(hi - lo, 1e-12)
+    return (scaled.clip(0, 1) * 255).astype(np.uint8)
+
+
+def heat(values: np.ndarray, top: float) -> np.ndarray:
+    """Errors ``[...]`` -> black-red-yellow ``uint8 [..., 3]`` (``top`` maps to yellow)."""
+    x = (values / max(top, 1e-12)).clip(0, 1)
+    rgb = np.stack([np.minimum(1, 2 * x), np.maximum(0, 2 * x - 1), np.zeros_like(x)], axis=-1)
+    return (rgb * 255).astype(np.uint8)
+
+
+def _tokens_image(grid_values: np.ndarray, size: int) -> np.ndarray:
+    """``[H', W', 3]`` token colours -> ``[size, size, 3]`` blocks."""
+    scale = max(1, size // grid_values.shape[0])
+    return np.repeat(np.repeat(grid_values, scale, axis=0), scale, axis=1)
+
+
+def render_latents(
+    loaded: LoadedRun | None,
+    source: str,
+    seed: int = 0,
+    roots: list[Path] | None = None,
+) -> LatentResult:
+    """Teacher latents, the predictor's reconstruction at the masked tokens (same PCA basis)
+    and the per-token error for one clip and its mask, with the clip's loss."""
+    try:
+        if loaded is None:
+            raise ValueError("load a run first")
+        return _render_latents(loaded, source, int(seed), roots or allowed_roots())
+    except Exception as err:  # noqa: BLE001 - the page shows the reason instead of a trace
+        return LatentResult(message=error_message(err))
+
+
+def _render_latents(loaded: LoadedRun, source: str, seed: int, roots: list[Path]) -> LatentResult:
+    import torch
+
+    from salt.data import normalize_clips
+    from salt.losses import Objective
+    from salt.masking import sample_keys
+    from salt.model import masked_loss
+    from salt.registry import maskers
+
+    cfg = loaded.cfg
+    d = cfg.data
+    clip = load_clip(source, d.num_frames, d.image_size, d.frame_step, roots)
+    masker = maskers.create(cfg.mask.name, grid=cfg.grid, **cfg.mask.options)
+    masks = masker(sample_keys(seed, 0, clip.index))
+    names = tuple(getattr(masker, "group_names", ())) or tuple(
+        f"group{i}" for i in range(len(masks))
+    )
+    video = torch.from_numpy(clip.frames).permute(0, 3, 1, 2)[None]  # [1, T, C, H, W]
+    with torch.inference_mode():
+        x = normalize_clips(video, d.mean, d.std)
+        targets = loaded.teacher.targets({"video": video, "index": [clip.index]}, x).float()
+        preds = loaded.model(x, masks)
+        loss, terms = masked_loss(preds, targets, masks, Objective(cfg.loss.name, cfg.loss.options))
+    teacher = targets[0].numpy().astype(np.float64)  # [N, Dt]
+    mean, basis = pca_basis(teacher)
+    proj_t = (teacher - mean) @ basis
+    lo, hi = np.percentile(proj_t, 2, axis=0), np.percentile(proj_t, 98, axis=0)
+    t_len, gh, gw = cfg.grid
+    size = max(gh * TOKEN_PX, 96)
+    teacher_rgb = to_rgb(proj_t, lo, hi).reshape(t_len, gh, gw, 3)
+    images, table = [], [["loss", round(float(loss), 6)]]
+    table += [[name, round(float(v), 6)] for name, v in terms.items()]
+    for g, (group, pred) in enumerate(zip(masks, preds, strict=True)):
+        target_idx = group.target[0].numpy()
+        recon = teacher.copy()
+        recon[target_idx] = pred[0].numpy()
+        recon_rgb = to_rgb((recon - mean) @ basis, lo, hi).reshape(t_len, gh, gw, 3)
+        error = np.zeros(teacher.shape[0])
+        error[target_idx] = ((recon[target_idx] - teacher[target_idx]) ** 2).mean(axis=1)
+        group_loss = float(error[target_idx].mean())
+        error_rgb = heat(error, float(error.max())).reshape(t_len, gh, gw, 3)
+        rows = []
+        for t in range(t_len):
+            frame = clip.frames[t * (d.num_frames // t_len)]
+            frame = np.asarray(
+                torch.nn.functional.interpolate(
+                    torch.from_numpy(frame).permute(2, 0, 1)[None].float(), size=(size, size)
+                )[0]
+                .permute(1, 2, 0)
+                .clamp(0, 255)
+                .to(torch.uint8)
+            )
+            cells = [frame] + [
+                _tokens_image(a[t], size) for a in (teacher_rgb, recon_rgb, error_rgb)
+            ]
+            rows.append(strip([c[:size, :size] for c in cells]))
+        gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
+        image = np.concatenate([r for row in rows for r in (row, gap)][:-1], axis=0)
+        name = names[g] if g < len(names) else f"group{g}"
+        images.append(
+            (
+                image,
+                f"{name}: frame | teacher PCA | prediction at masked tokens | error "
+                f"(MSE {group_loss:.4f}, max {error.max():.4f})",
+            )
+        )
+        table.append([f"{name} masked-token MSE", round(group_loss, 6)])
+    return LatentResult(images, table, "", float(loss))
+
+
+# ---------------------------------------------------------------------------------------
+# Runs
+
+
+def list_runs(runs: str | Path) -> list[str]:
+    """Run directories (holding ``metrics.jsonl``) under ``runs``, newest first."""
+    root = Path(runs)
+    if not root.is_dir():
+        return []
+    found = [p.parent for p in root.glob("*/metrics.jsonl")]
+    return [str(p) for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+@attrs.frozen
+class CurvesResult:
+    """The loss/lr plot, one summary row per run and a message for the page."""
+
+    image: np.ndarray | None = None
+    table: list[list[Any]] = attrs.field(factory=list)
+    message: str = ""
+    series: dict = attrs.field(factory=dict)  # {run: {key: [(step, value)]}}
+
+
+RUN_HEADERS = ["run", "steps logged", "min loss", "at step", "last loss", "rebound", "late rebound"]
+
+
+def read_curves(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """``{"loss": [(step, value)], "loss/mse": ..., "lr": ...}`` from a run's metrics.jsonl."""
+    from salt.runs import MetricsLog
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    for record in MetricsLog(run / "metrics.jsonl").read():
+        for key, value in record.items():
+            if (key == "loss" or key.startswith("loss/") or key == "lr") and _finite(value):
+                series.setdefault(key, []).append((int(record["step"]), float(value)))
+    return series
+
+
+def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
+    """Loss terms and lr of the chosen runs, minimum and rebound marked, drawn with PIL."""
+    from salt.runs import MetricsLog, summarize
+
+    roots = roots or allowed_roots()
+    if not runs:
+        return CurvesResult(message="pick one or more runs")
+    series, table, problems = {}, [], []
+    for run in runs:
+        try:
+            path = check_path(run, roots)
+            if not (path / "metrics.jsonl").is_file():
+                raise FileNotFoundError(
+                    f"{str(run)!r} has no metrics.jsonl; is it a run directory?"
+                )
+            curves = read_curves(path)
+            if not curves.get("loss"):
+                raise ValueError(f"run {path.name!r} has logged no finite loss yet")
+        except Exception as err:  # noqa: BLE001
+            problems.append(error_message(err))
+            continue
+        name = path.name
+        series[name] = curves
+        s = summarize(MetricsLog(path / "metrics.jsonl").read())
+        table.append(
+            [
+                name,
+                s["steps_logged"],
+                round(s["min_loss"], 6),
+                s["min_loss_step"],
+                round(s["last_loss"], 6),
+                f"{s['rebound']:+.1%}",
+                "yes" if s["late_rebound"] else "no",
+            ]
+        )
+    if not series:
+        return CurvesResult(message="; ".join(problems))
+    image = draw_curves(series)
+    return CurvesResult(image, table, "; ".join(problems), series)
+
+
+def draw_curves(series: dict[str, dict[str, list[tuple[int, float]]]]) -> np.ndarray:
+    """One panel per quantity (loss, each term, lr), one colour per run; ``uint8 [H, W, 3]``."""
+    from PIL import Image, ImageDraw
+
+    keys = ["loss"] + sorted({k for c in series.values() for k in c if k.startswith("loss/")})
+    keys += ["lr"] if any("lr" in c for c in series.values()) else []
+    width, panel, pad = 720, 200, 46
+    legend = 18 * len(series) + 10
+    img = Image.new("RGB", (width, legend + panel * len(keys)), "white")
+    draw = ImageDraw.Draw(img)
+    for i, run in enumerate(series):
+        colour = PALETTE[i % len(PALETTE)]
+        draw.rectangle([pad, 6 + 18 * i, pad + 12, 18 + 18 * i], fill=colour)
+        draw.text((pad + 18, 6 + 18 * i), run, fill="black")
+    for p, key in enumerate(keys):
+        top = legend + p * panel
+        box = (pad + 10, top + 18, width - 12, top + panel - 22)
+        draw.rectangle(box, outline=(160, 160, 160))
+        draw.text((box[0], top + 4), key, fill="black")
+        points = [pt for c in series.values() for pt in c.get(key, [])]
+        if not points:
+            continue
+        steps = [s for s, _ in points]
+        values = [v for _, v in points]
+        x0, x1 = min(steps), max(max(steps), min(steps) + 1)
+        y0, y1 = min(values), max(values)
+        y1 = y1 if y1 > y0 else y0 + 1e-12 + abs(y0) * 0.1
+
+        def xy(step, value, box=box, x0=x0, x1=x1, y0=y0, y1=y1):
+            x = box[0] + (step - x0) / (x1 - x0) * (box[2] - box[0])
+            y = box[3] - (value - y0) / (y1 - y0) * (box[3] - box[1])
+            return x, y
+
+        draw.text((4, box[1]), f"{y1:.3g}", fill=(90, 90, 90))
+        draw.text((4, box[3] - 10), f"{y0:.3g}", fill=(90, 90, 90))
+        draw.text((box[0], box[3] + 4), str(x0), fill=(90, 90, 90))
+        draw.text((box[2] - 40, box[3] + 4), str(x1), fill=(90, 90, 90))
+        for i, curves in enumerate(series.values()):
+            line = curves.get(key, [])
+            if not line:
+                continue
+            colour = PALETTE[i % len(PALETTE)]
+            coords = [xy(s, v) for s, v in line]
+            if len(coords) > 1:
+                draw.line(coords, fill=colour, width=2)
+            if key.startswith("loss"):
+                # The minimum (circle) and, when the last value sits above it, the rebound.
+                min_step, min_value = min(line, key=lambda sv: sv[1])
+                mx, my = xy(min_step, min_value)
+                draw.ellipse([mx - 5, my - 5, mx + 5, my + 5], outline=colour, width=2)
+                last_step, last_value = line[-1]
+                if last_value > min_value and last_step != min_step:
+                    lx, ly = xy(last_step, last_value)
+                    draw.line([(lx, my), (lx, ly)], fill=colour, width=1)
+                    rebound = (last_value - min_value) / abs(min_value) if min_value else 0.0
+                    draw.text(
+                        (lx - 70, (ly + my) / 2 - 5), f"last {rebound:+.1%} vs min", fill=colour
+                    )
+    return np.asarray(img)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def error_message(err: Exception) -> str:
+    """A sentence for the page: the library's own error text, prefixed by what failed."""
+    from salt.video import VideoDecodeError
+
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    if isinstance(err, VideoDecodeError):
+        return f"Not a readable video: {text}"
+    if isinstance(err, PathRefused):
+        return f"Refused: {text}"
+    log.debug("viewer callback failed", exc_info=err)
+    return f"Error: {text}" if text else f"Error: {type(err).__name__}"

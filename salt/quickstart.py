@@ -1,0 +1,443 @@
+"""The whole SALT story on the built-in synthetic data, on CPU, in one call.
+
+Pixel teacher -> export -> latent cache -> student from the cache -> held-out distillation
+loss -> temporal probes (student, teacher, random) -> student export reloaded with
+``VideoEncoder.from_pretrained``. Everything is written under one folder; the result holds
+the paths, the numbers and each stage's wall time. ``salt quickstart`` prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import torch
+
+from salt.config import Config, build_config
+from salt.evaluate import DistillReport
+from salt.probes import ProbeReport
+
+log = logging.getLogger(__name__)
+
+STAGES = ("teacher", "cache", "student", "distill", "probes", "export")
+MODELS = ("student", "teacher", "random")
+# What a quickstart writes directly under its folder; --force removes only these.
+OUTPUTS = ("runs", "encoders", "cache", "loss_curves.png", "quickstart.json", "summary.txt")
+
+
+@attrs.frozen
+class QuickstartSettings:
+    """How big each stage is; the defaults take ~6-7 minutes on 2 idle CPU cores (two
+    ~0.45 s/step training runs are most of it)."""
+
+    teacher_steps: int = attrs.field(default=300, validator=attrs.validators.gt(0))
+    student_steps: int = attrs.field(default=300, validator=attrs.validators.gt(0))
+    clips: int = attrs.field(default=512, validator=attrs.validators.gt(0))  # synthetic clips
+    batch_size: int = attrs.field(default=8, validator=attrs.validators.gt(0))
+    num_frames: int = attrs.field(default=8, validator=attrs.validators.gt(0))  # demo geometry
+    image_size: int = attrs.field(default=112, validator=attrs.validators.gt(0))
+    probe_videos: int = attrs.field(default=32, validator=attrs.validators.ge(4))
+    distill_batches: int = attrs.field(default=4, validator=attrs.validators.gt(0))
+    workers: int = attrs.field(default=1, validator=attrs.validators.ge(0))  # DataLoader workers
+    peak_tflops: float = 0.0  # 0 measures the CPU's matmul peak for the MFU column
+    seed: int = 0
+
+
+# Seconds instead of minutes: for tests and a first look at the outputs.
+FAST = QuickstartSettings(
+    teacher_steps=6,
+    student_steps=6,
+    clips=24,
+    batch_size=4,
+    num_frames=4,
+    image_size=64,
+    probe_videos=8,
+    distill_batches=1,
+    workers=0,
+    peak_tflops=1.0,
+)
+
+
+@attrs.frozen
+class QuickstartResult:
+    """Where a quickstart wrote everything, what it measured and how long each stage took."""
+
+    out: Path
+    teacher_run: Path
+    teacher_export: Path
+    cache: Path
+    student_run: Path
+    student_export: Path
+    plot: Path
+    report: Path  # quickstart.json
+    teacher_summary: dict
+    student_summary: dict
+    distill: DistillReport
+    probes: dict[str, ProbeReport]  # model name -> report, in MODELS order
+    reload_max_diff: float  # reloaded export vs checkpoint student tokens, max |a - b|
+    seconds: dict[str, float]  # stage -> wall seconds, in STAGES order
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        return {
+            "out": str(self.out),
+            "paths": {
+                "teacher_run": str(self.teacher_run),
+                "teacher_export": str(self.teacher_export),
+                "cache": str(self.cache),
+                "student_run": str(self.student_run),
+                "student_export": str(self.student_export),
+                "plot": str(self.plot),
+            },
+            "teacher_summary": self.teacher_summary,
+            "student_summary": self.student_summary,
+            "distill": self.distill.to_dict(),
+            "probes": {name: r.to_dict() for name, r in self.probes.items()},
+            "reload_max_diff": self.reload_max_diff,
+            "seconds": self.seconds,
+        }
+
+    def table(self) -> str:
+        """One table: losses, probe accuracies per model and wall time per stage."""
+        t, s, d = self.teacher_summary, self.student_summary, self.distill
+        rows: list[tuple[str, ...]] = [("losses", "min (step)", "last (step)")]
+        for name, summary in (("teacher (pixels)", t), ("student (cached)", s)):
+            rows.append(
+                (
+                    f"  {name}",
+                    f"{summary['min_loss']:.4f} ({summary['min_loss_step']})",
+                    f"{summary['last_loss']:.4f} ({summary['last_step']})",
+                )
+            )
+        rows.append(("  distill, held-out", f"{d.loss:.4f}", f"ratio {d.ratio:.3f}"))
+        rows.append(("", "", ""))
+        rows.append(("probes (accuracy)", *self.probes, "chance"))
+        first = next(iter(self.probes.values()))
+        for task in first.tasks:
+            cells = [f"{r[task].accuracy:.3f}" for r in self.probes.values()]
+            rows.append((f"  {task}", *cells, f"{first[task].chance:.3f}"))
+        rows.append(("", "", ""))
+        rows.append(("stage", "seconds"))
+        for stage, seconds in self.seconds.items():
+            rows.append((f"  {stage}", f"{seconds:.1f}"))
+        rows.append(("  total", f"{sum(self.seconds.values()):.1f}"))
+        return _format_rows(rows)
+
+
+def _format_rows(rows: list[tuple[str, ...]]) -> str:
+    columns = max(len(r) for r in rows)
+    rows = [r + ("",) * (columns - len(r)) for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(columns)]
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse a non-empty folder unless ``force``; with it, remove only what a quickstart
+    writes there (never anything else in the folder)."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {str(out)!r} is a file; choose a folder")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not force:
+        raise FileExistsError(
+            f"--out {str(out)!r} is not empty; pass --force to replace an earlier quickstart's "
+            f"files there, or choose another --out"
+        )
+    for name in OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def stage_config(
+    settings: QuickstartSettings, out: Path, name: str, teacher: str, steps: int, progress: bool
+) -> Config:
+    """The demo profile (vit_tiny, 8x112 clips) sized by ``settings``, writing ``out/runs/name``."""
+    return build_config(
+        profile="demo",
+        overrides={
+            "data.spec": f"synthetic:{settings.clips}",
+            "data.num_workers": settings.workers,
+            "data.num_frames": settings.num_frames,
+            "data.image_size": settings.image_size,
+            "teacher.spec": teacher,
+            "train.steps": steps,
+            "train.epochs": 0,
+            "train.batch_size": settings.batch_size,
+            "train.device": "cpu",
+            "train.seed": settings.seed,
+            # ~50 points per loss curve
+            "train.log_every": max(1, steps // 50),
+            "train.checkpoint_every": steps,
+            "train.keep_checkpoints": 1,
+            "train.peak_tflops": settings.peak_tflops,
+            "train.progress": progress,
+            "run.out": str(out / "runs"),
+            "run.name": name,
+        },
+    )
+
+
+def run_quickstart(
+    out: str | Path = "quickstart",
+    settings: QuickstartSettings = QuickstartSettings(),
+    force: bool = False,
+    progress: bool = True,
+    on_stage: Callable[[int, str], None] | None = None,
+) -> QuickstartResult:
+    """Run the six stages into ``out`` and return what they produced.
+
+    ``progress`` shows the stages' tqdm bars; ``on_stage(number, description)`` is called as
+    each stage starts (the CLI prints a header line with it).
+    """
+    from salt.cache import build_cache
+    from salt.encoder import VideoEncoder
+    from salt.evaluate import distill_loss
+    from salt.export import export_encoder
+    from salt.train import train
+
+    out = Path(out)
+    check_out(out, force)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    descriptions = {
+        "teacher": f"train a pixel-reconstruction teacher ({settings.teacher_steps} steps)",
+        "cache": "export the teacher and cache its latents",
+        "student": f"train a student on the cached latents ({settings.student_steps} steps)",
+        "distill": "held-out distillation loss of the student",
+        "probes": "temporal probes: " + ", ".join(MODELS),
+        "export": "export the student and reload it with VideoEncoder.from_pretrained",
+    }
+
+    def start(stage: str) -> float:
+        number = STAGES.index(stage) + 1
+        log.debug("stage %d/%d: %s", number, len(STAGES), descriptions[stage])
+        if on_stage is not None:
+            on_stage(number, descriptions[stage])
+        return time.perf_counter()
+
+    t0 = start("teacher")
+    teacher_cfg = stage_config(settings, out, "teacher", "pixels", settings.teacher_steps, progress)
+    teacher = _finished(train(teacher_cfg), "teacher")
+    seconds["teacher"] = time.perf_counter() - t0
+
+    t0 = start("cache")
+    teacher_export = export_encoder(teacher.run_dir, out / "encoders" / "teacher")
+    cache_dir = out / "cache"
+    # Only its data and teacher are used: the same clips the student will train on.
+    cache_cfg = stage_config(settings, out, "cache", f"encoder:{teacher_export}", 1, progress)
+    build_cache(
+        cache_cfg,
+        cache_dir,
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+        progress=progress,
+    )
+    seconds["cache"] = time.perf_counter() - t0
+
+    t0 = start("student")
+    student_cfg = stage_config(
+        settings, out, "student", f"cached:{cache_dir}", settings.student_steps, progress
+    )
+    student = _finished(train(student_cfg), "student")
+    seconds["student"] = time.perf_counter() - t0
+
+    t0 = start("distill")
+    # The live teacher on the held-out split: clips neither run has seen.
+    distill = distill_loss(
+        student.run_dir,
+        {
+            "teacher.spec": f"encoder:{teacher_export}",
+            "data.spec": f"synthetic:{settings.clips}",
+        },
+        batches=settings.distill_batches,
+        seed=settings.seed,
+    )
+    seconds["distill"] = time.perf_counter() - t0
+
+    t0 = start("probes")
+    probes = run_probe_suite(student.run_dir, teacher_export, settings, progress)
+    seconds["probes"] = time.perf_counter() - t0
+
+    t0 = start("export")
+    student_export = export_encoder(student.run_dir, out / "encoders" / "student")
+    reloaded = VideoEncoder.from_pretrained(student_export).freeze()
+    original = VideoEncoder.from_pretrained(student.run_dir).freeze()
+    reload_max_diff = tokens_difference(reloaded, original)
+    if reload_max_diff > 1e-6:
+        raise RuntimeError(
+            f"the exported student at {student_export} gives tokens up to {reload_max_diff:.3g} "
+            f"away from its checkpoint's; the export is broken"
+        )
+    seconds["export"] = time.perf_counter() - t0
+
+    plot = draw_loss_curves(
+        {
+            "teacher (pixels)": teacher.run_dir / "metrics.jsonl",
+            "student (cached teacher latents)": student.run_dir / "metrics.jsonl",
+        },
+        out / "loss_curves.png",
+    )
+    result = QuickstartResult(
+        out=out,
+        teacher_run=teacher.run_dir,
+        teacher_export=teacher_export,
+        cache=cache_dir,
+        student_run=student.run_dir,
+        student_export=student_export,
+        plot=plot,
+        report=out / "quickstart.json",
+        teacher_summary=teacher.summary,
+        student_summary=student.summary,
+        distill=distill,
+        probes=probes,
+        reload_max_diff=reload_max_diff,
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
+    result.report.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    (out / "summary.txt").write_text(result.table() + "\n")
+    return result
+
+
+def _finished(result, name: str):
+    """A training run that ran to its last step (a SIGINT/SIGTERM stops the quickstart too)."""
+    if result.stopped_by:
+        raise RuntimeError(
+            f"the {name} run was stopped by {result.stopped_by} at step {result.step}; "
+            f"start the quickstart again with --force"
+        )
+    return result
+
+
+def run_probe_suite(
+    student_run: Path, teacher_export: Path, settings: QuickstartSettings, progress: bool
+) -> dict[str, ProbeReport]:
+    """Probe reports of the student, the teacher and a random encoder of the student's shape."""
+    from salt.export import load_encoder
+    from salt.probes import random_like, run_probes
+
+    student, config = load_encoder(student_run)
+    teacher, _ = load_encoder(teacher_export)
+    models = {
+        "student": student,
+        "teacher": teacher,
+        "random": random_like(student, architecture=config["architecture"], seed=settings.seed),
+    }
+    reports = {}
+    for name, model in models.items():
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc=f"probes ({name})", unit="clip", dynamic_ncols=True)
+
+        def advance(task, done, total, bar=bar):
+            if bar is not None:
+                bar.total, bar.n = total, done
+                bar.set_postfix(task=task)
+                bar.refresh()
+
+        reports[name] = run_probes(
+            model,
+            "synthetic",
+            num_videos=settings.probe_videos,
+            seed=settings.seed,
+            mean=config["mean"],
+            std=config["std"],
+            frame_step=config.get("frame_step", 4),
+            progress=advance,
+        )
+        if bar is not None:
+            bar.close()
+    return reports
+
+
+def tokens_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """Max |a(clip) - b(clip)| over two held-out synthetic clips at ``a``'s geometry."""
+    from salt.synthetic import SyntheticMotion
+
+    clips = SyntheticMotion(
+        length=2, num_frames=a.num_frames, image_size=a.image_size, frame_step=a.frame_step, seed=1
+    )
+    video = torch.stack([clips[i]["video"] for i in range(2)])  # [B, T, C, H, W] uint8
+    with torch.inference_mode():
+        return float((a(video) - b(video)).abs().max())
+
+
+def read_losses(metrics: Path) -> list[tuple[int, float]]:
+    """(step, loss) of every logged step with a finite loss."""
+    points = []
+    for line in metrics.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            if "loss" in record and math.isfinite(record["loss"]):
+                points.append((int(record["step"]), float(record["loss"])))
+    return points
+
+
+def draw_loss_curves(
+    runs: dict[str, Path], path: Path, panel: tuple[int, int] = (480, 360)
+) -> Path:
+    """A PNG with one loss-vs-step panel per run (each on its own y scale), drawn with PIL."""
+    from PIL import Image, ImageDraw
+
+    width, height = panel
+    image = Image.new("RGB", (width * len(runs), height), "white")
+    draw = ImageDraw.Draw(image)
+    for i, (title, metrics) in enumerate(runs.items()):
+        box = (i * width + 60, 30, (i + 1) * width - 16, height - 40)  # plot area x0, y0, x1, y1
+        _draw_panel(draw, box, title, read_losses(metrics), CURVE_COLOURS[i % len(CURVE_COLOURS)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44))
+
+
+def _draw_panel(draw, box, title: str, points: list[tuple[int, float]], colour) -> None:
+    x0, y0, x1, y1 = box
+    draw.rectangle(box, outline="black")
+    draw.text((x0, 8), f"{title}: loss vs step", fill="black")
+    draw.text(((x0 + x1) / 2 - 12, y1 + 22), "step", fill="black")
+    if not points:
+        draw.text((x0 + 10, y0 + 10), "no finite losses logged", fill="black")
+        return
+    first_step, last_step = points[0][0], points[-1][0]
+    lo, hi = min(v for _, v in points), max(v for _, v in points)
+    pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0
+    lo, hi = lo - pad, hi + pad
+
+    def x_of(step: float) -> float:
+        span = last_step - first_step
+        return x0 + (x1 - x0) * ((step - first_step) / span if span else 0.5)
+
+    def y_of(loss: float) -> float:
+        return y1 - (loss - lo) / (hi - lo) * (y1 - y0)
+
+    for k in range(5):  # y ticks on a light grid
+        value = lo + (hi - lo) * k / 4
+        draw.line([x0, y_of(value), x1, y_of(value)], fill=(225, 225, 225))
+        draw.text((x0 - 56, y_of(value) - 6), f"{value:.4g}", fill="black")
+    for k in range(3):  # x ticks
+        step = first_step + (last_step - first_step) * k / 2
+        draw.text((x_of(step) - 8, y1 + 6), f"{step:.0f}", fill="black")
+    line = [(x_of(s), y_of(v)) for s, v in points]
+    if len(line) > 1:
+        draw.line(line, fill=colour, width=2)
+    for x, y in line:
+        draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)

@@ -1,0 +1,350 @@
+"""The viewer (`salt app`): callbacks as plain functions, the page, and one browser round trip."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from salt.synthetic import SyntheticMotion
+from salt_app import callbacks as cb
+
+GEOMETRY = dict(num_frames=8, image_size=64, patch_size=16, tubelet_size=2, frame_step=4)
+
+
+@pytest.fixture
+def roots(tmp_path):
+    return [tmp_path.resolve()]
+
+
+def _token_centre(t, i, j, size=64, grid=4, gap=4):
+    """Pixel (row, col) at the centre of token (i, j) of time slice t in a mask strip."""
+    cell = size // grid
+    return i * cell + cell // 2, t * (size + gap) + j * cell + cell // 2
+
+
+def test_masks_tint_exactly_the_target_tokens_and_shares_sum_to_one(roots):
+    r = cb.render_masks("synthetic:3", "tube", '{"ratio": 0.75}', seed=5, roots=roots, **GEOMETRY)
+    assert r.message == ""
+    assert len(r.images) == 1 and r.context.shape == (1, 4, 4, 4)
+    image, caption = r.images[0]
+    assert image.shape == (64, 4 * 64 + 3 * 4, 3) and image.dtype == np.uint8
+    assert "tube" in caption
+    frames = SyntheticMotion(length=4, num_frames=8, image_size=64).render(3)
+    for t in range(4):
+        for i in range(4):
+            for j in range(4):
+                y, x = _token_centre(t, i, j)
+                seen, original = image[y, x], frames[2 * t][y, j * 16 + 8]
+                if r.context[0, t, i, j]:
+                    assert np.array_equal(seen, original)
+                else:
+                    assert not np.array_equal(seen, original)
+    # Tube masks: the same share of context in every slice, 4 of 16 tokens kept.
+    assert [row[:2] for row in r.table] == [["tube", t] for t in range(4)]
+    for _, _, context, target in r.table:
+        assert context + target == pytest.approx(1.0)
+        assert context == pytest.approx(0.25)
+
+
+def test_multiblock_gives_one_image_per_group_and_the_seed_changes_the_mask(roots):
+    a = cb.render_masks("synthetic:0", "multiblock", "", seed=0, roots=roots, **GEOMETRY)
+    b = cb.render_masks("synthetic:0", "multiblock", "", seed=1, roots=roots, **GEOMETRY)
+    assert a.message == "" and [c.split(": ")[0] for _, c in a.images] == [
+        "synthetic:0 · short",
+        "synthetic:0 · long",
+    ]
+    assert not np.array_equal(a.context, b.context)
+    again = cb.render_masks("synthetic:0", "multiblock", "", seed=0, roots=roots, **GEOMETRY)
+    assert np.array_equal(a.context, again.context)
+    for group, t, context, target in a.table:
+        g = ["short", "long"].index(group)
+        assert context == pytest.approx(a.context[g, t].mean(), abs=1e-4)
+        assert context + target == pytest.approx(1.0)
+
+
+def test_masks_of_a_video_file(tmp_path, roots):
+    pytest.importorskip("av")
+    from videos import write_video
+
+    path = write_video(tmp_path / "clip.mp4", n=40, height=48, width=64)
+    r = cb.render_masks(str(path), "random", "", seed=2, roots=roots, **GEOMETRY)
+    assert r.message == ""
+    assert r.images[0][0].shape == (64, 4 * 64 + 3 * 4, 3)
+    assert r.images[0][1].startswith("clip.mp4")
+
+
+@pytest.mark.parametrize(
+    "source, masker, options, expected",
+    [
+        ("synthetic:0", "tubes", "", "Did you mean 'tube'"),
+        ("synthetic:0", "tube", "{ratio: 1}", "must be a JSON object"),
+        ("synthetic:0", "tube", "[0.5]", "must be a JSON object"),
+        ("synthetic:0", "tube", '{"ratio": 1.5}', "strictly between 0 and 1"),
+        ("synthetic:0", "multiblock", '{"colour": 1}', "bad mask.options"),
+        ("", "tube", "", "pick a clip"),
+        ("missing.mp4", "tube", "", "does not exist"),
+    ],
+)
+def test_bad_mask_input_is_a_message(tmp_path, roots, source, masker, options, expected):
+    if source == "missing.mp4":
+        source = str(tmp_path / source)
+    r = cb.render_masks(source, masker, options, roots=roots, **GEOMETRY)
+    assert expected in r.message and r.images == [] and r.table == []
+
+
+def test_a_file_that_is_not_a_video_is_a_message(tmp_path, roots):
+    bogus = tmp_path / "notes.mp4"
+    bogus.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    r = cb.render_masks(str(bogus), "tube", "", roots=roots, **GEOMETRY)
+    assert r.message.startswith("Not a readable video") and "notes.mp4" in r.message
+
+
+def test_paths_outside_the_allowed_roots_are_refused(tmp_path):
+    inside = tmp_path / "in"
+    inside.mkdir()
+    outside = tmp_path / "out" / "clip.mp4"
+    outside.parent.mkdir()
+    outside.write_bytes(b"x")
+    roots = [inside.resolve()]
+    with pytest.raises(cb.PathRefused):
+        cb.check_path(outside, roots)
+    with pytest.raises(cb.PathRefused):  # .. and symlinks do not escape
+        cb.check_path(inside / ".." / "out" / "clip.mp4", roots)
+    (inside / "link.mp4").symlink_to(outside)
+    with pytest.raises(cb.PathRefused):
+        cb.check_path(inside / "link.mp4", roots)
+    assert cb.check_path(inside, roots) == inside.resolve()
+    r = cb.render_masks(str(outside), "tube", "", roots=roots, **GEOMETRY)
+    assert r.message.startswith("Refused:") and r.images == []
+    assert cb.plot_runs([str(outside.parent)], roots).message.startswith("Refused:")
+    assert cb.render_latents(None, "synthetic:0").message == "Error: load a run first"
+
+
+def test_default_roots_hold_runs_cache_cwd_and_uploads(tmp_path, monkeypatch):
+    monkeypatch.setenv("SALT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    roots = cb.allowed_roots(tmp_path / "runs")
+    assert roots == [
+        (tmp_path / "runs").resolve(),
+        (tmp_path / "cache").resolve(),
+        Path.cwd().resolve(),
+        (tmp_path / "uploads").resolve(),
+    ]
+
+
+# ---------------------------------------------------------------------------------------
+# Latents and runs need a trained checkpoint: one tiny run for the module.
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from conftest import TINY
+
+    from salt.config import build_config
+    from salt.train import train
+
+    out = tmp_path_factory.mktemp("app_runs")
+    cfg = build_config(
+        overrides={**TINY, "run.out": str(out), "run.name": "tiny", "train.steps": 4}
+    )
+    return train(cfg).run_dir
+
+
+@pytest.fixture(scope="module")
+def loaded(run):
+    return cb.load_run(str(run), "", [run.parent.resolve()])
+
+
+def test_latents_show_teacher_prediction_and_error_in_one_pca_basis(run, loaded):
+    roots = [run.parent.resolve()]
+    assert loaded.step == 4 and loaded.cfg.teacher.spec == "pixels"
+    r = cb.render_latents(loaded, "synthetic:5", seed=3, roots=roots)
+    assert r.message == ""
+    assert len(r.images) == 2  # multiblock: short and long groups
+    t_len, gh, gw = loaded.cfg.grid  # (2, 4, 4)
+    size = max(gh * cb.TOKEN_PX, 96)
+    cell = size // gh
+    group_mse = []
+    for (image, caption), context in zip(
+        r.images,
+        cb.make_masks("multiblock", {}, loaded.cfg.grid, 5, 3)[1],
+        strict=True,
+    ):
+        assert image.shape == (t_len * size + (t_len - 1) * 4, 4 * size + 3 * 4, 3)
+        for t in range(t_len):
+            for i in range(gh):
+                for j in range(gw):
+                    y = t * (size + 4) + i * cell + cell // 2
+                    teacher, pred, error = (
+                        image[y, c * (size + 4) + j * cell + cell // 2] for c in (1, 2, 3)
+                    )
+                    if context[t, i, j]:  # unmasked: the teacher's own latent, no error
+                        assert np.array_equal(teacher, pred)
+                        assert np.array_equal(error, [0, 0, 0])
+        group_mse.append(float(caption.split("MSE ")[1].split(",")[0]))
+    assert r.loss is not None and math.isfinite(r.loss) and r.loss > 0
+    assert dict(r.table)["loss"] == pytest.approx(r.loss, abs=1e-6)
+    # mse: the clip's loss is the mean of the groups' masked-token errors.
+    assert r.loss == pytest.approx(np.mean(group_mse), abs=1e-3)
+    other = cb.render_latents(loaded, "synthetic:5", seed=4, roots=roots)
+    assert other.loss != r.loss
+
+
+def test_latents_bad_input_is_a_message(run, loaded, tmp_path):
+    roots = [run.parent.resolve(), tmp_path.resolve()]
+    with pytest.raises(ValueError, match="cannot predict"):
+        cb.load_run(str(run), "random:vit_tiny", roots)
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="has no checkpoints"):
+        cb.load_run(str(empty), "", roots)
+    bogus = tmp_path / "bad.webm"
+    bogus.write_bytes(b"not a video")
+    assert cb.render_latents(loaded, str(bogus), roots=roots).message.startswith(
+        "Not a readable video"
+    )
+
+
+def test_app_latents_callback_turns_load_errors_into_messages(run, tmp_path):
+    pytest.importorskip("gradio")
+    from salt_app.app import build_app
+
+    page = build_app(run.parent)
+    on_latents = next(
+        fn.fn for fn in page.fns.values() if getattr(fn.fn, "__name__", "") == "on_latents"
+    )
+    images, table, message = on_latents(str(run), "random:vit_tiny", "synthetic:0", "", None, 0)
+    assert images == [] and "cannot predict" in message
+    images, _, message = on_latents(str(run), "", "synthetic:0", "", None, 0)
+    assert len(images) == 2 and message.startswith("checkpoint ")
+    _, _, message = on_latents("/etc", "", "synthetic:0", "", None, 0)
+    assert message.startswith("Refused:")
+
+
+def _write_metrics(run_dir: Path, losses: list[float]) -> Path:
+    run_dir.mkdir(parents=True)
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for step, loss in enumerate(losses, 1):
+            f.write(json.dumps({"step": step, "loss": loss, "loss/mse": loss, "lr": 1e-3}) + "\n")
+    return run_dir
+
+
+def test_runs_plot_curves_and_flag_the_rebound(run, tmp_path):
+    pytest.importorskip("PIL", reason="the curves are drawn with Pillow (comes with gradio)")
+    rebound = _write_metrics(tmp_path / "runs" / "rebound", [1.0, 0.5, 0.3, 0.2, 0.6, 0.9, 1.2])
+    roots = [run.parent.resolve(), tmp_path.resolve()]
+    assert cb.list_runs(tmp_path / "runs") == [str(rebound)]
+    r = cb.plot_runs([str(run), str(rebound)], roots)
+    assert r.message == ""
+    assert set(r.series) == {"tiny", "rebound"}
+    assert set(r.series["tiny"]) >= {"loss", "loss/mse", "lr"}
+    assert len(r.series["tiny"]["loss"]) == 4
+    assert r.image.ndim == 3 and r.image.shape[2] == 3 and r.image.dtype == np.uint8
+    assert r.image.shape[0] > 3 * 150  # panels: loss, loss/mse, lr
+    for i in range(2):  # each run's colour is on the plot
+        assert (r.image.reshape(-1, 3) == cb.PALETTE[i]).all(axis=1).any()
+    rows = {row[0]: row for row in r.table}
+    assert rows["rebound"][2:5] == [0.2, 4, 1.2] and rows["rebound"][6] == "yes"
+    assert rows["tiny"][1] == 4
+    # One bad run among good ones: the good one is drawn, the bad one explained.
+    r = cb.plot_runs([str(rebound), str(tmp_path)], roots)
+    assert r.image is not None and "no metrics.jsonl" in r.message
+    assert cb.plot_runs([], roots).message == "pick one or more runs"
+
+
+# ---------------------------------------------------------------------------------------
+# The page
+
+
+def test_app_builds_three_tabs():
+    gr = pytest.importorskip("gradio")
+    from salt_app.app import build_app
+
+    page = build_app("runs-that-do-not-exist")
+    assert isinstance(page, gr.Blocks)
+    tabs = [b.label for b in page.blocks.values() if isinstance(b, gr.Tab)]
+    assert tabs == ["Masks", "Latents", "Runs"]
+
+
+def test_cli_app_defaults_to_localhost(capsys):
+    from salt.cli import build_parser, main
+
+    args = build_parser().parse_args(["app"])
+    assert (args.host, args.port, args.runs) == ("127.0.0.1", 7860, "runs")
+    assert args.func.__name__ == "cmd_app"
+    with pytest.raises(SystemExit) as exit_:
+        main(["app", "--help"])
+    assert exit_.value.code == 0 and "--runs" in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _chromium() -> str | None:
+    return next(
+        (
+            shutil.which(n)
+            for n in ("chromium", "chromium-browser", "google-chrome")
+            if shutil.which(n)
+        ),
+        None,
+    )
+
+
+def test_browser_renders_the_masks_tab(tmp_path):
+    pytest.importorskip("gradio")
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium on PATH (apt-get install -y chromium)")
+    from salt_app.app import launch
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    page, url = launch(port=_free_port(), runs=tmp_path)
+    try:
+        # The page draws the default clip's masks on load. --dump-dom cannot wait for an
+        # element, only for a virtual-time budget, so a busy machine gets a longer retry.
+        for budget in (10_000, 30_000, 60_000):
+            dom = subprocess.run(
+                [
+                    browser,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}",
+                    f"--virtual-time-budget={budget}",
+                    "--dump-dom",
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            ).stdout
+            gallery = dom.split('id="masks-gallery"', 1)[-1].split('id="masks-message"', 1)[0]
+            images = re.findall(r'<img src="([^"]+)"[^>]*alt="([^"]*)"', gallery)
+            if images:
+                break
+        assert 'id="masks-render"' in dom, "the page did not render the Masks tab"
+        assert [alt.split(":")[:2] for _, alt in images] == [
+            ["synthetic", "0 · short"],
+            ["synthetic", "0 · long"],
+        ], "the Masks tab drew no mask images"
+        with urllib.request.urlopen(html.unescape(images[0][0]), timeout=10) as response:
+            body = response.read()
+        assert body[:4] == b"RIFF" and body[8:12] == b"WEBP" or body[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        page.close()

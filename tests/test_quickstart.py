@@ -1,0 +1,115 @@
+"""salt quickstart: every stage runs, the table and the plot report them, the export reloads,
+and an earlier quickstart is never overwritten without --force."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+from salt.cli import main
+from salt.encoder import VideoEncoder
+from salt.quickstart import MODELS, STAGES, check_out, read_losses
+from salt.synthetic import SyntheticMotion
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    """One fast quickstart through the CLI, in-process: (out dir, stdout, exit code)."""
+    out = tmp_path_factory.mktemp("quickstart") / "qs"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["quickstart", "--fast", "--no-progress", "--out", str(out)])
+    return out, stdout.getvalue(), code
+
+
+def test_the_table_reports_every_stage_model_and_loss(quickstart):
+    out, text, code = quickstart
+    assert code == 0
+    lines = text.splitlines()
+    for stage in [*STAGES, "total"]:
+        assert re.search(rf"^  {stage} +\d+\.\d$", text, re.M), f"no time for stage {stage}"
+    header = next(line for line in lines if line.startswith("probes (accuracy)"))
+    assert header.split()[2:] == [*MODELS, "chance"]
+    for row in ("teacher (pixels)", "student (cached)", "distill, held-out", "time-arrow"):
+        assert row in text
+    assert (out / "summary.txt").read_text().strip() in text
+    assert str(out / "loss_curves.png") in text
+
+
+def test_the_numbers_are_finite_and_every_stage_is_timed(quickstart):
+    out, _, _ = quickstart
+    report = json.loads((out / "quickstart.json").read_text())
+    for run in ("teacher_summary", "student_summary"):
+        for key in ("min_loss", "last_loss", "first_loss"):
+            assert math.isfinite(report[run][key]) and report[run][key] > 0
+    assert math.isfinite(report["distill"]["loss"]) and report["distill"]["loss"] > 0
+    assert 0 < report["distill"]["ratio"] < 2
+    assert list(report["probes"]) == list(MODELS)
+    for probe in report["probes"].values():
+        for task in probe["tasks"].values():
+            assert 0 <= task["accuracy"] <= 1
+    assert list(report["seconds"]) == list(STAGES)
+    assert all(s > 0 for s in report["seconds"].values())
+    assert report["reload_max_diff"] == 0.0
+
+
+def test_the_loss_curves_are_a_png_with_both_runs_drawn(quickstart):
+    out, _, _ = quickstart
+    path = out / "loss_curves.png"
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+        assert 600 <= width <= 2000 and 200 <= height <= 1000
+        colours = {c for _, c in image.convert("RGB").getcolors(maxcolors=1 << 16)}
+    assert (31, 119, 180) in colours and (214, 39, 40) in colours  # teacher and student lines
+    for run in ("teacher", "student"):
+        points = read_losses(out / "runs" / run / "metrics.jsonl")
+        assert len(points) == 6 and all(math.isfinite(v) for _, v in points)
+
+
+def test_the_student_export_reloads_with_the_checkpoint_tokens(quickstart):
+    out, _, _ = quickstart
+    exported = VideoEncoder.from_pretrained(out / "encoders" / "student")
+    checkpoint = VideoEncoder.from_pretrained(out / "runs" / "student")
+    clips = SyntheticMotion(length=1, num_frames=4, image_size=64, seed=1)
+    video = clips[0]["video"][None]  # [1, T, C, H, W] uint8
+    with torch.inference_mode():
+        tokens = exported(video)
+        assert tokens.shape == (1, 2 * 4 * 4, exported.embed_dim)
+        assert torch.equal(tokens, checkpoint(video))
+    config = json.loads((out / "encoders" / "student" / "config.json").read_text())
+    assert config["teacher"] == f"cached:{out / 'cache'}"
+
+
+def test_a_second_run_into_the_same_out_is_refused(quickstart, capsys):
+    out, _, _ = quickstart
+    before = (out / "quickstart.json").read_text()
+    code = main(["quickstart", "--fast", "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "is not empty" in err and "--force" in err and str(out) in err
+    assert (out / "quickstart.json").read_text() == before
+
+
+def test_force_removes_only_what_a_quickstart_wrote(tmp_path):
+    (tmp_path / "runs" / "teacher").mkdir(parents=True)
+    (tmp_path / "loss_curves.png").write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--force"):
+        check_out(tmp_path, force=False)
+    check_out(tmp_path, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_probe_videos_below_four_is_a_clear_error(tmp_path, capsys):
+    code = main(["quickstart", "--fast", "--probe-videos", "2", "--out", str(tmp_path / "q")])
+    assert code == 2
+    assert "probe_videos" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
