@@ -14,7 +14,7 @@ from salt.config import Config, apply_overrides, from_dict
 from salt.data import KeyedDataset, build_dataset, normalize_clips
 from salt.losses import Objective
 from salt.masking import gather_tokens
-from salt.model import SaltModel, build_predictor, build_student, build_teacher, masked_loss
+from salt.model import load_trained_pair, masked_loss
 from salt.registry import maskers
 from salt.runs import load_checkpoint, resolve_checkpoint
 
@@ -100,20 +100,8 @@ def distill_loss(
     for key, (old, new) in changed.items():
         log.info("%s: using %r from the command line (the checkpoint has %r)", key, new, old)
     torch.manual_seed(seed)
-    teacher = build_teacher(cfg).to(device)
-    student = build_student(cfg)
-    predictor = build_predictor(cfg, student.embed_dim, teacher.teacher_dim)
-    student.load_state_dict(state["student"])
-    try:
-        predictor.load_state_dict(state["predictor"])
-    except RuntimeError:
-        trained = state["config"]["teacher"]["spec"]
-        raise ValueError(
-            f"the checkpoint's predictor was trained to predict teacher {trained!r} and does not "
-            f"fit teacher {cfg.teacher.spec!r} ({teacher.teacher_dim}-dim latents); evaluate "
-            f"against a teacher of the same width"
-        ) from None
-    model = SaltModel(student, predictor).to(device).eval()
+    teacher, model = load_trained_pair(state, cfg)
+    teacher, model = teacher.to(device), model.to(device)
     dataset = teacher.dataset(cfg, "val")
     if dataset is None:
         dataset = build_dataset(cfg.data, "val", seed)

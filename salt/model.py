@@ -88,3 +88,23 @@ def masked_loss(
         for name, value in parts.items():
             terms[name] = terms.get(name, 0.0) + value.detach() / len(masks)
     return total, terms
+
+
+def load_trained_pair(state: dict, cfg: Config) -> tuple[Teacher, SaltModel]:
+    """The teacher named by ``cfg`` and a checkpoint's student + predictor (eval mode).
+
+    A teacher whose width the predictor was not trained for is a clear error."""
+    teacher = build_teacher(cfg)
+    student = build_student(cfg)
+    predictor = build_predictor(cfg, student.embed_dim, teacher.teacher_dim)
+    student.load_state_dict(state["student"])
+    try:
+        predictor.load_state_dict(state["predictor"])
+    except RuntimeError:
+        trained = state["config"]["teacher"]["spec"]
+        raise ValueError(
+            f"the checkpoint's predictor was trained to predict teacher {trained!r} and does not "
+            f"fit teacher {cfg.teacher.spec!r} ({teacher.teacher_dim}-dim latents); use a "
+            f"teacher of the same width"
+        ) from None
+    return teacher, SaltModel(student, predictor).eval()

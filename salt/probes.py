@@ -577,7 +577,7 @@ class ProbeReport:
                     clips,
                 )
             )
-        return f"temporal probes: {self.header()}\n" + _format_rows(rows)
+        return f"temporal probes: {self.header()}\n" + format_rows(rows)
 
 
 def compare(reports: dict[str, ProbeReport]) -> str:
@@ -591,11 +591,14 @@ def compare(reports: dict[str, ProbeReport]) -> str:
         cells = [f"{r[task].accuracy:.3f}" if task in r.tasks else "-" for r in reports.values()]
         rows.append((task, f"{chances[0]:.3f}", *cells))
     headers = dict.fromkeys(r.header() for r in reports.values())
-    return "temporal probes: " + "; ".join(headers) + "\n" + _format_rows(rows)
+    return "temporal probes: " + "; ".join(headers) + "\n" + format_rows(rows)
 
 
-def _format_rows(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+def format_rows(rows: list[tuple[str, ...]]) -> str:
+    """Text table: the first column left-aligned, the rest right-aligned; short rows padded."""
+    columns = max(len(r) for r in rows)
+    rows = [r + ("",) * (columns - len(r)) for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(columns)]
     lines = []
     for row in rows:
         cells = [row[0].ljust(widths[0])] + [

@@ -21,7 +21,7 @@ import torch
 
 from salt.config import Config, build_config
 from salt.evaluate import DistillReport
-from salt.probes import ProbeReport
+from salt.probes import ProbeReport, format_rows
 
 log = logging.getLogger(__name__)
 
@@ -127,20 +127,7 @@ class QuickstartResult:
         for stage, seconds in self.seconds.items():
             rows.append((f"  {stage}", f"{seconds:.1f}"))
         rows.append(("  total", f"{sum(self.seconds.values()):.1f}"))
-        return _format_rows(rows)
-
-
-def _format_rows(rows: list[tuple[str, ...]]) -> str:
-    columns = max(len(r) for r in rows)
-    rows = [r + ("",) * (columns - len(r)) for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(columns)]
-    lines = []
-    for row in rows:
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+        return format_rows(rows)
 
 
 def check_out(out: Path, force: bool) -> None:

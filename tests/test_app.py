@@ -203,7 +203,7 @@ def test_latents_show_teacher_prediction_and_error_in_one_pca_basis(run, loaded)
 
 def test_latents_bad_input_is_a_message(run, loaded, tmp_path):
     roots = [run.parent.resolve(), tmp_path.resolve()]
-    with pytest.raises(ValueError, match="cannot predict"):
+    with pytest.raises(ValueError, match="does not fit teacher"):
         cb.load_run(str(run), "random:vit_tiny", roots)
     empty = tmp_path / "empty_run"
     empty.mkdir()
@@ -225,7 +225,7 @@ def test_app_latents_callback_turns_load_errors_into_messages(run, tmp_path):
         fn.fn for fn in page.fns.values() if getattr(fn.fn, "__name__", "") == "on_latents"
     )
     images, table, message = on_latents(str(run), "random:vit_tiny", "synthetic:0", "", None, 0)
-    assert images == [] and "cannot predict" in message
+    assert images == [] and "does not fit teacher" in message
     images, _, message = on_latents(str(run), "", "synthetic:0", "", None, 0)
     assert len(images) == 2 and message.startswith("checkpoint ")
     _, _, message = on_latents("/etc", "", "synthetic:0", "", None, 0)

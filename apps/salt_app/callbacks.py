@@ -251,7 +251,7 @@ def load_run(run: str | Path, teacher_spec: str = "", roots: list[Path] | None =
     import torch
 
     from salt.config import apply_overrides, from_dict
-    from salt.model import SaltModel, build_predictor, build_student, build_teacher
+    from salt.model import load_trained_pair
     from salt.runs import load_checkpoint, resolve_checkpoint
 
     if not str(run).strip():
@@ -263,20 +263,8 @@ def load_run(run: str | Path, teacher_spec: str = "", roots: list[Path] | None =
         cfg = apply_overrides(cfg, {"teacher.spec": teacher_spec.strip()})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        teacher = build_teacher(cfg)
-        student = build_student(cfg)
-        predictor = build_predictor(cfg, student.embed_dim, teacher.teacher_dim)
-    student.load_state_dict(state["student"])
-    try:
-        predictor.load_state_dict(state["predictor"])
-    except RuntimeError:
-        trained = state["config"]["teacher"]["spec"]
-        raise ValueError(
-            f"the checkpoint's predictor was trained on teacher {trained!r}; teacher "
-            f"{cfg.teacher.spec!r} gives {teacher.teacher_dim}-dim latents that it cannot "
-            f"predict. Leave the teacher empty or pick one of the same width"
-        ) from None
-    return LoadedRun(path, int(state["step"]), cfg, SaltModel(student, predictor).eval(), teacher)
+        teacher, model = load_trained_pair(state, cfg)
+    return LoadedRun(path, int(state["step"]), cfg, model, teacher)
 
 
 @attrs.frozen
