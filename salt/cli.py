@@ -278,7 +278,7 @@ def cmd_eval_probes(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from salt.export import load_encoder
-    from salt.probes import compare, random_like, run_probes
+    from salt.probes import clip_settings, compare, random_like, run_probes
 
     encoder, config = load_encoder(args.encoder)
     models = {"encoder": encoder}
@@ -300,9 +300,7 @@ def cmd_eval_probes(args: argparse.Namespace) -> int:
             num_videos=args.videos,
             seed=args.seed,
             probe=args.probe,
-            mean=config["mean"],
-            std=config["std"],
-            frame_step=config.get("frame_step", 4),
+            **clip_settings(config),
             progress=progress,
         )
         bar.close()

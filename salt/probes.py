@@ -611,6 +611,11 @@ def format_rows(rows: list[tuple[str, ...]]) -> str:
 # --------------------------------------------------------------------------------- run
 
 
+def clip_settings(config: dict) -> dict:
+    """``run_probes`` keywords that sample clips the way an exported encoder was trained."""
+    return {"mean": config["mean"], "std": config["std"], "frame_step": config.get("frame_step", 4)}
+
+
 def run_probes(
     encoder: nn.Module,
     source: str | SyntheticSource | VideoSource = "synthetic",

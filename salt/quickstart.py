@@ -21,7 +21,7 @@ import torch
 
 from salt.config import Config, build_config
 from salt.evaluate import DistillReport
-from salt.probes import ProbeReport, format_rows
+from salt.probes import ProbeReport, clip_settings, format_rows
 
 log = logging.getLogger(__name__)
 
@@ -343,9 +343,7 @@ def run_probe_suite(
             "synthetic",
             num_videos=settings.probe_videos,
             seed=settings.seed,
-            mean=config["mean"],
-            std=config["std"],
-            frame_step=config.get("frame_step", 4),
+            **clip_settings(config),
             progress=advance,
         )
         if bar is not None:
