@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -94,9 +95,18 @@ def resolve_train_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from salt.train import train
+    from salt.train import dry_run, train
 
     cfg = resolve_train_config(args)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    if args.dry_run:
+        plan = dry_run(cfg)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print("\n".join(plan.lines()))
+            print("dry run: config, data, teacher and masks check out; nothing was trained")
+        return 0
     if cfg.profile == "demo" and not args.resume:
         log.info(
             "profile demo: %s on %dx%dpx clips of %s (use --profile recipe for the full recipe)",
@@ -432,6 +442,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config, data, teacher and (under torchrun) the process group, print "
+        "the run's plan and exit without training",
+    )
+    t.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config as JSON (a valid --config file) and exit",
+    )
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser(

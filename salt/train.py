@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import attrs
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -20,6 +21,7 @@ from salt import __version__
 from salt.config import Config, from_dict
 from salt.data import build_dataset, build_loader, normalize_clips, steps_per_epoch
 from salt.losses import Objective
+from salt.masking import sample_keys
 from salt.model import SaltModel, build_predictor, build_student, build_teacher, masked_loss
 from salt.optim import apply_schedules, build_optimizer, lr_at, warmup_steps, wd_at
 from salt.perf import measure_peak_tflops
@@ -268,7 +270,13 @@ def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
     params = [p for p in model.parameters() if p.requires_grad]
     if info.main:
-        _log_start(cfg, model, teacher, steps, peak, device, info, len(dataset))
+        plan = make_plan(cfg, student, predictor, teacher, masker, len(dataset), info, device)
+        for line in plan.lines():
+            log.info("%s", line)
+        log.info(
+            "MFU is measured against a peak of %.1f TFLOP/s (set train.peak_tflops to change)",
+            peak,
+        )
 
     bar = None
     if info.main and cfg.train.progress:
@@ -450,42 +458,92 @@ def _save(run_dir, step, model, optimizer, cfg, nonfinite_total, device) -> None
     save_checkpoint(run_dir, step, state, cfg.train.keep_checkpoints)
 
 
-def _log_start(cfg, model, teacher, steps, peak, device, info, size) -> None:
+@attrs.frozen
+class TrainPlan:
+    """A run's shape, known before its first step: what ``salt train --dry-run`` prints and
+    what a run logs when it starts."""
+
+    cfg: Config
+    device: str
+    world: int
+    dataset_size: int
+    steps: int
+    warmup: int
+    student_params: int
+    predictor_params: int
+    teacher_dim: int
+    flops_per_step: float  # forward + backward of one optimizer step on all processes
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.train.batch_size * self.cfg.train.accum_steps * self.world
+
+    def lines(self) -> list[str]:
+        """The plan as readable lines."""
+        cfg = self.cfg
+        tokens = cfg.grid[0] * cfg.grid[1] * cfg.grid[2]
+        epochs = self.steps * self.global_batch / max(self.dataset_size, 1)
+        return [
+            f"salt-vla {__version__}, profile {cfg.profile}, device {self.device}, "
+            f"{self.world} process(es)",
+            f"student {cfg.student.name} ({self.student_params / 1e6:.1f}M params), predictor "
+            f"{cfg.predictor.name} {cfg.predictor.depth}x{cfg.predictor.width} "
+            f"({self.predictor_params / 1e6:.1f}M), teacher {cfg.teacher.spec} "
+            f"(dim {self.teacher_dim})",
+            f"data {cfg.data.spec} ({self.dataset_size} clips), {cfg.data.num_frames}x"
+            f"{cfg.data.image_size}px clips, grid {cfg.grid} = {tokens} tokens, masks "
+            f"{cfg.mask.name}",
+            f"{self.steps} steps (warmup {self.warmup}, ~{epochs:.1f} epochs), batch "
+            f"{cfg.train.batch_size} x accum {cfg.train.accum_steps} x {self.world} = "
+            f"{self.global_batch} clips/step, {self.flops_per_step / 1e12:.2f} TFLOP/step",
+        ]
+
+
+def make_plan(cfg, student, predictor, teacher, masker, size, info, device) -> TrainPlan:
+    """Measure a run's shape from its built parts (modules may live on the meta device)."""
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    log.info(
-        "salt-vla %s, profile %s, device %s, %d process(es)",
-        __version__,
-        cfg.profile,
-        device,
-        info.world,
+    steps = total_steps(cfg, size, info.world)
+    batch = cfg.train.batch_size
+    # Analytic FLOPs of one micro-batch with the masks its first samples would get.
+    masks = masker(sample_keys(cfg.train.seed, 0, np.arange(batch)))
+    flops = SaltModel(student, predictor).train_flops(batch, masks)
+    return TrainPlan(
+        cfg=cfg,
+        device=str(device),
+        world=info.world,
+        dataset_size=size,
+        steps=steps,
+        warmup=warmup_steps(cfg.optim, steps),
+        student_params=count(student),
+        predictor_params=count(predictor),
+        teacher_dim=teacher.teacher_dim,
+        flops_per_step=flops * cfg.train.accum_steps * info.world,
     )
-    log.info(
-        "student %s (%.1fM params), predictor %s %dx%d (%.1fM), teacher %s (dim %d)",
-        cfg.student.name,
-        count(model.student) / 1e6,
-        cfg.predictor.name,
-        cfg.predictor.depth,
-        cfg.predictor.width,
-        count(model.predictor) / 1e6,
-        cfg.teacher.spec,
-        teacher.teacher_dim,
-    )
-    log.info(
-        "data %s (%d clips), %dx%dpx clips, grid %s; %d steps (warmup %d), batch %d x accum %d x %d",
-        cfg.data.spec,
-        size,
-        cfg.data.num_frames,
-        cfg.data.image_size,
-        cfg.grid,
-        steps,
-        warmup_steps(cfg.optim, steps),
-        cfg.train.batch_size,
-        cfg.train.accum_steps,
-        info.world,
-    )
-    log.info(
-        "MFU is measured against a peak of %.1f TFLOP/s (set train.peak_tflops to change)", peak
-    )
+
+
+def dry_run(cfg: Config) -> TrainPlan:
+    """Check everything a run needs - config, data, teacher (or cache), masker and, under
+    ``torchrun``, the process group - and return its plan without allocating the models
+    or taking a step."""
+    info = setup_distributed(cfg.train.device)
+    try:
+        device = resolve_device(cfg.train.device, info.local_rank)
+        teacher = build_teacher(cfg)
+        dataset = teacher.dataset(cfg, "train")
+        if dataset is None:
+            dataset = build_dataset(cfg.data, "train", cfg.train.seed)
+        with torch.device("meta"):
+            student = build_student(cfg)
+            predictor = build_predictor(cfg, student.embed_dim, teacher.teacher_dim)
+        masker = maskers.create(cfg.mask.name, grid=cfg.grid, **cfg.mask.options)
+        Objective(cfg.loss.name, cfg.loss.options)
+        plan = make_plan(cfg, student, predictor, teacher, masker, len(dataset), info, device)
+        if info.enabled:
+            dist.barrier()  # every rank got here: the rendezvous and the backend work
+        return plan
+    finally:
+        if info.enabled and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def config_from_checkpoint(path: str | Path) -> Config:

@@ -164,3 +164,34 @@ def test_every_subcommand_has_help(command, capsys):
         main([command, "--help"])
     assert exit_.value.code == 0
     assert "usage: salt" in capsys.readouterr().out
+
+
+def test_dry_run_checks_and_sizes_a_run_without_training(tmp_path, capsys):
+    args = ["train", "--profile", "recipe", "--device", "cpu", "--teacher", "pixels"]
+    assert main([*args, "--out", str(tmp_path / "runs"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()  # nothing written, nothing trained
+    assert "student vit_l (303.9M params)" in out  # ViT-L/16 at 16x224, built on "meta"
+    assert "predictor transformer 12x512" in out and "teacher pixels (dim 1536)" in out
+    assert "grid (8, 14, 14) = 1568 tokens" in out
+    assert "100000 steps (warmup 2000" in out and "24 x accum 1 x 1 = 24 clips/step" in out
+    tflops = float(out.split(" TFLOP/step")[0].rsplit(" ", 1)[1])
+    # Forward + backward of a ViT-L on ~40% of 1568 tokens x 2 mask groups x 24 clips.
+    assert 10 < tflops < 100
+    assert "nothing was trained" in out
+
+
+def test_dry_run_reports_what_a_real_run_would_fail_on(tmp_path, capsys):
+    assert main(["train", "--teacher", "cached:no-such-cache", "--dry-run"]) == 2
+    assert "no-such-cache" in capsys.readouterr().err
+
+
+def test_print_config_is_a_config_file_that_resolves_to_the_same_config(tmp_path, capsys):
+    sets = ["--set", "optim.lr=3e-4", "--student", "vit_small", "--profile", "demo"]
+    assert main(["train", *sets, "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    (tmp_path / "resolved.json").write_text(printed)
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "resolved.json")])
+    resolved = json.dumps(resolve_train_config(args).to_dict(), indent=2)
+    assert resolved == printed.strip()
+    assert json.loads(printed)["optim"]["lr"] == 3e-4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from timm.models.vision_transformer import Block
 from torch import nn
@@ -40,7 +41,7 @@ class TransformerPredictor(nn.Module):
         self.proj_in = nn.Linear(embed_dim, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
         self.register_buffer("pos_embed", sincos_3d(width, self.grid)[None], persistent=False)
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        rates = np.linspace(0.0, drop_path, depth).tolist()  # plain numbers, also on "meta"
         self.blocks = nn.ModuleList(
             Block(
                 width, heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=r, norm_layer=layer_norm

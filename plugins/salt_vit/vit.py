@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from timm.models.vision_transformer import Block
 from torch import nn
@@ -84,7 +85,7 @@ class VideoViT(nn.Module):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         else:
             raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        rates = np.linspace(0.0, drop_path, depth).tolist()  # plain numbers, also on "meta"
         self.blocks = nn.ModuleList(
             Block(
                 embed_dim,
