@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import html
+import io
 import json
 import math
-import os
-import re
 import shutil
 import socket
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -305,46 +302,76 @@ def _chromium() -> str | None:
     )
 
 
-def test_browser_renders_the_masks_tab(tmp_path):
+def test_browser_clicks_through_the_masks_tab(tmp_path, monkeypatch):
+    """Headless Chromium picks a clip, a masker and a seed, clicks Render and gets the image."""
     pytest.importorskip("gradio")
     browser = _chromium()
     if browser is None:
-        pytest.skip("no chromium on PATH (apt-get install -y chromium)")
+        pytest.skip("no chromium on PATH (apt-get install -y chromium; .ci/run does)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright drives chromium here: pip install -e '.[dev]'")
+    from PIL import Image
+
     from salt_app.app import launch
 
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     page, url = launch(port=_free_port(), runs=tmp_path)
+    errors = []
+
+    def on_console(msg):
+        if msg.type == "error":
+            errors.append(f"console: {msg.text}")
+
+    # Waits are explicit, with budgets for a busy 2-core machine; a healthy run takes seconds.
     try:
-        # The page draws the default clip's masks on load. --dump-dom cannot wait for an
-        # element, only for a virtual-time budget, so a busy machine gets a longer retry.
-        for budget in (10_000, 30_000, 60_000):
-            dom = subprocess.run(
-                [
-                    browser,
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    f"--user-data-dir={tmp_path / 'profile'}",
-                    f"--virtual-time-budget={budget}",
-                    "--dump-dom",
-                    url,
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            ).stdout
-            gallery = dom.split('id="masks-gallery"', 1)[-1].split('id="masks-message"', 1)[0]
-            images = re.findall(r'<img src="([^"]+)"[^>]*alt="([^"]*)"', gallery)
-            if images:
-                break
-        assert 'id="masks-render"' in dom, "the page did not render the Masks tab"
-        assert [alt.split(":")[:2] for _, alt in images] == [
-            ["synthetic", "0 · short"],
-            ["synthetic", "0 · long"],
-        ], "the Masks tab drew no mask images"
-        with urllib.request.urlopen(html.unescape(images[0][0]), timeout=10) as response:
-            body = response.read()
-        assert body[:4] == b"RIFF" and body[8:12] == b"WEBP" or body[:8] == b"\x89PNG\r\n\x1a\n"
+        with sync_playwright() as pw:
+            chrome = pw.chromium.launch(executable_path=browser)
+            try:
+                tab = chrome.new_page()
+                tab.set_default_timeout(30_000)
+                tab.on("pageerror", lambda err: errors.append(f"uncaught: {err}"))
+                tab.on("console", on_console)
+                tab.goto(url)
+                gallery = tab.locator("#masks-gallery img")
+                gallery.first.wait_for(timeout=90_000)  # the default clip's masks, drawn on load
+                before = gallery.evaluate_all("imgs => imgs.map(img => img.src)")
+
+                tab.locator("#masks-clip input").click()
+                tab.get_by_role("option", name="synthetic:3", exact=True).click()
+                tab.locator("#masks-masker input").click()
+                tab.get_by_role("option", name="tube", exact=True).click()
+                tab.locator("#masks-seed input").fill("7")
+                tab.locator("#masks-render").click()
+                # Tube masks have one group: wait for its image to replace the default's two.
+                tab.wait_for_function(
+                    """before => {
+                        const imgs = [...document.querySelectorAll('#masks-gallery img')];
+                        return imgs.length === 1 && !before.includes(imgs[0].src)
+                            && imgs[0].complete && imgs[0].naturalWidth > 0;
+                    }""",
+                    arg=before,
+                )
+                src, alt, width, height = gallery.first.evaluate(
+                    "img => [img.src, img.alt, img.naturalWidth, img.naturalHeight]"
+                )
+                message = tab.locator("#masks-message").inner_text().strip()
+                toasts = tab.locator('[data-testid="toast-body"]').all_inner_texts()
+                with urllib.request.urlopen(src, timeout=10) as response:
+                    served = response.read()
+            finally:
+                chrome.close()
     finally:
         page.close()
+
+    expected = cb.render_masks("synthetic:3", "tube", "", seed=7)
+    image, caption = expected.images[0]
+    assert (message, toasts, errors) == ("", [], []), "the page showed an error"
+    assert alt == caption and (height, width) == image.shape[:2]
+    shown = np.asarray(Image.open(io.BytesIO(served)).convert("RGB"), dtype=float)
+    # The gallery serves lossy WebP, so no exact match: the seed reached the server when the
+    # image is far closer to seed 7's mask than to seed 0's (about 3 vs 11 levels off).
+    other = cb.render_masks("synthetic:3", "tube", "", seed=0).images[0][0]
+    off_seed_7, off_seed_0 = np.abs(shown - image).mean(), np.abs(shown - other).mean()
+    assert 2 * off_seed_7 < off_seed_0, "the page did not draw seed 7's mask"

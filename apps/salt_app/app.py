@@ -75,15 +75,19 @@ def build_app(runs: str | Path = "runs"):
         gr.Markdown(f"# salt viewer\nruns: `{runs.resolve()}`")
         with gr.Tab("Masks", id="masks"):
             with gr.Row():
-                m_choice = gr.Dropdown(synthetic, value="synthetic:0", label="built-in clip")
+                m_choice = gr.Dropdown(
+                    synthetic, value="synthetic:0", label="built-in clip", elem_id="masks-clip"
+                )
                 m_path = gr.Textbox(label="or a video path", placeholder="videos/clip.mp4")
                 m_upload = gr.File(label="or upload a video", type="filepath")
             with gr.Row():
-                m_masker = gr.Dropdown(maskers.names(), value="multiblock", label="masker")
+                m_masker = gr.Dropdown(
+                    maskers.names(), value="multiblock", label="masker", elem_id="masks-masker"
+                )
                 m_options = gr.Textbox(
                     label="options (JSON)", placeholder='{"ratio": 0.75}', value=""
                 )
-                m_seed = gr.Number(value=0, precision=0, label="seed")
+                m_seed = gr.Number(value=0, precision=0, label="seed", elem_id="masks-seed")
                 m_frames = gr.Slider(2, 32, value=8, step=2, label="frames")
                 m_size = gr.Slider(32, 224, value=112, step=16, label="image size")
             m_button = gr.Button("Render masks", variant="primary", elem_id="masks-render")
