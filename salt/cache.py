@@ -514,8 +514,18 @@ class CachedDataset(Dataset):
             self.synthetic = build_dataset(
                 attrs.evolve(cfg.data, spec=meta["data_spec"], **geometry)
             )
+        elif data_root is not None:
+            root = Path(data_root)
+            if root.is_file():  # a manifest or SSv2 list: its paths are relative to its folder
+                root = root.parent
+            if not root.is_dir():
+                raise ViewMismatchError(
+                    f"--data {str(data_root)!r} does not exist; give the folder (or the CSV "
+                    f"manifest or SSv2 list) where the cache's videos are now"
+                )
+            self.root = root
         else:
-            root = Path(data_root or meta["data_root"])
+            root = Path(meta["data_root"])
             if not root.is_dir():
                 raise ViewMismatchError(
                     f"the cache's videos were under {meta['data_root']}, which does not exist "

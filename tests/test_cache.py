@@ -194,6 +194,12 @@ def test_view_lock_from_videos_relocation_and_mismatch(cfg, video_dir, tmp_path)
     with pytest.raises(ViewMismatchError, match="pass --data DIR"):
         train(apply_overrides(run, {"run.name": "b"}))
     train(apply_overrides(run, {"run.name": "c", "data.spec": str(moved)}))
+    # The spec a user built with may be a manifest: its folder is where the videos are.
+    manifest = moved / "videos.csv"
+    manifest.write_text("".join(f"{p.relative_to(moved)}\n" for p in moved.rglob("*.mp4")))
+    train(apply_overrides(run, {"run.name": "c2", "data.spec": str(manifest)}))
+    with pytest.raises(ViewMismatchError, match="does not exist; give the folder"):
+        train(apply_overrides(run, {"run.name": "c3", "data.spec": str(tmp_path / "nowhere")}))
 
     write_video(
         moved / "push" / "clip0.mp4", n=20, height=64, width=64, seed=0
