@@ -1,0 +1,319 @@
+"""Every command in the README and docs/ runs, as a reader following the guide would.
+
+The pages run in reading order in one scratch folder (later pages use what earlier ones
+made), with the virtualenv's ``salt``/``python``/``torchrun`` first on PATH. A comment line
+``<!-- docs: MODE -->`` right above a code fence says how its block is checked:
+
+- no marker (``bash``): each command runs; a failure fails the page;
+- ``ci``: installs and the long quick start; ``.ci/run`` runs each command verbatim (this
+  test checks that it does);
+- ``dry-run``: commands that need GPUs or hours (the full recipe, 8-GPU ``torchrun``) run
+  with ``--dry-run``, which checks config, data, teacher and the process group;
+- ``nodes``: one command per node; all run at once, as on a cluster (with ``--dry-run``);
+- ``serve``: a server command; it must print its URL, then it is stopped;
+- ``file:NAME``: the block is a file the reader saves; it is written to NAME;
+- ``recipe``: a TOML block that must equal the built-in recipe;
+- ``excerpt:PATH``: the block is quoted from the repository file PATH, verbatim;
+- ``python`` blocks run as scripts; ``text`` blocks are output and are not run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import attrs
+import pytest
+import torch
+
+from salt.config import build_config, flatten
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# Reading order; a page may use what the pages before it made.
+PAGES = (
+    "docs/install.md",
+    "docs/quickstart.md",
+    "docs/data.md",
+    "docs/cache.md",
+    "README.md",  # its main job trains from the cache docs/cache.md builds
+    "docs/configs.md",
+    "docs/distributed.md",
+    "docs/vla.md",
+    "docs/evaluation.md",
+    "docs/viewer.md",
+    "docs/troubleshooting.md",
+    "docs/plugins.md",
+)
+FENCE = re.compile(
+    r"^(?:<!-- docs: (?P<mode>[\w:.\-/]+) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)^```", re.S | re.M
+)
+DRY_RUN = re.compile(r"\b(salt|salt\.cli) train\b")
+
+
+@attrs.frozen
+class Block:
+    page: str
+    lang: str
+    mode: str
+    code: str
+
+    @property
+    def commands(self) -> list[str]:
+        """Logical command lines: continuations joined, comments and blanks dropped."""
+        text = self.code.replace("\\\n", " ")
+        lines = (re.sub(r"\s+#(\s.*)?$", "", line).strip() for line in text.splitlines())
+        return [line for line in lines if line and not line.startswith("#")]
+
+
+def blocks(page: str) -> list[Block]:
+    text = (ROOT / page).read_text()
+    return [Block(page, m["lang"], m["mode"] or "", m["code"]) for m in FENCE.finditer(text)]
+
+
+def test_every_docs_page_is_checked_and_linked_from_the_readme():
+    pages = {str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")}
+    assert pages == {p for p in PAGES if p.startswith("docs/")}
+    readme = (ROOT / "README.md").read_text()
+    for page in pages:
+        assert f"]({page})" in readme, f"README does not link {page}"
+    for page in PAGES:
+        for block in blocks(page):
+            assert block.lang in ("bash", "python", "toml", "json", "text"), (page, block.lang)
+            known = block.mode in ("", "ci", "dry-run", "nodes", "serve", "recipe")
+            assert known or block.mode.startswith(("file:", "excerpt:")), (page, block.mode)
+
+
+def test_excerpts_quote_the_files_they_name():
+    for page in PAGES:
+        for block in blocks(page):
+            if block.mode.startswith("excerpt:"):
+                path = ROOT / block.mode.removeprefix("excerpt:")
+                assert block.code in path.read_text(), (
+                    f"{page}: {path} no longer holds:\n{block.code}"
+                )
+
+
+def test_ci_runs_the_commands_the_docs_leave_to_it():
+    ci = normalize((ROOT / ".ci" / "run").read_text())
+    for page in PAGES:
+        for block in blocks(page):
+            if block.mode == "ci":
+                for command in block.commands:
+                    assert normalize(command) in ci, f"{page}: .ci/run does not run {command!r}"
+
+
+def test_the_configs_page_shows_the_built_in_recipe():
+    (block,) = [b for b in blocks("docs/configs.md") if b.mode == "recipe"]
+    shown = flatten(tomllib.loads(block.code))
+    recipe = flatten(json.loads(json.dumps(build_config("recipe").to_dict())))  # tuples -> lists
+    assert shown == {k: recipe[k] for k in shown}
+    missing = sorted(set(recipe) - set(shown))
+    assert not missing, f"docs/configs.md's recipe leaves out {missing}"
+
+
+def normalize(text: str) -> str:
+    """Commands as a reader types them in an activated virtualenv."""
+    return re.sub(r"[ \t]+", " ", text.replace(".venv/bin/", ""))
+
+
+# ------------------------------------------------------------------------- the guide
+
+
+class Guide:
+    """Runs pages in reading order in one folder, each page once."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.done: dict[str, str] = {}  # page -> its output
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "SALT_CACHE_DIR": str(workdir / "salt-cache"),
+            "MASTER_ADDR": "127.0.0.1",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "GPUS_PER_NODE": "1",  # docs/distributed.md's multi-node example, on one CPU box
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def run_through(self, page: str) -> str:
+        for earlier in PAGES[: PAGES.index(page) + 1]:
+            if earlier not in self.done:
+                self.done[earlier] = self.run_page(earlier)
+        return self.done[page]
+
+    def run_page(self, page: str) -> str:
+        self.prepare(page)
+        out = []
+        for block in blocks(page):
+            out.append(self.run_block(block))
+        return "\n".join(out)
+
+    def prepare(self, page: str) -> None:
+        """What a reader brings to a page: model weights and an older cache."""
+        if page == "docs/cache.md":
+            self.env["VIDEOMAE_DIR"] = str(tiny_videomae(self.workdir / "models" / "videomae"))
+            older_cache(self.workdir / "old-latents", self.workdir / "videos" / "clips")
+
+    def run_block(self, block: Block) -> str:
+        where = f"{block.page}, block:\n{block.code}"
+        if block.mode in ("ci", "recipe") or block.mode.startswith("excerpt:"):
+            return ""
+        if block.lang in ("text", "json", "toml") and not block.mode.startswith("file:"):
+            return ""
+        if block.mode.startswith("file:"):
+            (self.workdir / block.mode.removeprefix("file:")).write_text(block.code)
+            return ""
+        if block.lang == "python":
+            return self.shell(f"python - <<'PYTHON'\n{block.code}PYTHON\n", where)
+        if block.mode == "serve":
+            return "\n".join(self.serve(c, where) for c in block.commands)
+        if block.mode == "nodes":
+            return self.nodes([dry_run(c) for c in block.commands], where)
+        if block.mode == "dry-run":
+            return "\n".join(self.shell(dry_run(c), where) for c in block.commands)
+        return self.shell(block.code, where)
+
+    def shell(self, script: str, where: str, timeout: int = 600) -> str:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert result.returncode == 0, (
+            f"{where}\nfailed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+            f"{result.stderr[-3000:]}"
+        )
+        return result.stdout
+
+    def nodes(self, commands: list[str], where: str) -> str:
+        procs = [
+            subprocess.Popen(
+                ["bash", "-c", c],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for c in commands
+        ]
+        outputs = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=600)
+            assert proc.returncode == 0, f"{where}\nnode failed:\n{out[-3000:]}"
+            outputs.append(out)
+        return "\n".join(outputs)
+
+    def serve(self, command: str, where: str) -> str:
+        proc = subprocess.Popen(
+            shlex.split(command),
+            cwd=self.workdir,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        lines = []
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                if "http://" in line:
+                    return "".join(lines)
+            raise AssertionError(f"{where}\nexited without printing a URL:\n{''.join(lines)}")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def dry_run(command: str) -> str:
+    if not DRY_RUN.search(command):
+        raise AssertionError(f"a dry-run block holds a command that is not `salt train`: {command}")
+    return f"{command} --dry-run"
+
+
+def tiny_videomae(path: Path) -> Path:
+    """A small VideoMAE in the Hugging Face layout at the demo clip geometry."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.VideoMAEConfig(
+        image_size=112,
+        num_frames=8,
+        patch_size=16,
+        tubelet_size=2,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=96,
+        use_mean_pooling=False,
+    )
+    transformers.VideoMAEModel(config).save_pretrained(path)
+    return path
+
+
+def older_cache(path: Path, videos: Path) -> Path:
+    """A cache in the older layout: ``train/<video id>.pt`` + ``train/metadata.json``."""
+    split = path / "train"
+    split.mkdir(parents=True, exist_ok=True)
+    ids = sorted(p.stem for p in videos.rglob("*.mp4"))
+    shape = [4 * 7 * 7, 32]  # the demo geometry's tokens, 32-dim latents
+    for i, vid in enumerate(ids):
+        latents = torch.randn(*shape, generator=torch.Generator().manual_seed(i))
+        torch.save({"latents": latents.to(torch.bfloat16)}, split / f"{vid}.pt")
+    meta = {"latent_shape": shape, "video_ids": ids, "model": "videomae-huge", "split": "train"}
+    (split / "metadata.json").write_text(json.dumps(meta))
+    return path
+
+
+@pytest.fixture(scope="module")
+def guide(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("guide")
+    (workdir / "examples").symlink_to(ROOT / "examples")
+    return Guide(workdir)
+
+
+def example_plugin_installed() -> bool:
+    return any(ep.name == "example" for ep in importlib.metadata.entry_points(group="salt"))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_commands_run(guide, page):
+    if page == "docs/plugins.md" and not example_plugin_installed():
+        pytest.skip(
+            "the example plugin is not installed; .ci/run installs it (pip install -e "
+            "examples/salt-plugin-example)"
+        )
+    output = guide.run_through(page)
+    for expected in EXPECTED.get(page, ()):
+        assert re.search(expected, output), f"{page}: no {expected!r} in:\n{output[-3000:]}"
+
+
+# What a page's commands must print, beyond exiting with 0.
+EXPECTED = {
+    "README.md": (r"dry run: config, data, teacher and masks check out",),
+    "docs/install.md": (r"salt-vla \d+\.\d+\.\d+",),
+    "docs/quickstart.md": (r"probes \(accuracy\)", r"everything is under"),
+    "docs/data.md": (r"wrote \d+ videos per layout", r"run runs/folder-demo: step 5"),
+    "docs/cache.md": (
+        r"OK \(\d+ clips, checksums and shapes match\)",
+        r"run runs/from-cache: step 5",
+    ),
+    "docs/configs.md": (r"profile recipe", r"run runs/lr-sweep: step 5"),
+    "docs/distributed.md": (r"8 process\(es\)", r"2 process\(es\)", r"run runs/ddp-demo: step 4"),
+    "docs/vla.md": (r"tokens \(2, 196, 192\)", r"random init, same architecture"),
+    "docs/evaluation.md": (r"ratio", r"time-arrow"),
+    "docs/viewer.md": (r"http://127\.0\.0\.1:\d+",),
+    "docs/troubleshooting.md": (r"torch",),
+    "docs/plugins.md": (r"future", r"smooth_l1", r"run runs/future: step 5"),
+}
