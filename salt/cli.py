@@ -288,7 +288,7 @@ def cmd_eval_probes(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from salt.export import load_encoder
-    from salt.probes import clip_settings, compare, random_like, run_probes
+    from salt.probes import NUM_VIDEOS, clip_settings, compare, random_like, run_probes
 
     encoder, config = load_encoder(args.encoder)
     models = {"encoder": encoder}
@@ -307,7 +307,7 @@ def cmd_eval_probes(args: argparse.Namespace) -> int:
         reports[name] = run_probes(
             model,
             args.data,
-            num_videos=args.videos,
+            num_videos=args.videos or NUM_VIDEOS,
             seed=args.seed,
             probe=args.probe,
             **clip_settings(config),
@@ -516,8 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="random: run the same suite on a randomly initialized encoder too",
     )
     pr.add_argument("--probe", choices=["linear", "attentive"], default="linear")
-    pr.add_argument("--videos", type=int, default=96, help="videos per task")
-    pr.add_argument("--seed", type=int, default=0, help="fixes videos, split and probes")
+    pr.add_argument(
+        "--videos", type=int, help="videos per task (default: 256, 5-fold cross-validated)"
+    )
+    pr.add_argument("--seed", type=int, default=0, help="fixes videos, folds and probes")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.add_argument("--no-progress", action="store_true")
     pr.set_defaults(func=cmd_eval_probes)

@@ -55,6 +55,8 @@ def test_the_numbers_are_finite_and_every_stage_is_timed(quickstart):
     for probe in report["probes"].values():
         for task in probe["tasks"].values():
             assert 0 <= task["accuracy"] <= 1
+            # Cross-validated by video: every one of the --fast 8 videos is tested.
+            assert len(task["videos"]) == 8 and task["folds"] in (0, 5)
     assert list(report["seconds"]) == list(STAGES)
     assert all(s > 0 for s in report["seconds"].values())
     assert report["reload_max_diff"] == 0.0
