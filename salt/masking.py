@@ -25,7 +25,8 @@ class MaskGroup(NamedTuple):
 
 
 class Masker(Protocol):
-    """What a masker factory returns."""
+    """What a masker factory returns. A masker whose masks do not depend on the keys (the
+    same split for every sample) says so with a class attribute ``deterministic = True``."""
 
     grid: tuple[int, int, int]
     group_names: tuple[str, ...]

@@ -25,6 +25,7 @@ class FutureMasker:
     """
 
     group_names = ("future",)
+    deterministic = True  # the same split for every sample: the keys go unused
 
     def __init__(self, grid: tuple[int, int, int], context_fraction: float = 0.5):
         self.grid = tuple(grid)
