@@ -33,7 +33,7 @@ OUTPUTS = ("runs", "encoders", "cache", "loss_curves.png", "quickstart.json", "s
 
 @attrs.frozen
 class QuickstartSettings:
-    """How big each stage is; the defaults take ~8-9 minutes on 2 idle CPU cores (two
+    """How big each stage is; the defaults take ~7 minutes on 2 idle CPU cores (two
     ~0.45 s/step training runs are most of it; the probes encode ~600 clips per model)."""
 
     teacher_steps: int = attrs.field(default=300, validator=attrs.validators.gt(0))
