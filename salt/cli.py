@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -103,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if args.dry_run:
         plan = dry_run(cfg)
-        if int(os.environ.get("RANK", "0")) == 0:
+        if plan.rank == 0:
             print("\n".join(plan.lines()))
             print("dry run: config, data, teacher and masks check out; nothing was trained")
         return 0

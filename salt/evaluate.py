@@ -11,11 +11,10 @@ from torch.utils.data import DataLoader, Subset
 
 from salt.collate import MaskCollator
 from salt.config import Config, apply_overrides, from_dict
-from salt.data import KeyedDataset, build_dataset, normalize_clips
+from salt.data import KeyedDataset, normalize_clips
 from salt.losses import Objective
 from salt.masking import gather_tokens
-from salt.model import load_trained_pair, masked_loss
-from salt.registry import maskers
+from salt.model import build_clips, build_masker, load_trained_pair, masked_loss
 from salt.runs import load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -102,11 +101,9 @@ def distill_loss(
     torch.manual_seed(seed)
     teacher, model = load_trained_pair(state, cfg)
     teacher, model = teacher.to(device), model.to(device)
-    dataset = teacher.dataset(cfg, "val")
-    if dataset is None:
-        dataset = build_dataset(cfg.data, "val", seed)
+    dataset = build_clips(cfg, teacher, "val", seed)
     count = min(len(dataset), batches * cfg.train.batch_size)
-    masker = maskers.create(cfg.mask.name, grid=cfg.grid, **cfg.mask.options)
+    masker = build_masker(cfg)
     loader = DataLoader(
         Subset(KeyedDataset(dataset), [(0, i) for i in range(count)]),
         batch_size=cfg.train.batch_size,

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from salt.config import Config
+from salt.data import build_dataset
 from salt.losses import Objective
-from salt.masking import MaskGroup, gather_tokens
-from salt.registry import predictors, students, teachers
+from salt.masking import Masker, MaskGroup, gather_tokens
+from salt.registry import maskers, predictors, students, teachers
 from salt.teachers import Teacher, check_teacher, freeze
 
 
@@ -32,6 +33,18 @@ def build_teacher(cfg: Config) -> Teacher:
     teacher = teachers.create(cfg.teacher.spec, cfg=cfg)
     check_teacher(teacher, cfg.teacher.spec, cfg.grid)
     return freeze(teacher)
+
+
+def build_clips(cfg: Config, teacher: Teacher, split: str, seed: int):
+    """The clips a run reads: the teacher's own (a cache's views and latents) or, for a
+    teacher that computes its targets, the configured data."""
+    dataset = teacher.dataset(cfg, split)
+    return dataset if dataset is not None else build_dataset(cfg.data, split, seed)
+
+
+def build_masker(cfg: Config) -> Masker:
+    """The masker named by ``cfg.mask`` on the config's token grid."""
+    return maskers.create(cfg.mask.name, grid=cfg.grid, **cfg.mask.options)
 
 
 def build_predictor(cfg: Config, embed_dim: int, teacher_dim: int) -> nn.Module:

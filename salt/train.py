@@ -19,13 +19,20 @@ from torch.nn.parallel import DistributedDataParallel
 
 from salt import __version__
 from salt.config import Config, from_dict
-from salt.data import build_dataset, build_loader, normalize_clips, steps_per_epoch
+from salt.data import build_loader, normalize_clips, steps_per_epoch
 from salt.losses import Objective
 from salt.masking import sample_keys
-from salt.model import SaltModel, build_predictor, build_student, build_teacher, masked_loss
+from salt.model import (
+    SaltModel,
+    build_clips,
+    build_masker,
+    build_predictor,
+    build_student,
+    build_teacher,
+    masked_loss,
+)
 from salt.optim import apply_schedules, build_optimizer, lr_at, warmup_steps, wd_at
 from salt.perf import measure_peak_tflops
-from salt.registry import maskers
 from salt.runs import (
     MetricsLog,
     attach_log_file,
@@ -229,13 +236,11 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
 def _train(cfg, info, device, run_dir, metrics, state) -> TrainResult:
     torch.manual_seed(cfg.train.seed)
     teacher = build_teacher(cfg).to(device)
-    dataset = teacher.dataset(cfg, "train")
-    if dataset is None:
-        dataset = build_dataset(cfg.data, "train", cfg.train.seed)
+    dataset = build_clips(cfg, teacher, "train", cfg.train.seed)
     student = build_student(cfg)
     predictor = build_predictor(cfg, student.embed_dim, teacher.teacher_dim)
     model = SaltModel(student, predictor).to(device)
-    masker = maskers.create(cfg.mask.name, grid=cfg.grid, **cfg.mask.options)
+    masker = build_masker(cfg)
     objective = Objective(cfg.loss.name, cfg.loss.options)
     steps = total_steps(cfg, len(dataset), info.world)
     optimizer = build_optimizer(model, cfg.optim, fused=device.type == "cuda")
@@ -466,6 +471,7 @@ class TrainPlan:
     cfg: Config
     device: str
     world: int
+    rank: int  # this process's; rank 0 reports the plan
     dataset_size: int
     steps: int
     warmup: int
@@ -511,6 +517,7 @@ def make_plan(cfg, student, predictor, teacher, masker, size, info, device) -> T
         cfg=cfg,
         device=str(device),
         world=info.world,
+        rank=info.rank,
         dataset_size=size,
         steps=steps,
         warmup=warmup_steps(cfg.optim, steps),
@@ -529,13 +536,11 @@ def dry_run(cfg: Config) -> TrainPlan:
     try:
         device = resolve_device(cfg.train.device, info.local_rank)
         teacher = build_teacher(cfg)
-        dataset = teacher.dataset(cfg, "train")
-        if dataset is None:
-            dataset = build_dataset(cfg.data, "train", cfg.train.seed)
+        dataset = build_clips(cfg, teacher, "train", cfg.train.seed)
         with torch.device("meta"):
             student = build_student(cfg)
             predictor = build_predictor(cfg, student.embed_dim, teacher.teacher_dim)
-        masker = maskers.create(cfg.mask.name, grid=cfg.grid, **cfg.mask.options)
+        masker = build_masker(cfg)
         Objective(cfg.loss.name, cfg.loss.options)
         plan = make_plan(cfg, student, predictor, teacher, masker, len(dataset), info, device)
         if info.enabled:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
+import torch
 
 from salt.config import build_config
 
@@ -53,3 +55,30 @@ def _quiet_salt_logs():
     before = list(logger.handlers)
     yield
     logger.handlers[:] = before
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` intra-op threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core box two OpenMP
+# threads spin-wait on each other for seconds.
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for a test."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """One intra-op thread for a whole module (``pytestmark = usefixtures(...)``)."""
+    with torch_threads(1):
+        yield

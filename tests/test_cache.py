@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
+from older_cache import write_older_cache
 from safetensors.torch import load_file
 from videos import write_corrupt, write_video
 
@@ -227,29 +227,11 @@ def test_stored_clips_train_without_the_videos(cfg, video_dir, tmp_path):
     assert result.step == 2
 
 
-def write_legacy(root: Path, video_dir: Path, cfg) -> dict[str, torch.Tensor]:
-    split = root / "train"
-    split.mkdir(parents=True)
-    ids = sorted(p.stem for p in video_dir.rglob("*.mp4"))
-    latents = {}
-    for i, vid in enumerate(ids):
-        latents[vid] = torch.randn(8, 24, generator=torch.Generator().manual_seed(i)).to(
-            torch.bfloat16
-        )
-        torch.save({"latents": latents[vid]}, split / f"{vid}.pt")
-    (split / "metadata.json").write_text(
-        json.dumps(
-            {"latent_shape": [8, 24], "video_ids": ids, "model": "videomae-huge", "split": "train"}
-        )
-    )
-    return latents
-
-
 def test_older_layout_caches_work_directly_and_through_import(
     cfg, video_dir, tmp_path, monkeypatch, capsys
 ):
     legacy = tmp_path / "old"
-    latents = write_legacy(legacy, video_dir, cfg)
+    latents = write_older_cache(legacy, video_dir, (8, 24))
     direct = apply_overrides(
         cfg,
         {

@@ -32,6 +32,7 @@ from pathlib import Path
 import attrs
 import pytest
 import torch
+from older_cache import write_older_cache
 
 from salt.config import build_config, flatten
 
@@ -160,7 +161,10 @@ class Guide:
         """What a reader brings to a page: model weights and an older cache."""
         if page == "docs/cache.md":
             self.env["VIDEOMAE_DIR"] = str(tiny_videomae(self.workdir / "models" / "videomae"))
-            older_cache(self.workdir / "old-latents", self.workdir / "videos" / "clips")
+            # The demo geometry's 4x7x7 tokens, 32-dim latents.
+            write_older_cache(
+                self.workdir / "old-latents", self.workdir / "videos" / "clips", (196, 32)
+            )
 
     def run_block(self, block: Block) -> str:
         where = f"{block.page}, block:\n{block.code}"
@@ -259,20 +263,6 @@ def tiny_videomae(path: Path) -> Path:
         use_mean_pooling=False,
     )
     transformers.VideoMAEModel(config).save_pretrained(path)
-    return path
-
-
-def older_cache(path: Path, videos: Path) -> Path:
-    """A cache in the older layout: ``train/<video id>.pt`` + ``train/metadata.json``."""
-    split = path / "train"
-    split.mkdir(parents=True, exist_ok=True)
-    ids = sorted(p.stem for p in videos.rglob("*.mp4"))
-    shape = [4 * 7 * 7, 32]  # the demo geometry's tokens, 32-dim latents
-    for i, vid in enumerate(ids):
-        latents = torch.randn(*shape, generator=torch.Generator().manual_seed(i))
-        torch.save({"latents": latents.to(torch.bfloat16)}, split / f"{vid}.pt")
-    meta = {"latent_shape": shape, "video_ids": ids, "model": "videomae-huge", "split": "train"}
-    (split / "metadata.json").write_text(json.dumps(meta))
     return path
 
 

@@ -30,13 +30,7 @@ B, T, C, S = 2, 4, 3, 64  # the tiny config's clips: 4 frames at 64px, patch 16,
 TOKENS = (T // 2) * (S // 16) ** 2  # 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matrices gain nothing from intra-op threads on a 2-core box (as in test_models).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,9 @@ REFERENCE_PARAMS = {
 }
 
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
+
 def tiny_student(**overrides) -> VideoViT:
     kwargs = dict(num_frames=FRAMES, image_size=SIZE, patch_size=PATCH, depth=2)
     return students.create("vit_tiny", **{**kwargs, **overrides}).eval()
@@ -42,16 +45,6 @@ def tiny_student(**overrides) -> VideoViT:
 def tiny_predictor(**overrides) -> TransformerPredictor:
     kwargs = dict(embed_dim=192, teacher_dim=TEACHER_DIM, grid=GRID, width=32, depth=1, heads=4)
     return predictors.create("transformer", **{**kwargs, **overrides}).eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Matrices this small gain nothing from intra-op threads, and spinning threads fight
-    # whatever else runs on a 2-core box; restored so other modules keep their setting.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

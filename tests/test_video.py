@@ -523,16 +523,6 @@ def test_with_data_fps_set_the_frame_step_follows_the_videos_frame_rate(
 # --- the trainer on a folder of videos ------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    # The tiny model gains nothing from a second thread, and a busy machine makes two
-    # OpenMP threads wait on each other for seconds.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def video_overrides(tiny_overrides, spec, **changes) -> dict:
     return {
         **tiny_overrides,

@@ -330,13 +330,12 @@ def _render_latents(loaded: LoadedRun, source: str, seed: int, roots: list[Path]
     from salt.data import normalize_clips
     from salt.losses import Objective
     from salt.masking import sample_keys
-    from salt.model import masked_loss
-    from salt.registry import maskers
+    from salt.model import build_masker, masked_loss
 
     cfg = loaded.cfg
     d = cfg.data
     clip = load_clip(source, d.num_frames, d.image_size, d.frame_step, roots)
-    masker = maskers.create(cfg.mask.name, grid=cfg.grid, **cfg.mask.options)
+    masker = build_masker(cfg)
     masks = masker(sample_keys(seed, 0, clip.index))
     names = tuple(getattr(masker, "group_names", ())) or tuple(
         f"group{i}" for i in range(len(masks))
