@@ -37,13 +37,23 @@ def check_run(run: Path, steps: int) -> dict:
     return summary
 
 
-def test_salt_train_with_no_options_trains_a_small_student_and_the_loss_falls(tmp_path):
-    proc = run_salt("train", cwd=tmp_path)
+def test_salt_train_with_no_options_plans_the_demo_run(tmp_path):
+    proc = run_salt("train", "--dry-run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "profile demo" in proc.stderr
+    plan = proc.stdout
+    assert "profile demo" in plan and "nothing was trained" in plan
+    assert "student vit_tiny" in plan and "teacher random:vit_tiny" in plan
+    assert "100 steps" in plan and "8x112px clips" in plan
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_demo_run_trains_a_small_student_and_the_loss_falls(tmp_path):
+    # The no-options run with fewer steps (the 100-step default takes ~1.5 minutes here).
+    proc = run_salt("train", "--steps", "30", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "runs").iterdir()
     assert run.name.startswith("vit_tiny-random_vit_tiny-")
-    summary = check_run(run, 100)
+    summary = check_run(run, 30)
     assert summary["last_loss"] < 0.6 * summary["first_loss"], summary
     assert f"run {Path('runs') / run.name}" in proc.stdout
 
@@ -58,16 +68,16 @@ def test_pixel_teacher_run_from_the_issue(tmp_path):
         "--data",
         "synthetic",
         "--steps",
-        "50",
+        "20",
         "--run-name",
         "pix",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = check_run(tmp_path / "runs" / "pix", 50)
+    summary = check_run(tmp_path / "runs" / "pix", 20)
     assert summary["min_loss"] < 0.9 * summary["first_loss"], summary
     saved = json.loads((tmp_path / "runs" / "pix" / "config.json").read_text())
-    assert saved["teacher"]["spec"] == "pixels" and saved["train"]["steps"] == 50
+    assert saved["teacher"]["spec"] == "pixels" and saved["train"]["steps"] == 20
 
 
 def parse(*argv: str):
