@@ -4,36 +4,30 @@ Stage 2 reads one sample per ``__getitem__`` in each DataLoader worker, in a shu
 so the figure of merit is random single-sample reads from a warm page cache on one thread.
 Target from the issue: >= 1 GB/s.
 
-The caches are written here the way ``salt.cache.build_cache`` writes them (safetensors
-shards of ``latents [rows, N, D]``, optional ``clips``, and an ``index.json`` of views), with
-random latents instead of a teacher's: computing 120 real 16x224 latents would take far
-longer than reading them. ``verify_cache`` checks the result is a sound cache.
+The caches are written with the store's own writer (``salt.cache.store.write_shard`` and
+``CacheIndex``), with random latents instead of a teacher's: computing 120 real 16x224
+latents would take far longer than reading them. ``verify_cache`` checks the result is a
+sound cache.
+
+Writing: the cost of writing one shard must not grow with the cache
+(``test_shard_write_cost``: a shard written into a cache of 10 and of 1,000 shards).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from salt import __version__
-from salt.cache import (
-    FORMAT,
-    FORMAT_VERSION,
-    INDEX,
-    CachedDataset,
-    LatentCache,
-    sha256,
-    verify_cache,
-)
+from salt.cache import LatentCache, verify_cache
+from salt.cache.store import new_index, write_shard
 from salt.config import build_config
-from salt.runs import write_json
+from salt.data import CachedClips
 from salt.video import View
 
 LATENT_SHAPE = (1568, 768)  # 16 frames x 224 px -> grid 8x14x14, a ViT-B width teacher
@@ -51,11 +45,17 @@ def _one_thread(pin_threads):
     pin_threads(1)  # one DataLoader worker reads on one core
 
 
+def view_of(i: int) -> dict:
+    """A realistic view record: an SSv2-like path, 16 frames, a crop of a 224x320 frame."""
+    return View(
+        f"class_{i % 10}/video_{i:06d}.mp4", tuple(range(0, 64, 4)), (0, 48, 224, 224), (224, 320)
+    ).as_dict()
+
+
 def write_cache(root: Path, samples: int, shard_rows: int, store_clips: bool) -> Path:
     """A cache in build_cache's format; row r of the whole cache has ``latents[r, 0, 0] == r``."""
     root.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(0)
-    shards, entries = [], []
     for shard_no, first in enumerate(range(0, samples, shard_rows)):
         rows = min(shard_rows, samples - first)
         latents = torch.randn(rows, *LATENT_SHAPE, generator=gen).to(torch.float16)
@@ -65,49 +65,36 @@ def write_cache(root: Path, samples: int, shard_rows: int, store_clips: bool) ->
             clips = torch.randint(0, 256, (rows, *CLIP_SHAPE), generator=gen, dtype=torch.uint8)
             clips[:, 0, 0, 0, 0] = torch.arange(first, first + rows) % 256
             tensors["clips"] = clips
-        name = f"shard_{shard_no:05d}.safetensors"
-        save_file(tensors, str(root / name), metadata={"format": "pt"})
-        shards.append({"file": name, "rows": rows, "skipped": 0, "sha256": sha256(root / name)})
-        for row in range(rows):
-            i = first + row
-            view = View(
-                f"class_{i % 10}/video_{i:04d}.mp4",
-                tuple(range(0, 64, 4)),
-                (0, 48, 224, 224),
-                (224, 320),
-            )
-            entries.append({"view": view.as_dict(), "label": i % 10, "shard": shard_no, "row": row})
-    meta = {
-        "teacher": "random:bench",
-        "teacher_dim": LATENT_SHAPE[1],
-        "latent_shape": list(LATENT_SHAPE),
-        "grid": list(GRID),
-        "dtype": "float16",
-        "num_frames": CLIP_SHAPE[0],
-        "frame_step": 4,
-        "fps": 0.0,
-        "image_size": CLIP_SHAPE[-1],
-        "patch_size": 16,
-        "tubelet_size": 2,
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
+        entries = [{"view": view_of(i), "label": i % 10} for i in range(first, first + rows)]
+        write_shard(root, shard_no, "train", tensors, entries, [])
+    index = new_index(
+        {
+            "teacher": "random:bench",
+            "teacher_dim": LATENT_SHAPE[1],
+            "latent_shape": list(LATENT_SHAPE),
+            "grid": list(GRID),
+            "dtype": "float16",
+            "num_frames": CLIP_SHAPE[0],
+            "frame_step": 4,
+            "fps": 0.0,
+            "image_size": CLIP_SHAPE[-1],
+            "patch_size": 16,
+            "tubelet_size": 2,
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "store_clips": store_clips,
+            "salt_version": __version__,
+        }
+    )
+    index.splits["train"] = {
         "data_spec": str(root),
-        "data_root": str(root),  # CachedDataset wants it to exist; stored clips need no videos
+        "data_root": str(root),  # CachedClips wants it to exist; stored clips need no videos
         "data_kind": "folder",
         "views_per_video": 1,
-        "store_clips": store_clips,
-        "salt_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "total": samples,
+        "complete": True,
     }
-    index = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "meta": meta,
-        "shards": shards,
-        "samples": entries,
-        "skipped": [],
-    }
-    write_json(root / INDEX, index)
+    index.write(root)
     # A sound cache, and every byte read once: the page cache is warm for the benchmarks.
     assert verify_cache(root) == []
     return root
@@ -154,7 +141,7 @@ def report(benchmark, summary, seconds_per_call, bytes_per_call: int, what: str)
 
 @pytest.mark.benchmark(group="cache_read", min_rounds=50, max_time=2.0)
 def test_latent_cache_random_read(benchmark, summary, seconds_per_call, latent_cache_dir):
-    """``LatentCache.latents(i)`` for shuffled ``i``, copied out of the memory map.
+    """``CacheSplit.latents(i)`` for shuffled ``i``, copied out of the memory map.
 
     ``latents()`` returns a zero-copy view of the memory-mapped shard; the bytes are only
     read when something uses them, so each call also copies the sample (what the
@@ -162,13 +149,14 @@ def test_latent_cache_random_read(benchmark, summary, seconds_per_call, latent_c
     """
     cache = LatentCache(latent_cache_dir)
     assert len(cache) == SAMPLES and cache.latent_shape == LATENT_SHAPE
+    split = cache.split("train")
     order = shuffled(SAMPLES)
     for i in range(SAMPLES):  # open every shard's memory map before timing
-        cache.latents(i)
+        split.latents(i)
 
     def read() -> tuple[int, torch.Tensor]:
         i = next(order)
-        return i, cache.latents(i).clone()
+        return i, split.latents(i).clone()
 
     i, latents = benchmark(read)
 
@@ -181,32 +169,82 @@ def test_latent_cache_random_read(benchmark, summary, seconds_per_call, latent_c
 
 @pytest.mark.benchmark(group="cache_read", min_rounds=30, max_time=2.0)
 def test_cached_dataset_stored_clips(benchmark, summary, seconds_per_call, clip_cache_dir):
-    """``CachedDataset[i]`` on a cache with stored clips: latents plus the clip, nothing
+    """``CachedClips[i]`` on a cache with stored clips: latents plus the clip, nothing
     decoded; both copied out of the memory map, as above."""
     cfg = build_config(
         overrides={"data.num_frames": CLIP_SHAPE[0], "data.image_size": CLIP_SHAPE[-1]}
     )
-    dataset = CachedDataset(LatentCache(clip_cache_dir), cfg)
+    dataset = CachedClips(LatentCache(clip_cache_dir).split("train"), cfg.data)
     order = shuffled(CLIP_SAMPLES)
     for i in range(CLIP_SAMPLES):
         dataset[i]
 
-    def read() -> tuple[int, dict]:
+    def read() -> tuple[int, tuple[torch.Tensor, torch.Tensor, int]]:
         i = next(order)
         sample = dataset[i]
-        return i, {k: v.clone() if torch.is_tensor(v) else v for k, v in sample.items()}
+        return i, (sample.video.clone(), sample.targets.clone(), sample.label)
 
-    i, sample = benchmark(read)
+    i, (video, latents, label) = benchmark(read)
 
-    assert set(sample) == {"video", "latents", "label"}
-    assert sample["video"].shape == CLIP_SHAPE and sample["video"].dtype == torch.uint8
-    assert sample["latents"].shape == LATENT_SHAPE and sample["label"] == i % 10
-    assert sample["latents"][0, 0].item() == i and sample["video"][0, 0, 0, 0].item() == i % 256
+    assert video.shape == CLIP_SHAPE and video.dtype == torch.uint8
+    assert latents.shape == LATENT_SHAPE and label == i % 10
+    assert latents[0, 0].item() == i and video[0, 0, 0, 0].item() == i % 256
     benchmark.extra_info["samples"] = CLIP_SAMPLES
     report(
         benchmark,
         summary,
         seconds_per_call,
         LATENT_BYTES + CLIP_BYTES,
-        "CachedDataset latents + stored clip",
+        "CachedClips latents + stored clip",
     )
+
+
+SHARD_SAMPLES = 256  # clips per shard: salt cache build's default --shard-size
+
+
+def small_shard(number: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """A shard of ``SHARD_SAMPLES`` rows with realistic view records and tiny latents: the
+    tensors are not what is measured, the bookkeeping around them is."""
+    first = number * SHARD_SAMPLES
+    latents = torch.zeros(SHARD_SAMPLES, 4, 8, dtype=torch.float16)
+    entries = [{"view": view_of(i), "label": i % 10} for i in range(first, first + SHARD_SAMPLES)]
+    return {"latents": latents}, entries
+
+
+@pytest.fixture(scope="module")
+def grown_caches(tmp_path_factory) -> dict[int, Path]:
+    """Caches already holding 10 and 1,000 shards (2,560 and 256,000 clips: SSv2 scale)."""
+    caches = {}
+    for count in (10, 1000):
+        root = tmp_path_factory.mktemp(f"shards{count}")
+        for number in range(count):
+            tensors, entries = small_shard(number)
+            write_shard(root, number, "train", tensors, entries, [])
+        caches[count] = root
+    return caches
+
+
+@pytest.mark.parametrize("existing", [10, 1000])
+@pytest.mark.benchmark(group="cache_write", min_rounds=20, max_time=2.0)
+def test_shard_write_cost(benchmark, summary, grown_caches, existing):
+    """One more shard written into a cache of ``existing`` shards: its tensors, then its
+    record. The index is never rewritten, so the two sizes should time the same (the
+    issue's bound: within 1.5x)."""
+    root = grown_caches[existing]
+    numbers = itertools.count(existing)
+    tensors, entries = small_shard(existing)
+
+    def write() -> int:
+        number = next(numbers)
+        write_shard(root, number, "train", tensors, entries, [])
+        return number
+
+    number = benchmark(write)
+    assert (root / f"shard_{number:05d}.json").is_file()
+    benchmark.extra_info.update({"existing_shards": existing, "rows": SHARD_SAMPLES})
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None:
+        summary(
+            f"write one shard into a cache of {existing} shards: "
+            f"{1e3 * stats.stats.median:.2f} ms median"
+        )

@@ -23,10 +23,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from salt.cache import build_cache, verify_cache
+from salt.cache import verify_cache
+from salt.cache.build import build_cache
 from salt.config import build_config
 from salt.masking import sample_keys, uniforms
-from salt.model import build_teacher
+from salt.models import teacher_of
 from salt.video import View, crop_resize, decode_view, open_video, sample_view
 
 FRAMES, HEIGHT, WIDTH, FPS = 64, 256, 320, 30  # the source videos
@@ -245,13 +246,14 @@ def test_build_cache(
     outs = (tmp_path / f"cache_{n}" for n in itertools.count())  # a fresh cache every round
 
     def build(out: Path):
-        return build_cache(cfg, out, workers=workers, batch_size=8, progress=False)
+        return build_cache(teacher_of(cfg), cfg, out, workers=workers, batch_size=8, progress=False)
 
     cache = benchmark.pedantic(build, setup=lambda: ((next(outs),), {}), rounds=3, warmup_rounds=1)
 
     assert len(cache) == BUILD_VIDEOS and cache.latent_shape == (32, 192)
-    assert not cache.index["skipped"] and verify_cache(cache.path) == []
-    assert {cache.view(i).resized for i in range(len(cache))} == {(64, 85)}
+    assert not cache.skipped and verify_cache(cache.path) == []
+    split = cache.split("train")
+    assert {split.view(i).resized for i in range(len(split))} == {(64, 85)}
     benchmark.extra_info.update(
         {"workers": workers, "clips": BUILD_VIDEOS, "teacher": "random:vit_tiny"}
     )
@@ -259,7 +261,7 @@ def test_build_cache(
     if times:
         mean, best = times
         # build_cache constructs the teacher each time; that fixed cost is reported apart.
-        teacher_s = min(timed(lambda: build_teacher(cfg)) for _ in range(3))
+        teacher_s = min(timed(lambda: teacher_of(cfg)) for _ in range(3))
         rest = max(mean - teacher_s, 1e-9)
         benchmark.extra_info.update(
             {

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from salt.collate import MaskCollator
+from salt.batch import MaskCollator, Sample
 from salt.masking import MaskGroup, sample_keys
 from salt.registry import maskers
 
@@ -98,23 +98,20 @@ def test_mask_collator(benchmark, summary, seconds_per_call):
     gen = torch.Generator().manual_seed(0)
     videos = torch.randint(0, 256, (BATCH, *SMALL_VIDEO), dtype=torch.uint8, generator=gen)
     sample_lists = [
-        [
-            {"video": videos[i], "index": b * BATCH + i, "epoch": b % 2, "label": i % 8}
-            for i in range(BATCH)
-        ]
+        [Sample(videos[i], label=i % 8, index=b * BATCH + i, epoch=b % 2) for i in range(BATCH)]
         for b in range(NUM_BATCHES)
     ]
     rounds = itertools.cycle(sample_lists)
 
     batch = benchmark(lambda: collate(next(rounds)))
 
-    assert batch["video"].shape == (BATCH, *SMALL_VIDEO)
-    assert batch["video"].dtype == torch.uint8
-    check_groups(batch["masks"], masker.group_names)
+    assert batch.video.shape == (BATCH, *SMALL_VIDEO)
+    assert batch.video.dtype == torch.uint8
+    check_groups(batch.masks, masker.group_names)
     # The collator's masks are exactly the masker's for the batch's (seed, epoch, index) keys.
     first = collate(sample_lists[3])
     direct = masker(sample_keys(SEED, 1, np.arange(3 * BATCH, 4 * BATCH)))
-    for got, want in zip(first["masks"], direct, strict=True):
+    for got, want in zip(first.masks, direct, strict=True):
         assert torch.equal(got.context, want.context) and torch.equal(got.target, want.target)
     benchmark.extra_info.update({"grid": GRID, "batch": BATCH, "video": SMALL_VIDEO})
     times = seconds_per_call(benchmark)

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from salt.config import OptimConfig
-from salt.losses import Objective
+from salt.losses import Objective, masked_loss
 from salt.masking import MaskGroup, sample_keys
-from salt.model import SaltModel, masked_loss
+from salt.models import SaltModel
 from salt.optim import apply_schedules, build_optimizer
 from salt.registry import maskers, predictors, students
 

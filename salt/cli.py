@@ -49,26 +49,43 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Flags the user actually gave, as config overrides (later ones win)."""
-    flags = {
-        "student.name": args.student,
-        "teacher.spec": args.teacher,
-        "data.spec": args.data,
-        "train.steps": args.steps,
-        "train.epochs": args.epochs,
-        "train.batch_size": args.batch_size,
-        "run.name": args.run_name,
-        "run.out": args.out,
-        "train.device": args.device,
+# Flags that stand for config fields, by argparse destination.
+FLAG_FIELDS = {
+    "student": "student.name",
+    "teacher": "teacher.spec",
+    "data": "data.spec",
+    "steps": "train.steps",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "run_name": "run.name",
+    "out": "run.out",
+    "device": "train.device",
+}
+
+
+def overrides_from(
+    args: argparse.Namespace, fields: dict[str, str] = FLAG_FIELDS, extra: dict | None = None
+) -> dict[str, Any]:
+    """Config overrides from the command line: the fields the user's flags set (only those
+    given; ``fields`` maps a flag's argparse destination to its field), then ``extra``,
+    then ``--set`` (later wins)."""
+    overrides = {
+        field: getattr(args, dest)
+        for dest, field in fields.items()
+        if getattr(args, dest, None) is not None
     }
-    overrides = {k: v for k, v in flags.items() if v is not None}
-    if args.steps is not None and args.epochs is None:
-        overrides["train.epochs"] = 0  # an explicit --steps beats epochs from a file
-    if args.no_progress:
-        overrides["train.progress"] = False
-    overrides.update(_parse_sets(args.set))
+    overrides.update(extra or {})
+    overrides.update(_parse_sets(getattr(args, "set", None) or []))
     return overrides
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    extra = {}
+    if args.steps is not None and args.epochs is None:
+        extra["train.epochs"] = 0  # an explicit --steps beats epochs from a file
+    if args.no_progress:
+        extra["train.progress"] = False
+    return overrides_from(args, FLAG_FIELDS, extra)
 
 
 def _pick_profile(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
@@ -194,9 +211,7 @@ def _cache_path(args: argparse.Namespace) -> Path:
 
 
 def _cache_config(args: argparse.Namespace) -> Config:
-    overrides = {"teacher.spec": args.teacher, "data.spec": args.data}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    overrides.update(_parse_sets(args.set))
+    overrides = overrides_from(args, {"teacher": "teacher.spec", "data": "data.spec"})
     profile = _pick_profile(args, overrides)
     return build_config(profile=profile, file=args.config, overrides=overrides)
 
@@ -205,11 +220,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from salt import cache
 
     if args.cache_command == "build":
+        from salt.cache.build import build_cache
+        from salt.models import teacher_of
+
         cfg = _cache_config(args)
         out = _cache_path(args)
-        built = cache.build_cache(
+        built = build_cache(
+            teacher_of(cfg),
             cfg,
             out,
+            split=args.split,
             views=args.views,
             dtype=args.dtype,
             batch_size=args.batch_size,
@@ -219,10 +239,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.no_progress,
         )
-        skipped = len(built.index["skipped"])
+        skipped = len(built.skipped)
         note = f", {skipped} unreadable videos skipped" if skipped else ""
+        splits = ", ".join(f"{name} {len(built.split(name))}" for name in built.splits)
         print(
-            f"cache {out}: {len(built)} clips, latents {tuple(built.latent_shape)} {built.meta['dtype']}{note}"
+            f"cache {out}: {len(built)} clips ({splits}), latents {tuple(built.latent_shape)} "
+            f"{built.meta['dtype']}{note}"
         )
         print(f"train with: salt train --teacher cached:{args.name or out}")
         return 0
@@ -233,7 +255,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         for c in found:
             shape = "x".join(map(str, c["latent_shape"])) if c["latent_shape"] else "?"
             count = c["samples"] if c["samples"] is not None else "?"
-            print(f"{c['name']:<20} {count:>8} clips  {shape:<10} {c['teacher']}")
+            splits = ", ".join(f"{k} {v}" for k, v in c["splits"].items())
+            print(f"{c['name']:<20} {count:>8} clips  {shape:<10} {c['teacher']}  {splits}")
         return 0
     if args.cache_command == "import":
         if not args.data:
@@ -250,10 +273,18 @@ def cmd_cache(args: argparse.Namespace) -> int:
     path = cache.resolve_cache(args.cache)
     if args.cache_command == "info":
         opened = cache.open_cache(path)
-        info = {"path": str(path), "samples": len(opened), **opened.meta}
+        info = {"path": str(path), **opened.meta}
         if isinstance(opened, cache.LatentCache):
+            info["samples"] = len(opened)
+            info["splits"] = {
+                name: {**split, "samples": len(opened.split(name))}
+                for name, split in opened.splits.items()
+            }
             info["shards"] = len(opened.shards)
-            info["skipped"] = len(opened.index["skipped"])
+            info["skipped"] = len(opened.skipped)
+        else:
+            info["splits"] = {name: {"samples": len(opened.split(name))} for name in opened.splits}
+            info["samples"] = sum(s["samples"] for s in info["splits"].values())
         print(json.dumps(info, indent=2))
         return 0
     problems = cache.verify_cache(path)
@@ -267,15 +298,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_distill(args: argparse.Namespace) -> int:
-    from salt.evaluate import distill_loss
+    from salt.distill import distill_loss
 
-    overrides = {
-        "teacher.spec": args.teacher,
-        "data.spec": args.data,
-        "train.batch_size": args.batch_size,
-    }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    overrides.update(_parse_sets(args.set))
+    fields = {"teacher": "teacher.spec", "data": "data.spec", "batch_size": "train.batch_size"}
+    overrides = overrides_from(args, fields)
     report = distill_loss(
         args.run, overrides, batches=args.batches, seed=args.seed, device=args.device
     )
@@ -365,7 +391,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     }
     settings = attrs.evolve(settings, **{k: v for k, v in knobs.items() if v is not None})
     # The stage headers and bars tell the story; the stages' own start-up lines would bury it.
-    quiet = [] if args.verbose else ["salt.train", "salt.cache", "salt.evaluate", "salt.probes"]
+    quiet = [] if args.verbose else ["salt.train", "salt.cache", "salt.distill", "salt.probes"]
     levels = {name: logging.getLogger(name).level for name in quiet}
 
     def on_stage(number: int, description: str) -> None:
@@ -465,6 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="data spec: a folder, CSV manifest, SSv2 JSON or synthetic[:N]")
     b.add_argument("--name", help="cache name under $SALT_CACHE_DIR/latents")
     b.add_argument("--out", help="cache directory (instead of --name)")
+    b.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        default="train",
+        help="which split these clips are: build 'val' from held-out data into the same cache "
+        "for `salt eval distill` (default: train)",
+    )
     b.add_argument("--views", type=int, default=1, help="clips per video (evenly spaced)")
     b.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
     b.add_argument("--batch-size", type=int, default=8)

@@ -150,6 +150,41 @@ class RunConfig:
 
 
 @attrs.frozen
+class ClipGeometry:
+    """How a clip is cut and tokenized: what models and teachers are built for."""
+
+    num_frames: int
+    image_size: int
+    patch_size: int
+    tubelet_size: int
+    frame_step: int = 4
+    fps: float = 0.0
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Token grid (T', H', W') of a clip."""
+        return (
+            self.num_frames // self.tubelet_size,
+            self.image_size // self.patch_size,
+            self.image_size // self.patch_size,
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+    def model_kwargs(self) -> dict[str, int]:
+        """The keywords every student factory takes."""
+        return {
+            "num_frames": self.num_frames,
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "tubelet_size": self.tubelet_size,
+        }
+
+
+@attrs.frozen
 class Config:
     """Everything a training run needs; saved resolved in each run directory."""
 
@@ -168,13 +203,17 @@ class Config:
         check_geometry(self)
 
     @property
+    def geometry(self) -> ClipGeometry:
+        """The clip geometry of the data and student."""
+        d, s = self.data, self.student
+        return ClipGeometry(
+            d.num_frames, d.image_size, s.patch_size, s.tubelet_size, d.frame_step, d.fps
+        )
+
+    @property
     def grid(self) -> tuple[int, int, int]:
         """Token grid (T', H', W') of a clip."""
-        return (
-            self.data.num_frames // self.student.tubelet_size,
-            self.data.image_size // self.student.patch_size,
-            self.data.image_size // self.student.patch_size,
-        )
+        return self.geometry.grid
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

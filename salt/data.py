@@ -1,14 +1,30 @@
-"""Datasets, the resumable sampler and the loader that feeds masked batches to the trainer."""
+"""The data layer: every source of clips, its splits, and the loader that feeds the loop.
+
+Sources (each a torch ``Dataset`` of :class:`salt.batch.Sample`):
+
+- ``SyntheticClips`` - the built-in moving-shapes data (``synthetic[:N]``);
+- ``VideoDataset``   - videos on disk (a folder, a CSV manifest or an SSv2 list);
+- ``CachedClips``    - one split of a teacher-latent cache: each clip decoded with the view
+  the teacher saw, its latents attached as the sample's targets.
+
+:func:`parse_data_spec` is the one reader of data specs and :func:`build_source` the one
+place that knows splits: ``synthetic`` holds out clips with another content seed, videos
+take a held-out spec, and a cache keeps each split it was built with.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
+import attrs
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from salt.collate import MaskCollator
+from salt.batch import Batch, MaskCollator, Sample
 from salt.config import Config, DataConfig
 from salt.masking import Masker, sample_keys, uniforms
 from salt.synthetic import SyntheticMotion
@@ -21,38 +37,99 @@ from salt.video import (
     decode_view,
     discover,
     open_video,
-    sample_view,
+    read_centre_view,
+    view_of,
 )
 
+log = logging.getLogger("salt.train")
 
-def build_dataset(data: DataConfig, split: str = "train", seed: int = 0) -> Dataset:
-    """The dataset named by ``data.spec``: ``synthetic[:N]`` (built in) or videos on disk."""
-    name, _, arg = data.spec.partition(":")
-    if name == "synthetic":
-        try:
-            length = int(arg) if arg else 2048
-        except ValueError:
-            raise ValueError(
-                f"data spec {data.spec!r}: the part after 'synthetic:' is a clip count, "
-                f"e.g. 'synthetic:512'"
-            ) from None
-        # The held-out split uses a different content seed, so no clip appears in both.
-        return SyntheticMotion(
-            length=length,
+SYNTHETIC_CLIPS = 2048  # clips in plain ``synthetic``
+SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}  # synthetic content seed of each split
+_CLIP_SOURCE = re.compile(r"^synthetic/(\d+)$")
+
+
+@attrs.frozen
+class DataSpec:
+    """A parsed data spec: the built-in data (with a clip count) or a path to videos."""
+
+    kind: str  # "synthetic" or "videos"
+    count: int = SYNTHETIC_CLIPS  # synthetic clips
+    path: str = ""  # a folder, CSV/TXT manifest or SSv2 JSON list
+
+    @property
+    def synthetic(self) -> bool:
+        return self.kind == "synthetic"
+
+
+def parse_data_spec(spec: str) -> DataSpec:
+    """``synthetic`` / ``synthetic:N`` (N clips of the built-in data), else a path to videos."""
+    name, sep, arg = str(spec).strip().partition(":")
+    if name != "synthetic":
+        return DataSpec("videos", path=str(spec))
+    if not sep or not arg:
+        return DataSpec("synthetic")
+    try:
+        count = int(arg)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(
+            f"data spec {spec!r}: the part after 'synthetic:' is a clip count, e.g. 'synthetic:512'"
+        )
+    return DataSpec("synthetic", count)
+
+
+def synthetic_clip_index(source: str) -> int | None:
+    """The clip number of a built-in clip's source id ``synthetic/N`` (a view's ``source``),
+    else None."""
+    m = _CLIP_SOURCE.match(str(source).strip())
+    return int(m.group(1)) if m else None
+
+
+def synthetic_view(dataset: SyntheticMotion, index: int) -> View:
+    """The (only) view of a built-in clip: every frame of the clip, the whole image."""
+    size = dataset.image_size
+    frames = tuple(range(0, dataset.num_frames * dataset.frame_step, dataset.frame_step))
+    return View(f"synthetic/{index}", frames, (0, 0, size, size), (size, size))
+
+
+def check_split(split: str) -> str:
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_SEEDS)}, got {split!r}")
+    return split
+
+
+class SyntheticClips(Dataset):
+    """Built-in clips with their view; each split is drawn with its own content seed, so no
+    clip appears in two splits."""
+
+    def __init__(self, data: DataConfig, split: str = "train", count: int = SYNTHETIC_CLIPS):
+        self.generator = SyntheticMotion(
+            length=count,
             num_frames=data.num_frames,
             image_size=data.image_size,
             frame_step=data.frame_step,
-            seed=0 if split == "train" else 1,
+            seed=SPLIT_SEEDS[check_split(split)],
         )
-    return VideoDataset(discover(data.spec), data, seed=seed, train=split == "train")
+
+    def __len__(self) -> int:
+        return len(self.generator)
+
+    def getitem(self, index: int, epoch: int = 0) -> Sample:
+        item = self.generator[index]
+        view = synthetic_view(self.generator, index).as_dict()
+        return Sample(item["video"], item["label"], view, index=index, epoch=epoch)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.getitem(index)
 
 
 class VideoDataset(Dataset):
     """Clips of videos on disk: a random view per (seed, epoch, index) for training, fixed,
     evenly spaced views (``views_per_video`` per video, centre crop) otherwise.
 
-    Readers are opened inside ``__getitem__``, i.e. in the DataLoader worker, never before
-    the workers fork. An unreadable video yields an ``error`` sample instead of raising.
+    Readers are opened inside ``getitem``, i.e. in the DataLoader worker, never before
+    the workers fork. An unreadable video yields a failed sample instead of raising.
     """
 
     def __init__(
@@ -88,48 +165,196 @@ class VideoDataset(Dataset):
 
     def view(self, index: int, reader, epoch: int = 0) -> View:
         """The view sample ``index`` takes in ``epoch`` (readers give length and size)."""
-        record = self.record(index)
-        height, width = reader[0].shape[:2]
-        step = self.data.frame_step
-        if self.data.fps > 0:
-            step = max(1, round(reader.get_avg_fps() / self.data.fps))
-        common = dict(
-            source=record.source,
-            length=len(reader),
-            height=height,
-            width=width,
-            num_frames=self.data.num_frames,
-            step=step,
-            image_size=self.data.image_size,
-        )
+        d = self.data
+        geometry = (self.record(index).source, d.num_frames, d.frame_step, d.image_size, d.fps)
         if self.train:
             u = uniforms(sample_keys(self.seed, epoch, index), 3, stream=11)[0]
-            return sample_view(**common, u=tuple(u))
+            return view_of(reader, *geometry, u=tuple(u))
         k = index % self.views_per_video
-        return sample_view(**common, position=(k + 0.5) / self.views_per_video)
+        return view_of(reader, *geometry, position=(k + 0.5) / self.views_per_video)
 
-    def getitem(self, index: int, epoch: int) -> dict:
+    def getitem(self, index: int, epoch: int = 0) -> Sample:
         record = self.record(index)
         try:
             reader = open_video(self.collection.path(record))
-            if len(reader) == 0:
-                raise VideoDecodeError(f"video {record.source!r} has no frames")
             view = self.view(index, reader, epoch)
             clip = decode_view(reader, view)
         except VideoDecodeError as err:
-            return {"error": str(err), "index": index}
+            return Sample.failed(str(err), index)
+        except ViewMismatchError:
+            raise
         except Exception as err:  # a corrupt file can fail anywhere inside the decoder
-            if isinstance(err, ViewMismatchError):
-                raise
-            return {"error": f"cannot read {record.source!r}: {err}", "index": index}
-        return {"video": clip, "label": self.label_id(record), "view": view.as_dict()}
+            return Sample.failed(f"cannot read {record.source!r}: {err}", index)
+        return Sample(clip, self.label_id(record), view.as_dict(), index=index, epoch=epoch)
 
-    def __getitem__(self, index: int) -> dict:
-        return self.getitem(index, 0)
+    def __getitem__(self, index: int) -> Sample:
+        return self.getitem(index)
+
+
+class CachedClips(Dataset):
+    """One split of a latent cache: each clip decoded with its stored view, its latents as
+    the sample's targets.
+
+    ``data`` relocates the videos when its spec is a path (they moved since the build);
+    the default ``synthetic`` means "where the cache says". Clips stored in the cache are
+    used as they are, and then nothing is decoded.
+    """
+
+    def __init__(self, split, data: DataConfig):
+        self.split = split  # salt.cache CacheSplit or LegacySplit
+        self.data = data
+        self.synthetic: SyntheticMotion | None = None
+        self.root: Path | None = None
+        info = split.info
+        spec = parse_data_spec(data.spec)
+        relocated = None if spec.synthetic else spec.path
+        self.sources: list[str] | None = None  # older layout: each video's file
+        if split.stores_clips:
+            return  # every clip is in the cache: nothing to decode, no videos needed
+        if info.get("data_kind") == "legacy":
+            self._locate_legacy(relocated)
+        elif info.get("data_kind") == "synthetic":
+            meta = split.cache.meta
+            geometry = {k: meta[k] for k in ("num_frames", "frame_step", "image_size")}
+            built = attrs.evolve(data, spec=info["data_spec"], **geometry)
+            self.synthetic = SyntheticClips(
+                built, split.name, parse_data_spec(info["data_spec"]).count
+            ).generator
+        elif relocated is not None:
+            root = Path(relocated)
+            if root.is_file():  # a manifest or SSv2 list: its paths are relative to its folder
+                root = root.parent
+            if not root.is_dir():
+                raise ViewMismatchError(
+                    f"--data {relocated!r} does not exist; give the folder (or the CSV "
+                    f"manifest or SSv2 list) where the cache's videos are now"
+                )
+            self.root = root
+        else:
+            root = Path(info["data_root"])
+            if not root.is_dir():
+                raise ViewMismatchError(
+                    f"the cache's videos were under {info['data_root']}, which does not exist "
+                    f"now; pass --data DIR to say where they moved"
+                )
+            self.root = root
+
+    def _locate_legacy(self, relocated: str | None) -> None:
+        if relocated is None:
+            raise ValueError(
+                f"the older-layout cache {self.split.path} does not record where its videos "
+                f"are; pass --data DIR (a folder with files named <video_id>.<ext>)"
+            )
+        collection = discover(relocated)
+        by_stem = {Path(r.source).stem: r.source for r in collection.records}
+        absent = [v for v in self.split.video_ids if v not in by_stem]
+        if absent:
+            raise ViewMismatchError(
+                f"{len(absent)} video ids of the cache have no file under {relocated} "
+                f"(first: {absent[:3]})"
+            )
+        self.sources = [by_stem[v] for v in self.split.video_ids]
+        self.root = Path(collection.root)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def getitem(self, i: int, epoch: int = 0) -> Sample:
+        latents = self.split.latents(i)
+        clip = self.split.clip(i)
+        view = None
+        if clip is None:
+            try:
+                view, clip = self._decode(i)
+            except ViewMismatchError:
+                raise
+            except Exception as err:  # unreadable now: skip, like any bad video
+                return Sample.failed(f"cache sample {i}: {err}", i)
+        return Sample(clip, self.split.label(i), view, latents, index=i, epoch=epoch)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.getitem(i)
+
+    def _decode(self, i: int) -> tuple[dict, torch.Tensor]:
+        if self.sources is not None:  # older layout: no stored view; the centre view, as built
+            view, clip = read_centre_view(self.root / self.sources[i], self.sources[i], self.data)
+            return view.as_dict(), clip
+        view = self.split.view(i)
+        if self.synthetic is not None:
+            index = synthetic_clip_index(view.source)
+            return view.as_dict(), self.synthetic[index]["video"]
+        path = self.root / view.source
+        if not path.is_file():
+            raise ViewMismatchError(
+                f"cache sample {i}: its source {view.source!r} is missing under {self.root}; "
+                f"pass --data DIR if the videos moved"
+            )
+        try:
+            return view.as_dict(), decode_view(open_video(path), view)
+        except ViewMismatchError as err:
+            raise ViewMismatchError(f"cache sample {i}: {err}") from None
+
+
+def build_source(
+    data: DataConfig, split: str = "train", seed: int = 0, cache=None, fixed_views: int = 0
+) -> Dataset:
+    """The clips of ``split``: a cache's split when the teacher's latents are stored
+    (``cache``), else the built-in data or the videos named by ``data.spec``.
+
+    Videos have no split of their own: a held-out split is a held-out spec. Training clips
+    take a random view per (seed, epoch, index), other splits a fixed centre view;
+    ``fixed_views`` > 0 takes that many evenly spaced centre views per video in any split
+    (what a cache build stores).
+    """
+    check_split(split)
+    if cache is not None:
+        return CachedClips(cache.split(split), data)
+    spec = parse_data_spec(data.spec)
+    if spec.synthetic:
+        return SyntheticClips(data, split, spec.count)
+    train = split == "train" and fixed_views == 0
+    views = max(1, fixed_views)
+    return VideoDataset(discover(spec.path), data, seed=seed, train=train, views_per_video=views)
+
+
+class TooManyBadVideos(RuntimeError):
+    """More than ``data.max_bad_fraction`` of the videos seen could not be read."""
+
+
+class ReadableBatches:
+    """Batches from a loader, skipping unreadable videos with a warning naming each, and
+    stopping once too many of them fail."""
+
+    MIN_SEEN = 20  # judge the share of bad videos only once a few were tried
+
+    def __init__(self, loader: DataLoader, max_bad_fraction: float):
+        self.iterator = iter(loader)
+        self.max_bad_fraction = max_bad_fraction
+        self.seen = 0
+        self.bad = 0
+
+    def __iter__(self) -> ReadableBatches:
+        return self
+
+    def __next__(self) -> Batch:
+        while True:
+            batch = next(self.iterator)
+            self.seen += batch.size + len(batch.errors)
+            for message in batch.errors:
+                self.bad += 1
+                log.warning("skipped an unreadable video: %s", message)
+            if self.seen >= self.MIN_SEEN and self.bad > self.max_bad_fraction * self.seen:
+                raise TooManyBadVideos(
+                    f"{self.bad} of {self.seen} videos could not be read, more than "
+                    f"data.max_bad_fraction={self.max_bad_fraction}; check the data (the log "
+                    f"names each file) or raise data.max_bad_fraction"
+                )
+            if batch.size:
+                return batch
 
 
 class KeyedDataset(Dataset):
-    """Wraps a dataset so items are fetched by ``(epoch, index)`` and carry both."""
+    """Wraps a source so items are fetched by ``(epoch, index)`` and carry both."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -137,14 +362,11 @@ class KeyedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict:
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
         epoch, index = key
-        # Datasets with per-epoch randomness (random views) take the epoch too.
-        getitem = getattr(self.dataset, "getitem", None)
-        sample = dict(getitem(index, epoch) if getitem else self.dataset[index])
-        sample["index"] = index
-        sample["epoch"] = epoch
-        return sample
+        # Sources with per-epoch randomness (random views) take the epoch too.
+        sample = self.dataset.getitem(index, epoch)
+        return attrs.evolve(sample, index=index, epoch=epoch)
 
 
 class EpochBatchSampler(Sampler):
@@ -211,6 +433,26 @@ def build_loader(
     )
 
 
+def build_eval_loader(
+    dataset: Dataset,
+    batch_size: int,
+    indices: Sequence[int],
+    masker: Masker | None,
+    seed: int,
+    workers: int,
+) -> DataLoader:
+    """The clips at ``indices`` in order, as epoch 0, with masks seeded by ``seed`` (no masks
+    without a masker): evaluation and cache builds."""
+    from torch.utils.data import Subset
+
+    return DataLoader(
+        Subset(KeyedDataset(dataset), [(0, i) for i in indices]),
+        batch_size=batch_size,
+        collate_fn=MaskCollator(masker, seed),
+        num_workers=workers,
+    )
+
+
 def normalize_clips(
     video: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype=torch.float32
 ) -> torch.Tensor:
@@ -225,13 +467,3 @@ def steps_per_epoch(size: int, cfg: Config, world: int = 1) -> int:
     """Optimizer steps in one pass over ``size`` clips."""
     batches = (size // world) // cfg.train.batch_size
     return max(1, math.floor(batches / cfg.train.accum_steps))
-
-
-__all__ = [
-    "build_dataset",
-    "build_loader",
-    "EpochBatchSampler",
-    "KeyedDataset",
-    "normalize_clips",
-    "steps_per_epoch",
-]

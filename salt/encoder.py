@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from salt.config import DataConfig
 from salt.data import normalize_clips
 from salt.export import build_encoder, load_encoder, write_export
-from salt.video import decode_view, open_video, sample_view
+from salt.video import read_centre_view
 
 LAYOUTS = ("BTCHW", "BCTHW")
 POOLS = ("mean", "frames", "none")
@@ -142,22 +143,14 @@ class VideoEncoder(nn.Module):
         frames ``frame_step`` apart, short side resized to ``image_size``, centre crop; the
         window starts at ``position`` of the free range) and encode it with a batch of one."""
         path = Path(path)
-        reader = open_video(path)
-        height, width = reader[0].shape[:2]
-        step = self.frame_step
-        if float(self.config.get("fps", 0) or 0) > 0:  # trained at a frame rate, as VideoDataset
-            step = max(1, round(reader.get_avg_fps() / float(self.config["fps"])))
-        view = sample_view(
-            path.name,
-            len(reader),
-            height,
-            width,
-            self.num_frames,
-            step,
-            self.image_size,
-            position=position,
+        fps = float(self.config.get("fps", 0) or 0)  # trained at a frame rate, as VideoDataset
+        data = DataConfig(
+            num_frames=self.num_frames,
+            frame_step=self.frame_step,
+            image_size=self.image_size,
+            fps=fps,
         )
-        clip = decode_view(reader, view)  # uint8 [T, C, H, W]
+        _, clip = read_centre_view(path, path.name, data, position=position)  # uint8 [T, C, H, W]
         return self.encode(clip[None].to(self.device), pool=pool)
 
     def preprocess(self, video: torch.Tensor, layout: str = "BTCHW") -> torch.Tensor:

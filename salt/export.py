@@ -12,9 +12,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from salt import __version__
-from salt.config import from_dict
-from salt.registry import students
-from salt.runs import load_checkpoint, resolve_checkpoint, run_dir_of, write_json
+from salt.checkpoints import load_checkpoint, resolve_checkpoint, run_dir_of
+from salt.config import ClipGeometry, from_dict
+from salt.io import write_json
+from salt.models import build_student
 
 FORMAT = "salt-encoder"
 CONFIG = "config.json"
@@ -73,13 +74,11 @@ def write_export(out: Path, weights: dict[str, torch.Tensor], config: dict) -> P
 
 def build_encoder(config: dict) -> nn.Module:
     """An untrained student with an exported config's architecture and clip geometry."""
-    return students.create(
-        config["architecture"],
-        num_frames=config["num_frames"],
-        image_size=config["image_size"],
-        patch_size=config["patch_size"],
-        tubelet_size=config["tubelet_size"],
-        pos_embed=config.get("pos_embed", "sincos"),
+    geometry = ClipGeometry(
+        config["num_frames"], config["image_size"], config["patch_size"], config["tubelet_size"]
+    )
+    return build_student(
+        config["architecture"], geometry, pos_embed=config.get("pos_embed", "sincos")
     )
 
 

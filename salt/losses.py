@@ -1,14 +1,13 @@
-"""Combine registered loss terms (``mse+vicreg``) into one objective with named parts."""
+"""The loss: registered terms (``mse+vicreg``) combined into one objective with named parts,
+scored at the masked tokens of each mask group."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
+from salt.contracts import LossTerm
+from salt.masking import MaskGroup, gather_tokens
 from salt.registry import losses, parse_spec
-
-LossTerm = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
 class Objective:
@@ -46,3 +45,18 @@ class Objective:
                 parts[name] = value
         total = torch.stack(list(parts.values())).sum()
         return total, parts
+
+
+def masked_loss(
+    preds: list[torch.Tensor], targets: torch.Tensor, masks: list[MaskGroup], objective: Objective
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The objective at each group's masked tokens, averaged over mask groups (each named
+    term averaged too)."""
+    total = 0.0
+    terms: dict[str, torch.Tensor] = {}
+    for pred, group in zip(preds, masks, strict=True):
+        loss, parts = objective(pred, gather_tokens(targets, group.target).to(pred.dtype))
+        total = total + loss / len(masks)
+        for name, value in parts.items():
+            terms[name] = terms.get(name, 0.0) + value.detach() / len(masks)
+    return total, terms

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salt.data import normalize_clips
+from salt.data import SPLIT_SEEDS, SYNTHETIC_CLIPS, normalize_clips, parse_data_spec
 from salt.synthetic import DIRECTIONS, SPEEDS, SyntheticMotion
 from salt.video import (
     VideoCollection,
@@ -91,10 +91,12 @@ class ClipSpec:
 
 
 class SyntheticSource:
-    """Held-out clips of the built-in moving-shape data (content seed 1, as ``build_dataset``
-    uses for evaluation), rendered at any frame numbers."""
+    """Held-out clips of the built-in moving-shape data (the ``val`` split's content seed),
+    rendered at any frame numbers."""
 
-    def __init__(self, length: int = 2048, image_size: int = 224, seed: int = 1):
+    def __init__(
+        self, length: int = SYNTHETIC_CLIPS, image_size: int = 224, seed: int = SPLIT_SEEDS["val"]
+    ):
         self.data = SyntheticMotion(length=length, image_size=image_size, seed=seed)
         self.image_size = image_size
         self.name = f"synthetic:{length}"
@@ -178,17 +180,10 @@ class VideoSource:
 
 def make_source(spec: str, image_size: int) -> SyntheticSource | VideoSource:
     """The probe source a data spec names: ``synthetic[:N]`` or videos (see ``discover``)."""
-    name, _, arg = spec.partition(":")
-    if name == "synthetic":
-        try:
-            length = int(arg) if arg else 2048
-        except ValueError:
-            raise ValueError(
-                f"data spec {spec!r}: the part after 'synthetic:' is a clip count, "
-                f"e.g. 'synthetic:512'"
-            ) from None
-        return SyntheticSource(length, image_size)
-    return VideoSource(discover(spec), image_size, name=spec)
+    parsed = parse_data_spec(spec)
+    if parsed.synthetic:
+        return SyntheticSource(parsed.count, image_size)
+    return VideoSource(discover(parsed.path), image_size, name=spec)
 
 
 def crop_jitter(image_size: int) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -20,7 +19,9 @@ import attrs
 import torch
 
 from salt.config import Config, build_config
-from salt.evaluate import DistillReport
+from salt.distill import DistillReport
+from salt.metrics import read_series
+from salt.plots import draw_losses_per_run, save_png
 from salt.probes import ProbeReport, clip_settings, format_rows
 
 log = logging.getLogger(__name__)
@@ -191,10 +192,11 @@ def run_quickstart(
     ``progress`` shows the stages' tqdm bars; ``on_stage(number, description)`` is called as
     each stage starts (the CLI prints a header line with it).
     """
-    from salt.cache import build_cache
+    from salt.cache.build import build_cache
+    from salt.distill import distill_loss
     from salt.encoder import VideoEncoder
-    from salt.evaluate import distill_loss
     from salt.export import export_encoder
+    from salt.models import teacher_of
     from salt.train import train
 
     out = Path(out)
@@ -228,6 +230,7 @@ def run_quickstart(
     # Only its data and teacher are used: the same clips the student will train on.
     cache_cfg = stage_config(settings, out, "cache", f"encoder:{teacher_export}", 1, progress)
     build_cache(
+        teacher_of(cache_cfg),
         cache_cfg,
         cache_dir,
         batch_size=settings.batch_size,
@@ -272,13 +275,14 @@ def run_quickstart(
         )
     seconds["export"] = time.perf_counter() - t0
 
-    plot = draw_loss_curves(
-        {
-            "teacher (pixels)": teacher.run_dir / "metrics.jsonl",
-            "student (cached teacher latents)": student.run_dir / "metrics.jsonl",
-        },
-        out / "loss_curves.png",
-    )
+    losses = {
+        title: read_series(run_dir / "metrics.jsonl", keys=["loss"]).get("loss", [])
+        for title, run_dir in (
+            ("teacher (pixels)", teacher.run_dir),
+            ("student (cached teacher latents)", student.run_dir),
+        )
+    }
+    plot = save_png(draw_losses_per_run(losses), out / "loss_curves.png")
     result = QuickstartResult(
         out=out,
         teacher_run=teacher.run_dir,
@@ -361,68 +365,3 @@ def tokens_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
     video = torch.stack([clips[i]["video"] for i in range(2)])  # [B, T, C, H, W] uint8
     with torch.inference_mode():
         return float((a(video) - b(video)).abs().max())
-
-
-def read_losses(metrics: Path) -> list[tuple[int, float]]:
-    """(step, loss) of every logged step with a finite loss."""
-    points = []
-    for line in metrics.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            if "loss" in record and math.isfinite(record["loss"]):
-                points.append((int(record["step"]), float(record["loss"])))
-    return points
-
-
-def draw_loss_curves(
-    runs: dict[str, Path], path: Path, panel: tuple[int, int] = (480, 360)
-) -> Path:
-    """A PNG with one loss-vs-step panel per run (each on its own y scale), drawn with PIL."""
-    from PIL import Image, ImageDraw
-
-    width, height = panel
-    image = Image.new("RGB", (width * len(runs), height), "white")
-    draw = ImageDraw.Draw(image)
-    for i, (title, metrics) in enumerate(runs.items()):
-        box = (i * width + 60, 30, (i + 1) * width - 16, height - 40)  # plot area x0, y0, x1, y1
-        _draw_panel(draw, box, title, read_losses(metrics), CURVE_COLOURS[i % len(CURVE_COLOURS)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
-
-
-CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44))
-
-
-def _draw_panel(draw, box, title: str, points: list[tuple[int, float]], colour) -> None:
-    x0, y0, x1, y1 = box
-    draw.rectangle(box, outline="black")
-    draw.text((x0, 8), f"{title}: loss vs step", fill="black")
-    draw.text(((x0 + x1) / 2 - 12, y1 + 22), "step", fill="black")
-    if not points:
-        draw.text((x0 + 10, y0 + 10), "no finite losses logged", fill="black")
-        return
-    first_step, last_step = points[0][0], points[-1][0]
-    lo, hi = min(v for _, v in points), max(v for _, v in points)
-    pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0
-    lo, hi = lo - pad, hi + pad
-
-    def x_of(step: float) -> float:
-        span = last_step - first_step
-        return x0 + (x1 - x0) * ((step - first_step) / span if span else 0.5)
-
-    def y_of(loss: float) -> float:
-        return y1 - (loss - lo) / (hi - lo) * (y1 - y0)
-
-    for k in range(5):  # y ticks on a light grid
-        value = lo + (hi - lo) * k / 4
-        draw.line([x0, y_of(value), x1, y_of(value)], fill=(225, 225, 225))
-        draw.text((x0 - 56, y_of(value) - 6), f"{value:.4g}", fill="black")
-    for k in range(3):  # x ticks
-        step = first_step + (last_step - first_step) * k / 2
-        draw.text((x_of(step) - 8, y1 + 6), f"{step:.0f}", fill="black")
-    line = [(x_of(s), y_of(v)) for s, v in points]
-    if len(line) > 1:
-        draw.line(line, fill=colour, width=2)
-    for x, y in line:
-        draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)

@@ -1,33 +1,19 @@
-"""The teacher interface: a frozen source of target latents ``[B, N, D]``."""
+"""Teacher loading: a spec resolved through the registry, checked, and frozen."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from salt.config import ClipGeometry
+from salt.contracts import Teacher
+from salt.registry import teachers
+
+__all__ = ["Teacher", "build_teacher", "check_teacher", "freeze"]
 
 
-class Teacher(nn.Module):
-    """A frozen teacher. Subclasses set ``teacher_dim`` and ``grid`` and implement ``targets``.
-
-    ``targets`` receives the collated batch (for teachers that read latents stored with the
-    data) and the normalized clip ``[B, C, T, H, W]`` (for teachers that compute them).
-    """
-
-    teacher_dim: int
-    grid: tuple[int, int, int]
-
-    def targets(self, batch: dict, video: torch.Tensor) -> torch.Tensor:
-        """Target latents ``[B, N, teacher_dim]`` for every token of the grid."""
-        raise NotImplementedError(f"{type(self).__name__} must implement targets()")
-
-    def dataset(self, cfg, split: str):
-        """A dataset this teacher's targets come with (cached latents), or None for the
-        configured data."""
-        return None
-
-    def forward_flops(self) -> float:
-        """Forward FLOPs per clip spent computing targets (0 for cached latents)."""
-        return 0.0
+def build_teacher(spec: str, geometry: ClipGeometry) -> Teacher:
+    """The frozen teacher named by ``spec``, checked against the clips' token grid."""
+    teacher = teachers.create(spec, geometry=geometry)
+    check_teacher(teacher, spec, geometry.grid)
+    return freeze(teacher)
 
 
 def freeze(teacher: Teacher) -> Teacher:
@@ -41,6 +27,11 @@ def check_teacher(teacher: object, spec: str, grid: tuple[int, int, int]) -> Non
     """A teacher must declare its width and a latent grid matching the student's."""
     if not isinstance(teacher, Teacher):
         raise TypeError(f"teacher {spec!r} built a {type(teacher).__name__}, not a salt Teacher")
+    if "targets" in type(teacher).__dict__ and type(teacher).forward is Teacher.forward:
+        raise TypeError(
+            f"teacher {spec!r} ({type(teacher).__name__}) implements targets(batch, video), "
+            f"the interface of salt-vla 0.1; rename it to forward(video)"
+        )
     dim = getattr(teacher, "teacher_dim", None)
     if not isinstance(dim, int) or dim <= 0:
         raise ValueError(f"teacher {spec!r} declares no positive teacher_dim (got {dim!r})")

@@ -229,6 +229,52 @@ def sample_view(
     )
 
 
+def view_of(
+    reader,
+    source: str,
+    num_frames: int,
+    frame_step: int,
+    image_size: int,
+    fps: float = 0.0,
+    u: tuple[float, float, float] | None = None,
+    position: float = 0.5,
+) -> View:
+    """The view of an open video: its length and frame size read from ``reader``, the step
+    from ``fps`` when set (> 0), else ``frame_step``; random (``u``) or at ``position``."""
+    if len(reader) == 0:
+        raise VideoDecodeError(f"video {source!r} has no frames")
+    height, width = reader[0].shape[:2]
+    step = frame_step
+    if fps > 0:
+        step = max(1, round(reader.get_avg_fps() / fps))
+    return sample_view(
+        source, len(reader), height, width, num_frames, step, image_size, u=u, position=position
+    )
+
+
+def read_centre_view(
+    path: Path,
+    source: str,
+    data,
+    position: float = 0.5,
+    decode: bool = True,
+) -> tuple[View, torch.Tensor | None]:
+    """Open ``path`` and take the evaluation view of ``data`` (a ``DataConfig``): the window
+    at ``position`` of the free range, centre crop. Returns the view and its clip
+    ``uint8 [T, C, H, W]`` (None when ``decode`` is False)."""
+    reader = open_video(Path(path))
+    view = view_of(
+        reader,
+        source,
+        data.num_frames,
+        data.frame_step,
+        data.image_size,
+        data.fps,
+        position=position,
+    )
+    return view, decode_view(reader, view) if decode else None
+
+
 def decode_view(reader, view: View) -> torch.Tensor:
     """The view's clip as ``uint8 [T, C, H, W]``."""
     length = len(reader)

@@ -6,7 +6,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from salt.config import from_dict, load_file
-from salt.model import SaltModel, build_predictor, build_student, build_teacher
+from salt.models import SaltModel, predictor_of, student_of, teacher_of
 from salt.train import train
 
 
@@ -21,9 +21,9 @@ def main(config_path: str, out: str) -> None:
     save_file(state, str(Path(out) / f"rank{rank}.safetensors"))
     if rank == 0:
         torch.manual_seed(cfg.train.seed)
-        build_teacher(cfg)
-        student = build_student(cfg)
-        predictor = build_predictor(cfg, student.embed_dim, 3 * 2 * 16 * 16)
+        teacher_of(cfg)
+        student = student_of(cfg)
+        predictor = predictor_of(cfg, student.embed_dim, 3 * 2 * 16 * 16)
         initial = SaltModel(student, predictor).state_dict()
         save_file(
             {k: v.contiguous() for k, v in initial.items()}, str(Path(out) / "initial.safetensors")

@@ -31,7 +31,7 @@ def _token_centre(t, i, j, size=64, grid=4, gap=4):
 
 
 def test_masks_tint_exactly_the_target_tokens_and_shares_sum_to_one(roots):
-    r = cb.render_masks("synthetic:3", "tube", '{"ratio": 0.75}', seed=5, roots=roots, **GEOMETRY)
+    r = cb.render_masks("synthetic/3", "tube", '{"ratio": 0.75}', seed=5, roots=roots, **GEOMETRY)
     assert r.message == ""
     assert len(r.images) == 1 and r.context.shape == (1, 4, 4, 4)
     image, caption = r.images[0]
@@ -55,14 +55,14 @@ def test_masks_tint_exactly_the_target_tokens_and_shares_sum_to_one(roots):
 
 
 def test_multiblock_gives_one_image_per_group_and_the_seed_changes_the_mask(roots):
-    a = cb.render_masks("synthetic:0", "multiblock", "", seed=0, roots=roots, **GEOMETRY)
-    b = cb.render_masks("synthetic:0", "multiblock", "", seed=1, roots=roots, **GEOMETRY)
+    a = cb.render_masks("synthetic/0", "multiblock", "", seed=0, roots=roots, **GEOMETRY)
+    b = cb.render_masks("synthetic/0", "multiblock", "", seed=1, roots=roots, **GEOMETRY)
     assert a.message == "" and [c.split(": ")[0] for _, c in a.images] == [
-        "synthetic:0 · short",
-        "synthetic:0 · long",
+        "synthetic/0 · short",
+        "synthetic/0 · long",
     ]
     assert not np.array_equal(a.context, b.context)
-    again = cb.render_masks("synthetic:0", "multiblock", "", seed=0, roots=roots, **GEOMETRY)
+    again = cb.render_masks("synthetic/0", "multiblock", "", seed=0, roots=roots, **GEOMETRY)
     assert np.array_equal(a.context, again.context)
     for group, t, context, target in a.table:
         g = ["short", "long"].index(group)
@@ -84,11 +84,11 @@ def test_masks_of_a_video_file(tmp_path, roots):
 @pytest.mark.parametrize(
     "source, masker, options, expected",
     [
-        ("synthetic:0", "tubes", "", "Did you mean 'tube'"),
-        ("synthetic:0", "tube", "{ratio: 1}", "must be a JSON object"),
-        ("synthetic:0", "tube", "[0.5]", "must be a JSON object"),
-        ("synthetic:0", "tube", '{"ratio": 1.5}', "strictly between 0 and 1"),
-        ("synthetic:0", "multiblock", '{"colour": 1}', "bad mask.options"),
+        ("synthetic/0", "tubes", "", "Did you mean 'tube'"),
+        ("synthetic/0", "tube", "{ratio: 1}", "must be a JSON object"),
+        ("synthetic/0", "tube", "[0.5]", "must be a JSON object"),
+        ("synthetic/0", "tube", '{"ratio": 1.5}', "strictly between 0 and 1"),
+        ("synthetic/0", "multiblock", '{"colour": 1}', "bad mask.options"),
         ("", "tube", "", "pick a clip"),
         ("missing.mp4", "tube", "", "does not exist"),
     ],
@@ -125,7 +125,7 @@ def test_paths_outside_the_allowed_roots_are_refused(tmp_path):
     r = cb.render_masks(str(outside), "tube", "", roots=roots, **GEOMETRY)
     assert r.message.startswith("Refused:") and r.images == []
     assert cb.plot_runs([str(outside.parent)], roots).message.startswith("Refused:")
-    assert cb.render_latents(None, "synthetic:0").message == "Error: load a run first"
+    assert cb.render_latents(None, "synthetic/0").message == "Error: load a run first"
 
 
 def test_default_roots_hold_runs_cache_cwd_and_uploads(tmp_path, monkeypatch):
@@ -166,7 +166,7 @@ def loaded(run):
 def test_latents_show_teacher_prediction_and_error_in_one_pca_basis(run, loaded):
     roots = [run.parent.resolve()]
     assert loaded.step == 4 and loaded.cfg.teacher.spec == "pixels"
-    r = cb.render_latents(loaded, "synthetic:5", seed=3, roots=roots)
+    r = cb.render_latents(loaded, "synthetic/5", seed=3, roots=roots)
     assert r.message == ""
     assert len(r.images) == 2  # multiblock: short and long groups
     t_len, gh, gw = loaded.cfg.grid  # (2, 4, 4)
@@ -194,7 +194,7 @@ def test_latents_show_teacher_prediction_and_error_in_one_pca_basis(run, loaded)
     assert dict(r.table)["loss"] == pytest.approx(r.loss, abs=1e-6)
     # mse: the clip's loss is the mean of the groups' masked-token errors.
     assert r.loss == pytest.approx(np.mean(group_mse), abs=1e-3)
-    other = cb.render_latents(loaded, "synthetic:5", seed=4, roots=roots)
+    other = cb.render_latents(loaded, "synthetic/5", seed=4, roots=roots)
     assert other.loss != r.loss
 
 
@@ -221,11 +221,11 @@ def test_app_latents_callback_turns_load_errors_into_messages(run, tmp_path):
     on_latents = next(
         fn.fn for fn in page.fns.values() if getattr(fn.fn, "__name__", "") == "on_latents"
     )
-    images, table, message = on_latents(str(run), "random:vit_tiny", "synthetic:0", "", None, 0)
+    images, table, message = on_latents(str(run), "random:vit_tiny", "synthetic/0", "", None, 0)
     assert images == [] and "does not fit teacher" in message
-    images, _, message = on_latents(str(run), "", "synthetic:0", "", None, 0)
+    images, _, message = on_latents(str(run), "", "synthetic/0", "", None, 0)
     assert len(images) == 2 and message.startswith("checkpoint ")
-    _, _, message = on_latents("/etc", "", "synthetic:0", "", None, 0)
+    _, _, message = on_latents("/etc", "", "synthetic/0", "", None, 0)
     assert message.startswith("Refused:")
 
 
@@ -339,7 +339,7 @@ def test_browser_clicks_through_the_masks_tab(tmp_path, monkeypatch):
                 before = gallery.evaluate_all("imgs => imgs.map(img => img.src)")
 
                 tab.locator("#masks-clip input").click()
-                tab.get_by_role("option", name="synthetic:3", exact=True).click()
+                tab.get_by_role("option", name="synthetic/3", exact=True).click()
                 tab.locator("#masks-masker input").click()
                 tab.get_by_role("option", name="tube", exact=True).click()
                 tab.locator("#masks-seed input").fill("7")
@@ -365,13 +365,13 @@ def test_browser_clicks_through_the_masks_tab(tmp_path, monkeypatch):
     finally:
         page.close()
 
-    expected = cb.render_masks("synthetic:3", "tube", "", seed=7)
+    expected = cb.render_masks("synthetic/3", "tube", "", seed=7)
     image, caption = expected.images[0]
     assert (message, toasts, errors) == ("", [], []), "the page showed an error"
     assert alt == caption and (height, width) == image.shape[:2]
     shown = np.asarray(Image.open(io.BytesIO(served)).convert("RGB"), dtype=float)
     # The gallery serves lossy WebP, so no exact match: the seed reached the server when the
     # image is far closer to seed 7's mask than to seed 0's (about 3 vs 11 levels off).
-    other = cb.render_masks("synthetic:3", "tube", "", seed=0).images[0][0]
+    other = cb.render_masks("synthetic/3", "tube", "", seed=0).images[0][0]
     off_seed_7, off_seed_0 = np.abs(shown - image).mean(), np.abs(shown - other).mean()
     assert 2 * off_seed_7 < off_seed_0, "the page did not draw seed 7's mask"

@@ -1,4 +1,5 @@
-"""The teacher-latent cache: build, resume, verify, cached teacher, view lock, older layout."""
+"""The teacher-latent cache: build, resume, verify, splits, cached teacher, view lock, older
+layout."""
 
 from __future__ import annotations
 
@@ -11,15 +12,22 @@ from older_cache import write_older_cache
 from safetensors.torch import load_file
 from videos import write_corrupt, write_video
 
-import salt.cache as cache_module
-from salt.cache import CacheBuildError, LatentCache, build_cache, resolve_cache, verify_cache
+import salt.cache.build as cache_build
+from salt.cache import LatentCache, resolve_cache, verify_cache
+from salt.cache.build import CacheBuildError
 from salt.cli import main
 from salt.config import apply_overrides, build_config
-from salt.data import normalize_clips
-from salt.model import build_teacher
+from salt.data import SyntheticClips, normalize_clips
+from salt.models import teacher_of
 from salt.registry import teachers
 from salt.train import train
 from salt.video import ViewMismatchError
+
+
+def build_cache(cfg, out, **kwargs):
+    """Build with the config's own (live) teacher."""
+    return cache_build.build_cache(teacher_of(cfg), cfg, out, **kwargs)
+
 
 GEOMETRY = {"data.num_frames": 4, "data.image_size": 32, "data.frame_step": 2}
 
@@ -43,7 +51,8 @@ def test_build_writes_shards_index_and_teacher_latents(cfg, tmp_path):
     out = tmp_path / "c"
     built = build_cache(cfg, out, shard_size=10, workers=0, progress=False)
     meta = built.meta
-    assert len(built) == 24 and [s["rows"] for s in built.shards] == [10, 10, 4]
+    assert len(built) == 24 and [s.rows for s in built.shards] == [10, 10, 4]
+    assert [s.split for s in built.shards] == ["train"] * 3
     assert meta["teacher"] == "pixels" and meta["teacher_dim"] == 3 * 2 * 16 * 16
     assert (meta["teacher_plugin"], meta["teacher_version"]) == ("teachers", "0.1.0")
     assert meta["latent_shape"] == [2 * 2 * 2, 1536] and meta["grid"] == [2, 2, 2]
@@ -53,25 +62,28 @@ def test_build_writes_shards_index_and_teacher_latents(cfg, tmp_path):
         2,
         "float16",
     )
-    for key in ("created", "salt_version", "mean", "std", "data_spec"):
+    for key in ("created", "salt_version", "mean", "std"):
         assert key in meta
-    shard = load_file(out / built.shards[0]["file"])
+    assert built.splits["train"]["data_spec"] == "synthetic:24"
+    assert built.splits["train"]["complete"] and built.splits["train"]["total"] == 24
+    shard = load_file(out / built.shards[0].file)
     assert shard["latents"].shape == (10, 8, 1536) and shard["latents"].dtype == torch.float16
 
-    teacher = build_teacher(cfg)
-    dataset = cache_module._ViewedSynthetic(cache_module.SyntheticMotion(24, 4, 32, 2))
+    teacher = teacher_of(cfg)
+    dataset = SyntheticClips(cfg.data, "train", 24)
+    train_split = built.split("train")
     for i in (0, 13, 23):
-        clip = dataset[i]["video"][None]
-        expected = teacher.targets({}, normalize_clips(clip, cfg.data.mean, cfg.data.std))[0]
-        assert torch.allclose(built.latents(i).float(), expected, atol=2e-2)
-        assert built.view(i).source == f"synthetic/{i}"
-        assert built.view(i).frames == (0, 2, 4, 6)
+        clip = dataset[i].video[None]
+        expected = teacher(normalize_clips(clip, cfg.data.mean, cfg.data.std))[0]
+        assert torch.allclose(train_split.latents(i).float(), expected, atol=2e-2)
+        assert train_split.view(i).source == f"synthetic/{i}"
+        assert train_split.view(i).frames == (0, 2, 4, 6)
     assert verify_cache(out) == []
 
 
 def test_an_interrupted_build_resumes_where_it_stopped(cfg, tmp_path, monkeypatch):
     out = tmp_path / "c"
-    real = cache_module._build_shard
+    real = cache_build.compute_shard
     calls = {"n": 0}
 
     def dies_on_third(*args, **kwargs):
@@ -80,17 +92,20 @@ def test_an_interrupted_build_resumes_where_it_stopped(cfg, tmp_path, monkeypatc
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cache_module, "_build_shard", dies_on_third)
+    monkeypatch.setattr(cache_build, "compute_shard", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         build_cache(cfg, out, shard_size=8, workers=0, progress=False)
-    first = json.loads((out / "index.json").read_text())
-    assert len(first["shards"]) == 2 and len(first["samples"]) == 16
-    monkeypatch.setattr(cache_module, "_build_shard", real)
+    first = LatentCache(out)
+    assert len(first.shards) == 2 and len(first) == 16
+    assert not first.splits["train"]["complete"]
+    assert any("16 of 24 clips cached" in p for p in verify_cache(out))
+    monkeypatch.setattr(cache_build, "compute_shard", real)
     done = build_cache(cfg, out, shard_size=8, workers=0, progress=False)
-    assert len(done) == 24 and [s["sha256"] for s in done.shards[:2]] == [
-        s["sha256"] for s in first["shards"]
+    assert len(done) == 24 and [s.sha256 for s in done.shards[:2]] == [
+        s.sha256 for s in first.shards
     ]
-    assert [s["row"] for s in done.samples[16:]] == list(range(8))
+    assert done.split("train").rows[16:] == [(2, row) for row in range(8)]
+    assert verify_cache(out) == []
     with pytest.raises(CacheBuildError, match="other settings.*dtype"):
         build_cache(cfg, out, dtype="bfloat16", workers=0, progress=False)
 
@@ -149,7 +164,7 @@ def test_cached_teacher_loads_no_model_and_training_falls(cfg, tmp_path):
     run_cfg = apply_overrides(
         cfg, {"teacher.spec": f"cached:{out}", "train.steps": 12, "optim.max_warmup_fraction": 0.25}
     )
-    teacher = teachers.create(run_cfg.teacher.spec, cfg=run_cfg)
+    teacher = teachers.create(run_cfg.teacher.spec, geometry=run_cfg.geometry)
     assert list(teacher.parameters()) == [] and teacher.teacher_dim == 192
     result = train(run_cfg)
     losses = [
@@ -166,7 +181,7 @@ def test_cache_geometry_must_match_the_training_clips(cfg, tmp_path):
     with pytest.raises(
         ValueError, match="cached from 4-frame clips at 32px, but data.num_frames=8"
     ):
-        teachers.create(bad.teacher.spec, cfg=bad)
+        teachers.create(bad.teacher.spec, geometry=bad.geometry)
 
 
 def video_cfg(cfg, spec):
@@ -177,11 +192,12 @@ def test_view_lock_from_videos_relocation_and_mismatch(cfg, video_dir, tmp_path)
     write_corrupt(video_dir / "push" / "broken.mp4")
     out = tmp_path / "c"
     built = build_cache(video_cfg(cfg, video_dir), out, views=2, workers=0, progress=False)
-    assert len(built) == 12 and len(built.index["skipped"]) == 2  # both views of the corrupt file
-    assert "broken.mp4" in built.index["skipped"][0]
-    starts = {built.view(i).source: [] for i in range(len(built))}
-    for i in range(len(built)):
-        starts[built.view(i).source].append(built.view(i).frames[0])
+    assert len(built) == 12 and len(built.skipped) == 2  # both views of the corrupt file
+    assert "broken.mp4" in built.skipped[0]
+    split = built.split("train")
+    starts = {split.view(i).source: [] for i in range(len(split))}
+    for i in range(len(split)):
+        starts[split.view(i).source].append(split.view(i).frames[0])
     assert all(len(set(s)) == 2 for s in starts.values())  # two distinct views per video
 
     run = apply_overrides(
@@ -217,7 +233,7 @@ def test_stored_clips_train_without_the_videos(cfg, video_dir, tmp_path):
     from salt.video import discover
 
     decoded = VideoDataset(discover(str(video_dir)), video_cfg(cfg, video_dir).data, train=False)
-    assert torch.equal(built.clip(3), decoded[3]["video"])
+    assert torch.equal(built.split("train").clip(3), decoded[3].video)
     shutil.rmtree(video_dir)
     result = train(
         apply_overrides(
@@ -241,7 +257,7 @@ def test_older_layout_caches_work_directly_and_through_import(
             "train.batch_size": 2,
         },
     )
-    teacher = teachers.create(direct.teacher.spec, cfg=direct)
+    teacher = teachers.create(direct.teacher.spec, geometry=direct.geometry)
     assert teacher.teacher_dim == 24
     assert train(direct).step == 2
 
@@ -264,10 +280,10 @@ def test_older_layout_caches_work_directly_and_through_import(
     for key, value in GEOMETRY.items():
         args += ["--set", f"{key}={value}"]
     assert main(args) == 0
-    imported = LatentCache(tmp_path / "home" / "latents" / "old")
-    for i, sample in enumerate(imported.samples):
-        assert torch.equal(imported.latents(i), latents[sample["video_id"]])
-    assert verify_cache(imported.path) == []
+    imported = LatentCache(tmp_path / "home" / "latents" / "old").split("train")
+    for i in range(len(imported)):
+        assert torch.equal(imported.latents(i), latents[imported.sample(i)["video_id"]])
+    assert verify_cache(imported.cache.path) == []
     after = apply_overrides(
         cfg,
         {"teacher.spec": "cached:old", "train.steps": 2, "train.batch_size": 2, "run.name": "imp"},
@@ -321,7 +337,7 @@ def test_videos_to_videomae_cache_to_training_from_the_command_line(tmp_path, mo
         == 0
     )
     out = capsys.readouterr().out
-    assert "24 clips, latents (196, 48) float16, 4 unreadable videos skipped" in out
+    assert "24 clips (train 24), latents (196, 48) float16, 4 unreadable videos skipped" in out
     assert main(["cache", "verify", "tiny"]) == 0
     assert (
         main(
@@ -351,3 +367,78 @@ def test_videos_to_videomae_cache_to_training_from_the_command_line(tmp_path, mo
         for line in (tmp_path / "runs" / "s" / "metrics.jsonl").read_text().splitlines()
     ]
     assert len(losses) == 30 and sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses
+
+
+def test_distill_on_a_cached_run_scores_the_val_split_never_the_training_clips(
+    cfg, tmp_path, monkeypatch
+):
+    import salt.distill as distill_module
+    from salt.distill import distill_loss
+
+    out = tmp_path / "c"
+    small = apply_overrides(cfg, {"data.spec": "synthetic:8"})
+    build_cache(small, out, workers=0, progress=False)
+    run = train(apply_overrides(small, {"teacher.spec": f"cached:{out}", "train.steps": 2})).run_dir
+    with pytest.raises(ValueError, match=r"holds no 'val' split.*--split val"):
+        distill_loss(run, batches=1)
+    assert main(["eval", "distill", str(run), "--batches", "1"]) == 2
+
+    build_cache(small, out, split="val", workers=0, progress=False)
+    both = LatentCache(out)
+    assert {s.split for s in both.shards} == {"train", "val"} and verify_cache(out) == []
+    seen = []
+    real = distill_module.build_source
+
+    def spy(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(distill_module, "build_source", spy)
+    report = distill_loss(run, batches=2)
+    (clips,) = seen
+    assert clips.split.name == "val" and report.clips == 8 and "val split" in report.data
+    train_videos = [SyntheticClips(small.data, "train", 8)[i].video for i in range(8)]
+    for i in range(len(clips)):
+        assert not any(torch.equal(clips[i].video, v) for v in train_videos)
+        assert torch.equal(clips[i].targets, both.split("val").latents(i))
+
+
+def test_writing_a_shard_touches_no_other_file(cfg, tmp_path):
+    from salt.cache.store import write_shard
+
+    out = tmp_path / "c"
+    build_cache(cfg, out, shard_size=8, workers=0, progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    latents = torch.zeros(1, 8, 1536, dtype=torch.float16)
+    view = {"source": "synthetic/0", "frames": [0, 2, 4, 6], "crop": [0, 0, 32, 32]}
+    record = write_shard(out, 3, "train", {"latents": latents}, [{"view": view, "label": 0}], [])
+    after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert set(after) - set(before) == {"shard_00003.safetensors", "shard_00003.json"}
+    assert all(after[name] == stamp for name, stamp in before.items())
+    assert record.rows == 1 and LatentCache(out).shards[3].sha256 == record.sha256
+
+
+def test_caches_in_the_first_layout_are_still_read_and_trained_from(cfg, tmp_path):
+    """salt-vla 0.1 wrote one index.json holding every sample; such caches keep working."""
+    out = tmp_path / "c"
+    built = build_cache(cfg, out, shard_size=16, workers=0, progress=False)
+    samples, shards = [], []
+    for number, shard in enumerate(built.shards):
+        for row, sample in enumerate(shard.samples):
+            samples.append({**sample, "shard": number, "row": row})
+        shards.append(
+            {"file": shard.file, "rows": shard.rows, "skipped": 0, "sha256": shard.sha256}
+        )
+        (out / shard.record_path).unlink()
+    meta = {**built.meta, **{k: built.splits["train"][k] for k in ("data_spec", "data_root")}}
+    meta.update({"data_kind": "synthetic", "views_per_video": 1})
+    index = {"format": "salt-latent-cache", "version": 1, "meta": meta}
+    index.update({"shards": shards, "samples": samples, "skipped": []})
+    (out / "index.json").write_text(json.dumps(index))
+    (out / "cache.json").unlink()
+
+    old = LatentCache(out)
+    assert len(old) == 24 and list(old.splits) == ["train"] and verify_cache(out) == []
+    assert torch.equal(old.split("train").latents(20), built.split("train").latents(20))
+    run = apply_overrides(cfg, {"teacher.spec": f"cached:{out}", "train.steps": 2})
+    assert train(run).step == 2

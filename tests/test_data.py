@@ -12,14 +12,14 @@ from salt.config import build_config
 from salt.data import (
     EpochBatchSampler,
     KeyedDataset,
-    build_dataset,
+    SyntheticClips,
     build_loader,
+    build_source,
     normalize_clips,
     steps_per_epoch,
 )
 from salt.masking import sample_keys
 from salt.registry import maskers
-from salt.synthetic import SyntheticMotion
 
 
 def take(sampler: EpochBatchSampler, n: int) -> list[list[tuple[int, int]]]:
@@ -92,7 +92,7 @@ def test_too_small_a_dataset_is_rejected(size, batch, world, match):
 # --- datasets --------------------------------------------------------------------------------
 
 
-def test_build_dataset_makes_synthetic_clips_at_the_config_geometry():
+def test_build_source_makes_synthetic_clips_at_the_config_geometry():
     cfg = build_config(
         "demo",
         overrides={
@@ -102,15 +102,17 @@ def test_build_dataset_makes_synthetic_clips_at_the_config_geometry():
             "data.frame_step": 3,
         },
     )
-    train = build_dataset(cfg.data)
-    assert isinstance(train, SyntheticMotion) and len(train) == 12
-    assert (train.num_frames, train.image_size, train.frame_step) == (4, 32, 3)
-    assert train[0]["video"].shape == (4, 3, 32, 32)
-    assert len(build_dataset(build_config().data)) == 2048
+    train = build_source(cfg.data)
+    assert isinstance(train, SyntheticClips) and len(train) == 12
+    g = train.generator
+    assert (g.num_frames, g.image_size, g.frame_step) == (4, 32, 3)
+    assert train[0].video.shape == (4, 3, 32, 32)
+    assert train[0].view["source"] == "synthetic/0" and train[0].view["frames"] == [0, 3, 6, 9]
+    assert len(build_source(build_config().data)) == 2048
     # The held-out split draws different clips.
-    val = build_dataset(cfg.data, "val")
-    assert not torch.equal(train[0]["video"], val[0]["video"])
-    assert torch.equal(train[0]["video"], build_dataset(cfg.data, "train")[0]["video"])
+    val = build_source(cfg.data, "val")
+    assert not torch.equal(train[0].video, val[0].video)
+    assert torch.equal(train[0].video, build_source(cfg.data, "train")[0].video)
 
 
 @pytest.mark.parametrize(
@@ -123,17 +125,18 @@ def test_build_dataset_makes_synthetic_clips_at_the_config_geometry():
 def test_bad_data_specs_are_explained(spec, match):
     cfg = build_config(overrides={"data.spec": spec})
     with pytest.raises((ValueError, FileNotFoundError), match=match):
-        build_dataset(cfg.data)
+        build_source(cfg.data)
 
 
 def test_keyed_dataset_returns_the_sample_with_its_key():
-    base = SyntheticMotion(length=5, num_frames=2, image_size=16)
+    data = build_config(overrides={"data.num_frames": 2, "data.image_size": 16}).data
+    base = SyntheticClips(data, "train", 5)
     keyed = KeyedDataset(base)
     assert len(keyed) == 5
     item = keyed[(3, 4)]
-    assert item["epoch"] == 3 and item["index"] == 4
-    assert torch.equal(item["video"], base[4]["video"])
-    assert item["label"] == base[4]["label"]
+    assert item.epoch == 3 and item.index == 4
+    assert torch.equal(item.video, base[4].video)
+    assert item.label == base[4].label == base.generator.params(4)["direction"]
 
 
 def test_loader_yields_masked_batches_in_sampler_order():
@@ -149,17 +152,18 @@ def test_loader_yields_masked_batches_in_sampler_order():
             "train.seed": 7,
         },
     )
-    dataset = build_dataset(cfg.data)
+    dataset = build_source(cfg.data)
     masker = maskers.create("tube", grid=cfg.grid)
     loader = build_loader(dataset, masker, cfg, start_batch=4)
     expected = take(EpochBatchSampler(10, 3, seed=7, start=4), 3)
     for batch, keys in zip(loader, expected, strict=False):
         epochs, indices = zip(*keys, strict=True)
-        assert batch["epoch"].tolist() == list(epochs)
-        assert batch["index"].tolist() == list(indices)
-        assert batch["video"].shape == (3, 4, 3, 32, 32) and batch["video"].dtype == torch.uint8
-        assert torch.equal(batch["video"][1], dataset[indices[1]]["video"])
-        (group,) = batch["masks"]
+        assert batch.epochs.tolist() == list(epochs)
+        assert batch.indices.tolist() == list(indices)
+        assert batch.video.shape == (3, 4, 3, 32, 32) and batch.video.dtype == torch.uint8
+        assert torch.equal(batch.video[1], dataset[indices[1]].video)
+        assert batch.targets is None and batch.errors == [] and batch.size == 3
+        (group,) = batch.masks
         want = masker(sample_keys(7, np.array(epochs), np.array(indices)))[0]
         assert torch.equal(group.context, want.context)
         assert torch.equal(group.target, want.target)

@@ -17,11 +17,11 @@ from safetensors.torch import load_file, save_file
 from videos import write_video
 
 from salt import VideoEncoder
+from salt.checkpoints import load_checkpoint
 from salt.config import build_config
 from salt.data import VideoDataset, normalize_clips
 from salt.export import export_encoder
-from salt.model import build_student
-from salt.runs import load_checkpoint
+from salt.models import student_of
 from salt.train import train
 from salt.video import discover
 from salt_vit.pos_embed import resample_3d, sincos_3d
@@ -59,7 +59,7 @@ def video() -> torch.Tensor:
 
 def test_tokens_equal_the_checkpoint_student_on_the_normalized_clip(trained, encoder, video):
     run, cfg, _ = trained
-    student = build_student(cfg)
+    student = student_of(cfg)
     student.load_state_dict(load_checkpoint(run)["student"])
     expected = student.eval()(normalize_clips(video, cfg.data.mean, cfg.data.std))
     tokens = encoder(video)
@@ -309,7 +309,7 @@ def test_torch_compile(encoder, video):
 def test_encode_file_samples_like_the_evaluation_loader(trained, encoder, tmp_path):
     path = write_video(tmp_path / "clips" / "clip.mp4", n=24, height=48, width=64)
     data = attrs.evolve(trained[1].data, spec=str(path.parent))
-    clip = VideoDataset(discover(data.spec), data, train=False)[0]["video"]  # uint8 [T, C, H, W]
+    clip = VideoDataset(discover(data.spec), data, train=False)[0].video  # uint8 [T, C, H, W]
     assert clip.shape == (T, C, S, S)
     assert torch.equal(encoder.encode_file(path), encoder.encode(clip[None]))
     assert encoder.encode_file(path, pool="none").shape == (1, 2, 4, 4, 192)

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from salt.checkpoints import load_checkpoint
 from salt.cli import main
 from salt.config import apply_overrides
 from salt.export import export_encoder, load_encoder
-from salt.model import build_student
+from salt.models import student_of
 from salt.registry import teachers
-from salt.runs import load_checkpoint
 from salt.train import train
 
 
@@ -40,7 +40,7 @@ def test_export_writes_the_student_only_and_reloads_identically(
         assert not any(k.startswith(("predictor", "mask_token")) for k in f.keys())
 
     encoder, _ = load_encoder(out)
-    student = build_student(tiny_config)
+    student = student_of(tiny_config)
     student.load_state_dict(load_checkpoint(pixel_run)["student"])
     video = torch.randn(2, 3, 4, 64, 64)
     assert torch.equal(encoder(video), student.eval()(video))
@@ -70,12 +70,12 @@ def test_stage1_export_then_stage2_with_the_encoder_as_teacher(pixel_run, tmp_pa
         cfg = apply_overrides(
             tiny_config, {"teacher.spec": spec, "train.steps": 3, "run.name": name}
         )
-        teacher = teachers.create(spec, cfg=cfg)
+        teacher = teachers.create(spec, geometry=cfg.geometry)
         assert teacher.teacher_dim == 192
         result = train(cfg)
         assert result.step == 3
     bad = apply_overrides(tiny_config, {"teacher.spec": f"encoder:{out}", "data.image_size": 32})
     with pytest.raises(ValueError, match="takes 4-frame clips at 64px"):
-        teachers.create(bad.teacher.spec, cfg=bad)
+        teachers.create(bad.teacher.spec, geometry=bad.geometry)
     with pytest.raises(FileNotFoundError, match="no encoder at"):
-        teachers.create(f"encoder:{tmp_path / 'nothing'}", cfg=tiny_config)
+        teachers.create(f"encoder:{tmp_path / 'nothing'}", geometry=tiny_config.geometry)

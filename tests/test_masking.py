@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from salt.collate import MaskCollator
+from salt.batch import MaskCollator, Sample
 from salt.masking import (
     MaskGroup,
     equalize,
@@ -346,20 +346,19 @@ def test_mask_collator_stacks_videos_and_adds_the_samples_masks():
     masker = make("tube", grid=(2, 4, 4))
     collate = MaskCollator(masker, seed=5)
     samples = [
-        {"video": torch.full((4, 3, 8, 8), i, dtype=torch.uint8), "index": i, "epoch": 2}
-        for i in (4, 9, 1)
+        Sample(torch.full((4, 3, 8, 8), i, dtype=torch.uint8), index=i, epoch=2) for i in (4, 9, 1)
     ]
     batch = collate(samples)
-    assert batch["video"].shape == (3, 4, 3, 8, 8) and batch["video"].dtype == torch.uint8
-    assert batch["video"][:, 0, 0, 0, 0].tolist() == [4, 9, 1]
-    assert batch["index"].tolist() == [4, 9, 1]
+    assert batch.video.shape == (3, 4, 3, 8, 8) and batch.video.dtype == torch.uint8
+    assert batch.video[:, 0, 0, 0, 0].tolist() == [4, 9, 1]
+    assert batch.indices.tolist() == [4, 9, 1]
     expected = masker(sample_keys(5, 2, np.array([4, 9, 1])))
-    assert len(batch["masks"]) == 1
-    assert torch.equal(batch["masks"][0].context, expected[0].context)
-    assert torch.equal(batch["masks"][0].target, expected[0].target)
+    assert len(batch.masks) == 1
+    assert torch.equal(batch.masks[0].context, expected[0].context)
+    assert torch.equal(batch.masks[0].target, expected[0].target)
     # The same sample in another batch gets the same mask.
     again = collate([samples[1]])
-    assert torch.equal(again["masks"][0].context[0], batch["masks"][0].context[1])
+    assert torch.equal(again.masks[0].context[0], batch.masks[0].context[1])
 
 
 # --- errors ----------------------------------------------------------------------------------

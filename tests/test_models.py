@@ -1,4 +1,4 @@
-"""Students, the predictor (plugins/salt_vit) and the trainable pair (salt/model.py)."""
+"""Students, the predictor (plugins/salt_vit) and the trainable pair (salt/models.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from salt.config import build_config
-from salt.losses import Objective
+from salt.losses import Objective, masked_loss
 from salt.masking import MaskGroup, gather_tokens, sample_keys
-from salt.model import SaltModel, build_predictor, build_student, masked_loss
+from salt.models import SaltModel, predictor_of, student_of
 from salt.registry import UnknownNameError, maskers, predictors, students
 from salt_vit import TransformerPredictor, VideoViT
 from salt_vit.pos_embed import sincos_1d, sincos_3d
@@ -356,9 +356,9 @@ def tiny_salt_config():
 
 def test_salt_model_predicts_every_mask_group(video):
     cfg = tiny_salt_config()
-    student = build_student(cfg)
+    student = student_of(cfg)
     assert student.grid == cfg.grid == GRID and student.embed_dim == 192
-    model = SaltModel(student, build_predictor(cfg, student.embed_dim, TEACHER_DIM)).eval()
+    model = SaltModel(student, predictor_of(cfg, student.embed_dim, TEACHER_DIM)).eval()
     masks = maskers.create(
         "multiblock",
         grid=GRID,

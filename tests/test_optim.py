@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from salt.config import OptimConfig
-from salt.model import SaltModel
+from salt.models import SaltModel
 from salt.optim import (
     apply_schedules,
     build_optimizer,

@@ -53,7 +53,7 @@ def test_unknown_name_lists_registered_names_and_the_closest_match():
     for name in BUILTIN["students"]:
         assert name in message
     with pytest.raises(UnknownNameError, match="unknown teacher 'pixel'. Did you mean 'pixels'"):
-        teachers.create("pixel:raw", cfg=None)
+        teachers.create("pixel:raw", geometry=None)
 
 
 class ThrowawayPlugin:

@@ -15,7 +15,9 @@ from PIL import Image
 
 from salt.cli import main
 from salt.encoder import VideoEncoder
-from salt.quickstart import MODELS, STAGES, check_out, read_losses
+from salt.metrics import read_series
+from salt.plots import PALETTE
+from salt.quickstart import MODELS, STAGES, check_out
 from salt.synthetic import SyntheticMotion
 
 
@@ -70,9 +72,9 @@ def test_the_loss_curves_are_a_png_with_both_runs_drawn(quickstart):
         width, height = image.size
         assert 600 <= width <= 2000 and 200 <= height <= 1000
         colours = {c for _, c in image.convert("RGB").getcolors(maxcolors=1 << 16)}
-    assert (31, 119, 180) in colours and (214, 39, 40) in colours  # teacher and student lines
+    assert PALETTE[0] in colours and PALETTE[1] in colours  # teacher and student lines
     for run in ("teacher", "student"):
-        points = read_losses(out / "runs" / run / "metrics.jsonl")
+        points = read_series(out / "runs" / run / "metrics.jsonl", keys=["loss"])["loss"]
         assert len(points) == 6 and all(math.isfinite(v) for _, v in points)
 
 

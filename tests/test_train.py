@@ -17,10 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from salt.checkpoints import list_checkpoints, load_checkpoint
 from salt.config import apply_overrides, build_config
 from salt.hookspecs import hookimpl
 from salt.plugins import pm
-from salt.runs import list_checkpoints, load_checkpoint
 from salt.teachers import Teacher
 from salt.train import TrainingDiverged, train
 
@@ -135,7 +135,7 @@ class FlakyTeacher(Teacher):
         self.bad_calls = bad_calls
         self.calls = 0
 
-    def targets(self, batch, video):
+    def forward(self, video):
         self.calls += 1
         b = video.shape[0]
         out = (
@@ -155,7 +155,7 @@ class FlakyPlugin:
     def register_teachers(self, register):
         register(
             "flaky",
-            lambda arg, cfg: FlakyTeacher(cfg.grid, {int(x) for x in arg.split(",")}),
+            lambda arg, geometry: FlakyTeacher(geometry.grid, {int(x) for x in arg.split(",")}),
             "test",
         )
 

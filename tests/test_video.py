@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import DataLoader
 from videos import write_corrupt, write_video
 
-from salt.collate import collate_samples
+from salt.batch import collate
 from salt.config import DataConfig, build_config
-from salt.data import VideoDataset, build_dataset
+from salt.data import VideoDataset, build_source
 from salt.train import TooManyBadVideos, train
 from salt.video import (
     View,
@@ -84,7 +84,7 @@ def test_a_folder_is_searched_recursively_and_class_folders_label_the_videos(tmp
 
 
 def test_a_folder_spec_builds_a_video_dataset_with_sorted_class_indices(video_root):
-    dataset = build_dataset(data_config(video_root), "train")
+    dataset = build_source(data_config(video_root), "train")
     assert isinstance(dataset, VideoDataset) and len(dataset) == len(CLIPS)
     assert dataset.classes == ["cls_a", "cls_b"]
     assert [dataset.label_id(r) for r in dataset.collection.records] == [0, 0, 1, 1]
@@ -159,9 +159,9 @@ def test_a_one_column_manifest_with_a_path_header_skips_the_header(tmp_path):
 def test_a_manifest_drives_a_readable_dataset(video_root, tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"{video_root / 'cls_a/long.mp4'} 5\n{video_root / 'cls_b/slow.webm'} 2\n")
-    dataset = build_dataset(data_config(manifest), "val")
-    assert [dataset[i]["label"] for i in range(2)] == [5, 2]
-    assert dataset[0]["video"].shape == (4, 3, 32, 32)
+    dataset = build_source(data_config(manifest), "val")
+    assert [dataset[i].label for i in range(2)] == [5, 2]
+    assert dataset[0].video.shape == (4, 3, 32, 32)
 
 
 # --- discover: Something-Something-v2 --------------------------------------------------------
@@ -215,8 +215,8 @@ def test_an_ssv2_layout_drives_a_readable_dataset(video_root, tmp_path):
     (folder / "101.webm").symlink_to(video_root / "cls_a/long.webm")
     (tmp_path / "labels.json").write_text(json.dumps({"Putting something on something": "3"}))
     (tmp_path / "train.json").write_text(json.dumps(SSV2_ITEMS[:1]))
-    sample = build_dataset(data_config(tmp_path / "train.json"), "train")[0]
-    assert sample["label"] == 3 and sample["video"].shape == (4, 3, 32, 32)
+    sample = build_source(data_config(tmp_path / "train.json"), "train")[0]
+    assert sample.label == 3 and sample.video.shape == (4, 3, 32, 32)
 
 
 # --- discover: errors ------------------------------------------------------------------------
@@ -227,7 +227,7 @@ def test_a_missing_path_says_what_a_data_spec_may_be(tmp_path):
     with pytest.raises(FileNotFoundError, match="no_such_folder.*folder of videos"):
         discover(spec)
     with pytest.raises(FileNotFoundError, match="no_such_folder"):
-        build_dataset(data_config(spec))
+        build_source(data_config(spec))
 
 
 def test_a_folder_without_videos_is_an_error_listing_the_extensions(tmp_path):
@@ -421,14 +421,14 @@ def test_training_views_depend_only_on_seed_epoch_and_index(video_root):
 
     first = dataset.getitem(i, 3)
     again = VideoDataset(collection, data, seed=7, train=True).getitem(i, 3)
-    assert first["view"] == again["view"] and torch.equal(first["video"], again["video"])
-    assert first["label"] == 0 and first["video"].shape == (4, 3, 32, 32)
-    assert dataset[i]["view"] == dataset.getitem(i, 0)["view"]
+    assert first.view == again.view and torch.equal(first.video, again.video)
+    assert first.label == 0 and first.video.shape == (4, 3, 32, 32)
+    assert dataset[i].view == dataset.getitem(i, 0).view
 
-    views = [View.from_dict(dataset.getitem(i, epoch)["view"]) for epoch in range(6)]
+    views = [View.from_dict(dataset.getitem(i, epoch).view) for epoch in range(6)]
     assert len({(v.frames, v.crop) for v in views}) == 6  # a new view every epoch
-    other_seed = VideoDataset(collection, data, seed=8, train=True).getitem(i, 3)["view"]
-    assert other_seed != first["view"]
+    other_seed = VideoDataset(collection, data, seed=8, train=True).getitem(i, 3).view
+    assert other_seed != first.view
     for v in views:
         assert v.frames == tuple(range(v.frames[0], v.frames[0] + 10, 3))
         assert v.resized == (32, 53) and 0 <= v.crop[1] <= 53 - 32 and v.crop[0] == 0
@@ -440,7 +440,7 @@ def test_eval_views_are_fixed_evenly_spaced_centre_crops(video_root):
     )
     assert len(dataset) == 3 * len(CLIPS)
     # Sample i is view i % 3 of video i // 3; video 0 is 60 frames, so the free range is 50.
-    views = [View.from_dict(dataset.getitem(i, 0)["view"]) for i in range(3)]
+    views = [View.from_dict(dataset.getitem(i, 0).view) for i in range(3)]
     assert [v.frames[0] for v in views] == [round(50 * (k + 0.5) / 3) for k in range(3)]
     starts = [v.frames[0] for v in views]
     assert abs((starts[1] - starts[0]) - (starts[2] - starts[1])) <= 1
@@ -448,9 +448,9 @@ def test_eval_views_are_fixed_evenly_spaced_centre_crops(video_root):
     assert {v.source for v in views} == {"cls_a/long.mp4"}
     for i in (0, 4, 11):
         a, b = dataset.getitem(i, 0), dataset.getitem(i, 5)
-        assert a["view"] == b["view"] and torch.equal(a["video"], b["video"])
+        assert a.view == b.view and torch.equal(a.video, b.video)
     single = VideoDataset(discover(str(video_root)), data_config(video_root), train=False)
-    assert single[0]["view"]["frames"] == [25, 28, 31, 34]  # the centre of the free range
+    assert single[0].view["frames"] == [25, 28, 31, 34]  # the centre of the free range
 
 
 @pytest.fixture
@@ -471,28 +471,30 @@ def folder_with_bad_files(video_root, tmp_path):
 def test_an_unreadable_video_yields_an_error_sample_naming_the_file(folder_with_bad_files):
     dataset = VideoDataset(folder_with_bad_files, data_config("x"), train=True)
     samples = {r.source: dataset.getitem(i, 0) for i, r in enumerate(dataset.collection.records)}
-    assert samples["good.mp4"]["video"].shape == samples["good.webm"]["video"].shape
+    assert samples["good.mp4"].video.shape == samples["good.webm"].video.shape
     for name in ("broken.mp4", "empty.webm", "gone.mp4"):
         sample = samples[name]
-        assert set(sample) == {"error", "index"}
-        assert name in sample["error"]
-    assert "does not exist" in samples["gone.mp4"]["error"]
+        assert sample.video is None and sample.index == dataset.collection.records.index(
+            next(r for r in dataset.collection.records if r.source == name)
+        )
+        assert name in sample.error
+    assert "does not exist" in samples["gone.mp4"].error
 
 
 def test_a_loader_with_two_workers_collects_unreadable_videos_into_errors(folder_with_bad_files):
     dataset = VideoDataset(folder_with_bad_files, data_config("x"), train=False)
-    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_samples)
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate)
     batches = list(loader)
-    errors = [e for b in batches for e in b["errors"]]
-    assert len(errors) == 3 and sum(b["size"] for b in batches) == 2
+    errors = [e for b in batches for e in b.errors]
+    assert len(errors) == 3 and sum(b.size for b in batches) == 2
     for name in ("broken.mp4", "empty.webm", "gone.mp4"):
         assert sum(name in e for e in errors) == 1, (name, errors)
     for b in batches:
-        assert len(b["views"]) == b["size"]
-        if b["size"]:
-            assert b["video"].shape == (b["size"], 4, 3, 32, 32)
-            assert b["video"].dtype == torch.uint8
-    good = [v["source"] for b in batches for v in b["views"]]
+        assert len(b.views) == b.size
+        if b.size:
+            assert b.video.shape == (b.size, 4, 3, 32, 32)
+            assert b.video.dtype == torch.uint8
+    good = [v["source"] for b in batches for v in b.views]
     assert sorted(good) == ["good.mp4", "good.webm"]
 
 
@@ -516,7 +518,7 @@ def test_with_data_fps_set_the_frame_step_follows_the_videos_frame_rate(
     index = [r.source for r in collection.records].index(name)
     data = data_config(video_root, fps=fps)  # frame_step stays 3
     for train_views in (True, False):
-        view = VideoDataset(collection, data, train=train_views).getitem(index, 1)["view"]
+        view = VideoDataset(collection, data, train=train_views).getitem(index, 1).view
         assert np.diff(view["frames"]).tolist() == [step] * 3
 
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from salt.config import build_config
-from salt.model import build_teacher
+from salt.models import teacher_of
 from salt.registry import teachers
 from salt.train import train
 from salt_videomae import VideoMAETeacher
@@ -91,7 +91,7 @@ def hf_to_original(sd: dict[str, torch.Tensor], depth: int) -> dict[str, torch.T
 
 def assert_matches(teacher, model, video=None):
     video = clip() if video is None else video
-    out = teacher.targets({}, video)
+    out = teacher(video)
     ref = reference(model, video)
     assert out.shape == ref.shape == (video.shape[0], 8, model.config.hidden_size)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
@@ -103,7 +103,7 @@ def test_hf_directory_matches_transformers(tmp_path, cfg, use_mean_pooling, qkv_
     model = hf_model(use_mean_pooling=use_mean_pooling, qkv_bias=qkv_bias)
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
-    teacher = teachers.create(f"videomae:{tmp_path}", cfg=cfg)
+    teacher = teachers.create(f"videomae:{tmp_path}", geometry=cfg.geometry)
     assert isinstance(teacher, VideoMAETeacher)
     assert teacher.teacher_dim == 32 and teacher.grid == (2, 2, 2)
     assert (teacher.encoder.norm is None) == use_mean_pooling
@@ -122,7 +122,7 @@ def test_pytorch_model_bin_in_either_bias_naming(tmp_path, cfg):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(config)
         torch.save(dict(state), tmp_path / name / "pytorch_model.bin")
-        assert_matches(teachers.create(f"videomae:{tmp_path / name}", cfg=cfg), model)
+        assert_matches(teachers.create(f"videomae:{tmp_path / name}", geometry=cfg.geometry), model)
 
 
 def test_pretraining_and_classification_checkpoints_keep_only_the_encoder(tmp_path, cfg):
@@ -132,7 +132,9 @@ def test_pretraining_and_classification_checkpoints_keep_only_the_encoder(tmp_pa
     pretrain.save_pretrained(tmp_path / "pretrain")
     keys = load_file(tmp_path / "pretrain" / "model.safetensors")
     assert "mask_token" in keys and any(k.startswith("decoder.") for k in keys)
-    assert_matches(teachers.create(f"videomae:{tmp_path / 'pretrain'}", cfg=cfg), encoder)
+    assert_matches(
+        teachers.create(f"videomae:{tmp_path / 'pretrain'}", geometry=cfg.geometry), encoder
+    )
 
     pooled = hf_model(seed=4, use_mean_pooling=True)
     classifier = transformers.VideoMAEForVideoClassification(pooled.config)
@@ -141,7 +143,9 @@ def test_pretraining_and_classification_checkpoints_keep_only_the_encoder(tmp_pa
     assert any(
         k.startswith("fc_norm.") for k in load_file(tmp_path / "finetuned/model.safetensors")
     )
-    assert_matches(teachers.create(f"videomae:{tmp_path / 'finetuned'}", cfg=cfg), pooled)
+    assert_matches(
+        teachers.create(f"videomae:{tmp_path / 'finetuned'}", geometry=cfg.geometry), pooled
+    )
 
 
 # Original checkpoints carry no config: heads are inferred as width / 64, so use width 128.
@@ -166,7 +170,7 @@ def test_original_pth_matches_transformers(tmp_path, cfg, kind):
         checkpoint = {"module": sd}
     torch.save(checkpoint, tmp_path / "checkpoint.pth")
 
-    teacher = teachers.create(f"videomae:{tmp_path / 'checkpoint.pth'}", cfg=cfg)
+    teacher = teachers.create(f"videomae:{tmp_path / 'checkpoint.pth'}", geometry=cfg.geometry)
     assert teacher.teacher_dim == 128 and teacher.grid == (2, 2, 2)
     assert teacher.encoder.arch.num_heads == 2 and teacher.encoder.arch.mlp_dim == 256
     assert_matches(teacher, model)
@@ -194,7 +198,7 @@ def test_videomae_v2_hub_directory_uses_its_model_config(tmp_path, cfg):
         "cos_attn": False,
     }
     (tmp_path / "config.json").write_text(json.dumps({"model_config": model_config}))
-    assert_matches(teachers.create(f"videomae:{tmp_path}", cfg=cfg), model)
+    assert_matches(teachers.create(f"videomae:{tmp_path}", geometry=cfg.geometry), model)
 
 
 def test_layer_scale_and_positions_of_original_checkpoints(tmp_path, cfg):
@@ -204,7 +208,7 @@ def test_layer_scale_and_positions_of_original_checkpoints(tmp_path, cfg):
         sd[f"blocks.{i}.gamma_1"] = torch.zeros(128)
         sd[f"blocks.{i}.gamma_2"] = torch.zeros(128)
     torch.save(sd, tmp_path / "ls.pth")
-    teacher = teachers.create(f"videomae:{tmp_path / 'ls.pth'}", cfg=cfg)
+    teacher = teachers.create(f"videomae:{tmp_path / 'ls.pth'}", geometry=cfg.geometry)
     assert teacher.encoder.arch.layer_scale
 
     video = clip()
@@ -215,7 +219,7 @@ def test_layer_scale_and_positions_of_original_checkpoints(tmp_path, cfg):
     expected = torch.nn.functional.layer_norm(
         tokens, (128,), sd["norm.weight"], sd["norm.bias"], eps=1e-6
     )
-    torch.testing.assert_close(teacher.targets({}, video), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(teacher(video), expected, atol=1e-5, rtol=1e-5)
 
 
 def reference_positions(n: int, d: int) -> torch.Tensor:
@@ -247,17 +251,17 @@ def test_missing_and_unexpected_keys_are_named(hf_dir, cfg):
     gone = "encoder.layer.1.attention.attention.key.weight"
     save_file({k: v for k, v in sd.items() if k != gone}, weights)
     with pytest.raises(ValueError, match=rf"missing keys: {gone}") as err:
-        teachers.create(f"videomae:{hf_dir}", cfg=cfg)
+        teachers.create(f"videomae:{hf_dir}", geometry=cfg.geometry)
     assert str(weights) in str(err.value)
 
     extra = "encoder.layer.0.attention.attention.bonus"
     save_file({**sd, extra: torch.zeros(3)}, weights)
     with pytest.raises(ValueError, match=rf"unexpected keys: {extra}"):
-        teachers.create(f"videomae:{hf_dir}", cfg=cfg)
+        teachers.create(f"videomae:{hf_dir}", geometry=cfg.geometry)
 
     save_file({**sd, "videomae_head.weight": torch.zeros(3)}, weights)
     with pytest.raises(ValueError, match="unexpected keys: videomae_head.weight"):
-        teachers.create(f"videomae:{hf_dir}", cfg=cfg)
+        teachers.create(f"videomae:{hf_dir}", geometry=cfg.geometry)
 
 
 def test_original_checkpoint_strictness(tmp_path, cfg):
@@ -268,43 +272,43 @@ def test_original_checkpoint_strictness(tmp_path, cfg):
         tmp_path / "a.pth",
     )
     with pytest.raises(ValueError, match=r"missing keys: encoder\.blocks\.1\.norm2\.bias"):
-        teachers.create(f"videomae:{tmp_path / 'a.pth'}", cfg=cfg)
+        teachers.create(f"videomae:{tmp_path / 'a.pth'}", geometry=cfg.geometry)
     torch.save({"model": {**sd, "encoder.blocks.0.attn.extra": torch.zeros(1)}}, tmp_path / "b.pth")
     with pytest.raises(ValueError, match=r"unexpected keys: encoder\.blocks\.0\.attn\.extra"):
-        teachers.create(f"videomae:{tmp_path / 'b.pth'}", cfg=cfg)
+        teachers.create(f"videomae:{tmp_path / 'b.pth'}", geometry=cfg.geometry)
 
 
 def test_config_that_disagrees_with_the_weights_is_a_shape_error(hf_dir, cfg):
     config = json.loads((hf_dir / "config.json").read_text())
     (hf_dir / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
     with pytest.raises(ValueError, match=r"intermediate\.dense\.weight: \(64, 32\) in the file"):
-        teachers.create(f"videomae:{hf_dir}", cfg=cfg)
+        teachers.create(f"videomae:{hf_dir}", geometry=cfg.geometry)
 
 
 def test_missing_path_and_incomplete_directory(tmp_path, cfg):
     with pytest.raises(FileNotFoundError, match="does not exist; expected a Hugging Face"):
-        teachers.create(f"videomae:{tmp_path / 'nope'}", cfg=cfg)
+        teachers.create(f"videomae:{tmp_path / 'nope'}", geometry=cfg.geometry)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("hi")
     with pytest.raises(FileNotFoundError, match="needs config.json and one of model.safetensors"):
-        teachers.create(f"videomae:{tmp_path / 'empty'}", cfg=cfg)
+        teachers.create(f"videomae:{tmp_path / 'empty'}", geometry=cfg.geometry)
     with pytest.raises(ValueError, match="needs a checkpoint path"):
-        teachers.create("videomae", cfg=cfg)
+        teachers.create("videomae", geometry=cfg.geometry)
 
 
 def test_hf_weights_file_alone_asks_for_the_directory(hf_dir, cfg):
     with pytest.raises(ValueError, match="pass the directory"):
-        teachers.create(f"videomae:{hf_dir / 'model.safetensors'}", cfg=cfg)
+        teachers.create(f"videomae:{hf_dir / 'model.safetensors'}", geometry=cfg.geometry)
 
 
 def test_teacher_is_frozen_and_checked_against_the_student_grid(hf_dir):
     cfg = build_config(overrides={**GEOMETRY, "teacher.spec": f"videomae:{hf_dir}"})
-    teacher = build_teacher(cfg)
+    teacher = teacher_of(cfg)
     assert not teacher.training and not teacher.encoder.training
     assert all(not p.requires_grad for p in teacher.parameters())
     teacher.train()  # a parent switching to train mode does not unfreeze it
     assert not teacher.encoder.training
-    out = teacher.targets({}, clip())
+    out = teacher(clip())
     assert out.grad_fn is None and not out.requires_grad
     assert teachers.get("videomae").plugin == "videomae"
 
@@ -314,7 +318,7 @@ def test_teacher_is_frozen_and_checked_against_the_student_grid(hf_dir):
     assert teacher.forward_flops() == 2 * n * (3 * 2 * 16 * 16) * d + 2 * n * per_token
 
     with pytest.raises(ValueError, match=r"\(C, T, H, W\) = \(3, 4, 32, 32\)"):
-        teacher.targets({}, torch.zeros(1, 3, 8, 32, 32))
+        teacher(torch.zeros(1, 3, 8, 32, 32))
 
     wrong = build_config(
         overrides={**GEOMETRY, "data.image_size": 64, "teacher.spec": cfg.teacher.spec}
@@ -322,7 +326,7 @@ def test_teacher_is_frozen_and_checked_against_the_student_grid(hf_dir):
     with pytest.raises(
         ValueError, match=r"\(2, 2, 2\) grid but the student's clips make a \(2, 4, 4\)"
     ):
-        build_teacher(wrong)
+        teacher_of(wrong)
 
 
 def test_training_against_a_videomae_teacher(hf_dir, tiny_overrides):

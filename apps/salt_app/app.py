@@ -28,7 +28,7 @@ def build_app(runs: str | Path = "runs"):
     )
 
     def load_run(run: str, teacher: str) -> cb.LoadedRun:
-        from salt.runs import resolve_checkpoint
+        from salt.checkpoints import resolve_checkpoint
 
         if not run:
             raise ValueError("pick a run directory or a checkpoint file")
@@ -69,14 +69,14 @@ def build_app(runs: str | Path = "runs"):
         found = cb.list_runs(runs)
         return gr.update(choices=found), gr.update(choices=found, value=found[:1])
 
-    synthetic = [f"synthetic:{i}" for i in range(16)]
+    synthetic = [f"synthetic/{i}" for i in range(16)]
     found = cb.list_runs(runs)
     with gr.Blocks(title="salt viewer") as page:
         gr.Markdown(f"# salt viewer\nruns: `{runs.resolve()}`")
         with gr.Tab("Masks", id="masks"):
             with gr.Row():
                 m_choice = gr.Dropdown(
-                    synthetic, value="synthetic:0", label="built-in clip", elem_id="masks-clip"
+                    synthetic, value="synthetic/0", label="built-in clip", elem_id="masks-clip"
                 )
                 m_path = gr.Textbox(label="or a video path", placeholder="videos/clip.mp4")
                 m_upload = gr.File(label="or upload a video", type="filepath")
@@ -109,7 +109,7 @@ def build_app(runs: str | Path = "runs"):
                 l_teacher = gr.Textbox(label="teacher spec (empty: the run's)")
                 l_seed = gr.Number(value=0, precision=0, label="mask seed")
             with gr.Row():
-                l_choice = gr.Dropdown(synthetic, value="synthetic:0", label="built-in clip")
+                l_choice = gr.Dropdown(synthetic, value="synthetic/0", label="built-in clip")
                 l_path = gr.Textbox(label="or a video path")
                 l_upload = gr.File(label="or upload a video", type="filepath")
             l_button = gr.Button("Predict", variant="primary", elem_id="latents-run")

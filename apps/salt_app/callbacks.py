@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,11 @@ from typing import Any
 import attrs
 import numpy as np
 
+# One colour per mask group, as per run on the curves, cycling when there are more.
+from salt.plots import PALETTE
+
 log = logging.getLogger("salt.app.callbacks")
 
-# One colour per mask group (and per run on the curves), cycling when there are more.
-PALETTE = (
-    (230, 60, 50),
-    (40, 110, 240),
-    (40, 180, 80),
-    (240, 170, 20),
-    (170, 60, 210),
-    (20, 190, 200),
-)
-SYNTHETIC_RE = re.compile(r"^\s*(?:synthetic)?\s*:?\s*(\d+)\s*$")
 TOKEN_PX = 12  # pixels per token in the latent images
 
 
@@ -80,12 +72,6 @@ class Clip:
     label: str
 
 
-def parse_synthetic(source: str) -> int | None:
-    """The clip index of ``synthetic:N`` (or a bare ``N``), else None."""
-    m = SYNTHETIC_RE.match(str(source))
-    return int(m.group(1)) if m else None
-
-
 def load_clip(
     source: str,
     num_frames: int,
@@ -93,26 +79,30 @@ def load_clip(
     frame_step: int,
     roots: list[Path],
 ) -> Clip:
-    """A built-in synthetic clip (``synthetic:N``) or the centre view of a video file."""
-    index = parse_synthetic(source)
+    """A built-in clip (``synthetic/N``: clip N of the built-in data, as a cache names its
+    views) or the centre view of a video file."""
+    from salt.config import DataConfig
+    from salt.data import synthetic_clip_index
+
+    index = synthetic_clip_index(source)
     if index is not None:
         from salt.synthetic import SyntheticMotion
 
         data = SyntheticMotion(
             length=index + 1, num_frames=num_frames, image_size=image_size, frame_step=frame_step
         )
-        return Clip(data.render(index), index, f"synthetic:{index}")
+        return Clip(data.render(index), index, f"synthetic/{index}")
     if not str(source).strip():
-        raise ValueError("pick a clip: 'synthetic:N' for a built-in clip, or a video file path")
-    from salt.video import decode_view, open_video, sample_view
+        raise ValueError("pick a clip: 'synthetic/N' for a built-in clip, or a video file path")
+    if str(source).strip().startswith("synthetic:"):
+        raise ValueError(
+            f"{source!r} is a data spec (a number of clips); a built-in clip is 'synthetic/N'"
+        )
+    from salt.video import read_centre_view
 
     path = check_path(source, roots)
-    reader = open_video(path)
-    if len(reader) == 0:
-        raise ValueError(f"video {str(path)!r} has no frames")
-    height, width = reader[0].shape[:2]
-    view = sample_view(path.name, len(reader), height, width, num_frames, frame_step, image_size)
-    clip = decode_view(reader, view)  # [T, C, H, W]
+    data = DataConfig(num_frames=num_frames, frame_step=frame_step, image_size=image_size)
+    _, clip = read_centre_view(path, path.name, data)  # [T, C, H, W]
     return Clip(clip.permute(0, 2, 3, 1).numpy(), 0, path.name)
 
 
@@ -242,7 +232,7 @@ class LoadedRun:
     checkpoint: Path
     step: int
     cfg: Any  # salt.config.Config
-    model: Any  # salt.model.SaltModel, eval mode
+    model: Any  # salt.models.SaltModel, eval mode
     teacher: Any  # salt.teachers.Teacher
 
 
@@ -250,9 +240,9 @@ def load_run(run: str | Path, teacher_spec: str = "", roots: list[Path] | None =
     """Load a run's newest checkpoint (or the given one) with the run's or another teacher."""
     import torch
 
+    from salt.checkpoints import load_checkpoint, resolve_checkpoint
     from salt.config import apply_overrides, from_dict
-    from salt.model import load_trained_pair
-    from salt.runs import load_checkpoint, resolve_checkpoint
+    from salt.models import load_trained_pair
 
     if not str(run).strip():
         raise ValueError("pick a run directory or a checkpoint file")
@@ -328,14 +318,14 @@ def _render_latents(loaded: LoadedRun, source: str, seed: int, roots: list[Path]
     import torch
 
     from salt.data import normalize_clips
-    from salt.losses import Objective
+    from salt.losses import Objective, masked_loss
     from salt.masking import sample_keys
-    from salt.model import build_masker, masked_loss
+    from salt.models import masker_of
 
     cfg = loaded.cfg
     d = cfg.data
     clip = load_clip(source, d.num_frames, d.image_size, d.frame_step, roots)
-    masker = build_masker(cfg)
+    masker = masker_of(cfg)
     masks = masker(sample_keys(seed, 0, clip.index))
     names = tuple(getattr(masker, "group_names", ())) or tuple(
         f"group{i}" for i in range(len(masks))
@@ -343,7 +333,13 @@ def _render_latents(loaded: LoadedRun, source: str, seed: int, roots: list[Path]
     video = torch.from_numpy(clip.frames).permute(0, 3, 1, 2)[None]  # [1, T, C, H, W]
     with torch.inference_mode():
         x = normalize_clips(video, d.mean, d.std)
-        targets = loaded.teacher.targets({"video": video, "index": [clip.index]}, x).float()
+        if loaded.teacher.cache is not None:
+            raise ValueError(
+                f"the run's teacher {cfg.teacher.spec!r} is a cache, which holds latents only for "
+                f"its own clips; give a live teacher (e.g. the one the cache was built with) in "
+                f"the teacher field"
+            )
+        targets = loaded.teacher(x).float()
         preds = loaded.model(x, masks)
         loss, terms = masked_loss(preds, targets, masks, Objective(cfg.loss.name, cfg.loss.options))
     teacher = targets[0].numpy().astype(np.float64)  # [N, Dt]
@@ -419,21 +415,10 @@ class CurvesResult:
 RUN_HEADERS = ["run", "steps logged", "min loss", "at step", "last loss", "rebound", "late rebound"]
 
 
-def read_curves(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """``{"loss": [(step, value)], "loss/mse": ..., "lr": ...}`` from a run's metrics.jsonl."""
-    from salt.runs import MetricsLog
-
-    series: dict[str, list[tuple[int, float]]] = {}
-    for record in MetricsLog(run / "metrics.jsonl").read():
-        for key, value in record.items():
-            if (key == "loss" or key.startswith("loss/") or key == "lr") and _finite(value):
-                series.setdefault(key, []).append((int(record["step"]), float(value)))
-    return series
-
-
 def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
     """Loss terms and lr of the chosen runs, minimum and rebound marked, drawn with PIL."""
-    from salt.runs import MetricsLog, summarize
+    from salt.metrics import CURVE_KEYS, read_records, read_series, summarize
+    from salt.plots import draw_runs_overlaid
 
     roots = roots or allowed_roots()
     if not runs:
@@ -446,7 +431,8 @@ def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
                 raise FileNotFoundError(
                     f"{str(run)!r} has no metrics.jsonl; is it a run directory?"
                 )
-            curves = read_curves(path)
+            records = read_records(path / "metrics.jsonl")
+            curves = read_series(records, keys=CURVE_KEYS)
             if not curves.get("loss"):
                 raise ValueError(f"run {path.name!r} has logged no finite loss yet")
         except Exception as err:  # noqa: BLE001
@@ -454,7 +440,7 @@ def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
             continue
         name = path.name
         series[name] = curves
-        s = summarize(MetricsLog(path / "metrics.jsonl").read())
+        s = summarize(records)
         table.append(
             [
                 name,
@@ -468,76 +454,11 @@ def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
         )
     if not series:
         return CurvesResult(message="; ".join(problems))
-    image = draw_curves(series)
+    image = draw_runs_overlaid(series)
     return CurvesResult(image, table, "; ".join(problems), series)
 
 
-def draw_curves(series: dict[str, dict[str, list[tuple[int, float]]]]) -> np.ndarray:
-    """One panel per quantity (loss, each term, lr), one colour per run; ``uint8 [H, W, 3]``."""
-    from PIL import Image, ImageDraw
-
-    keys = ["loss"] + sorted({k for c in series.values() for k in c if k.startswith("loss/")})
-    keys += ["lr"] if any("lr" in c for c in series.values()) else []
-    width, panel, pad = 720, 200, 46
-    legend = 18 * len(series) + 10
-    img = Image.new("RGB", (width, legend + panel * len(keys)), "white")
-    draw = ImageDraw.Draw(img)
-    for i, run in enumerate(series):
-        colour = PALETTE[i % len(PALETTE)]
-        draw.rectangle([pad, 6 + 18 * i, pad + 12, 18 + 18 * i], fill=colour)
-        draw.text((pad + 18, 6 + 18 * i), run, fill="black")
-    for p, key in enumerate(keys):
-        top = legend + p * panel
-        box = (pad + 10, top + 18, width - 12, top + panel - 22)
-        draw.rectangle(box, outline=(160, 160, 160))
-        draw.text((box[0], top + 4), key, fill="black")
-        points = [pt for c in series.values() for pt in c.get(key, [])]
-        if not points:
-            continue
-        steps = [s for s, _ in points]
-        values = [v for _, v in points]
-        x0, x1 = min(steps), max(max(steps), min(steps) + 1)
-        y0, y1 = min(values), max(values)
-        y1 = y1 if y1 > y0 else y0 + 1e-12 + abs(y0) * 0.1
-
-        def xy(step, value, box=box, x0=x0, x1=x1, y0=y0, y1=y1):
-            x = box[0] + (step - x0) / (x1 - x0) * (box[2] - box[0])
-            y = box[3] - (value - y0) / (y1 - y0) * (box[3] - box[1])
-            return x, y
-
-        draw.text((4, box[1]), f"{y1:.3g}", fill=(90, 90, 90))
-        draw.text((4, box[3] - 10), f"{y0:.3g}", fill=(90, 90, 90))
-        draw.text((box[0], box[3] + 4), str(x0), fill=(90, 90, 90))
-        draw.text((box[2] - 40, box[3] + 4), str(x1), fill=(90, 90, 90))
-        for i, curves in enumerate(series.values()):
-            line = curves.get(key, [])
-            if not line:
-                continue
-            colour = PALETTE[i % len(PALETTE)]
-            coords = [xy(s, v) for s, v in line]
-            if len(coords) > 1:
-                draw.line(coords, fill=colour, width=2)
-            if key.startswith("loss"):
-                # The minimum (circle) and, when the last value sits above it, the rebound.
-                min_step, min_value = min(line, key=lambda sv: sv[1])
-                mx, my = xy(min_step, min_value)
-                draw.ellipse([mx - 5, my - 5, mx + 5, my + 5], outline=colour, width=2)
-                last_step, last_value = line[-1]
-                if last_value > min_value and last_step != min_step:
-                    lx, ly = xy(last_step, last_value)
-                    draw.line([(lx, my), (lx, ly)], fill=colour, width=1)
-                    rebound = (last_value - min_value) / abs(min_value) if min_value else 0.0
-                    draw.text(
-                        (lx - 70, (ly + my) / 2 - 5), f"last {rebound:+.1%} vs min", fill=colour
-                    )
-    return np.asarray(img)
-
-
 # ---------------------------------------------------------------------------------------
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def error_message(err: Exception) -> str:

@@ -1,74 +1,68 @@
-"""Built-in plugin: the cached teacher, reading latents a cache build computed once."""
+"""Built-in plugin: the cached teacher, whose latents a cache build computed once.
+
+``cached:NAME`` (or ``cached:DIR``) opens the cache's metadata only: the data layer reads
+each split's locked views with their latents, so stage 2 never runs a teacher model.
+"""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from salt.cache import CachedDataset, LatentCache, LegacyCache, open_cache, resolve_cache
-from salt.config import Config
+from salt.cache import LatentCache, LegacyCache, open_cache, resolve_cache
+from salt.config import ClipGeometry
+from salt.contracts import Teacher
 from salt.hookspecs import hookimpl
-from salt.teachers import Teacher
 
 
 class CachedTeacher(Teacher):
-    """Targets come with each batch from the cache; no model is ever loaded."""
+    """Latents stored in a cache: they come with each batch; no model is ever loaded."""
 
-    def __init__(
-        self, cache: LatentCache | LegacyCache, grid: tuple[int, int, int], data_root: str | None
-    ):
+    def __init__(self, cache: LatentCache | LegacyCache, grid: tuple[int, int, int], spec: str):
         super().__init__()
         self.cache = cache
+        self.spec = spec
         self.teacher_dim = cache.teacher_dim
         self.grid = tuple(grid)
-        self.data_root = data_root
 
-    def targets(self, batch: dict, video: torch.Tensor) -> torch.Tensor:
-        return batch["latents"].to(video.device, torch.float32, non_blocking=True)
-
-    def dataset(self, cfg: Config, split: str) -> CachedDataset:
-        return CachedDataset(self.cache, cfg, self.data_root)
-
-
-def _check_geometry(cache: LatentCache, cfg: Config, spec: str) -> None:
-    meta, data = cache.meta, cfg.data
-    for key, have in (("num_frames", data.num_frames), ("image_size", data.image_size)):
-        if meta[key] != have:
-            raise ValueError(
-                f"teacher {spec!r} was cached from {meta['num_frames']}-frame clips at "
-                f"{meta['image_size']}px, but data.{key}={have}; train with "
-                f"--set data.{key}={meta[key]} (or --profile recipe)"
-            )
-    if (
-        meta["data_kind"] != "synthetic"
-        and meta["frame_step"] != data.frame_step
-        and not meta.get("fps")
-    ):
-        raise ValueError(
-            f"teacher {spec!r} was cached at frame_step {meta['frame_step']} but "
-            f"data.frame_step={data.frame_step}; set --set data.frame_step={meta['frame_step']}"
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError(
+            f"teacher {self.spec!r} computes nothing: its latents come with each batch from "
+            f"the cache's data source (salt.data.build_source(..., cache=teacher.cache))"
         )
 
 
-def _cached(arg: str | None, cfg: Config) -> CachedTeacher:
+def _check_geometry(cache: LatentCache, geometry: ClipGeometry, spec: str) -> None:
+    meta = cache.meta
+    for key in ("num_frames", "image_size"):
+        if meta[key] != getattr(geometry, key):
+            raise ValueError(
+                f"teacher {spec!r} was cached from {meta['num_frames']}-frame clips at "
+                f"{meta['image_size']}px, but data.{key}={getattr(geometry, key)}; train with "
+                f"--set data.{key}={meta[key]} (or --profile recipe)"
+            )
+    video_splits = [s for s in cache.splits.values() if s.get("data_kind") != "synthetic"]
+    if video_splits and meta["frame_step"] != geometry.frame_step and not meta.get("fps"):
+        raise ValueError(
+            f"teacher {spec!r} was cached at frame_step {meta['frame_step']} but "
+            f"data.frame_step={geometry.frame_step}; set --set data.frame_step={meta['frame_step']}"
+        )
+
+
+def _cached(arg: str | None, geometry: ClipGeometry) -> CachedTeacher:
     if not arg:
         raise ValueError("teacher 'cached' needs a cache name or directory, e.g. cached:v1huge")
     cache = open_cache(resolve_cache(arg))
     spec = f"cached:{arg}"
-    # --data relocates the videos; the default 'synthetic' means "where the cache says".
-    data_root = None if cfg.data.spec.split(":")[0] == "synthetic" else cfg.data.spec
     if isinstance(cache, LatentCache):
-        _check_geometry(cache, cfg, spec)
-        return CachedTeacher(cache, cache.grid, data_root)
-    tokens = math.prod(cfg.grid)
-    if cache.latent_shape[0] != tokens:
+        _check_geometry(cache, geometry, spec)
+        return CachedTeacher(cache, cache.grid, spec)
+    if cache.latent_shape[0] != geometry.num_tokens:
         raise ValueError(
             f"teacher {spec!r} (older layout) holds {cache.latent_shape[0]} latents per clip, but "
-            f"the student's clips make {tokens} tokens (grid {cfg.grid}); match data.num_frames "
-            f"and data.image_size to the cache"
+            f"the student's clips make {geometry.num_tokens} tokens (grid {geometry.grid}); "
+            f"match data.num_frames and data.image_size to the cache"
         )
-    return CachedTeacher(cache, cfg.grid, data_root)
+    return CachedTeacher(cache, geometry.grid, spec)
 
 
 @hookimpl

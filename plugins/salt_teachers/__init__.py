@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from salt.config import Config
+from salt.config import ClipGeometry
+from salt.contracts import Teacher
 from salt.hookspecs import hookimpl
 from salt.registry import students
-from salt.teachers import Teacher
 
 
 def patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
@@ -31,7 +31,7 @@ class PixelTeacher(Teacher):
         self.norm_pix = norm_pix
         self.teacher_dim = in_chans * tubelet_size * patch_size * patch_size
 
-    def targets(self, batch: dict, video: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
         pixels = patchify(video.float(), self.tubelet_size, self.patch_size)
         if not self.norm_pix:
             return pixels
@@ -49,42 +49,35 @@ class EncoderTeacher(Teacher):
         self.grid = tuple(encoder.grid)
         self.teacher_dim = int(encoder.embed_dim)
 
-    def targets(self, batch: dict, video: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.encoder(video)
 
     def forward_flops(self) -> float:
         return float(self.encoder.forward_flops(self.encoder.num_tokens))
 
 
-def _pixels(arg: str | None, cfg: Config) -> PixelTeacher:
+def _pixels(arg: str | None, geometry: ClipGeometry) -> PixelTeacher:
     norm = {None: True, "": True, "norm": True, "raw": False}
     if arg not in norm:
         raise ValueError(f"teacher 'pixels' takes 'pixels' or 'pixels:raw', got pixels:{arg}")
-    s = cfg.student
-    return PixelTeacher(cfg.grid, s.tubelet_size, s.patch_size, norm_pix=norm[arg])
+    g = geometry
+    return PixelTeacher(g.grid, g.tubelet_size, g.patch_size, norm_pix=norm[arg])
 
 
-def _random(arg: str | None, cfg: Config) -> EncoderTeacher:
+def _random(arg: str | None, geometry: ClipGeometry) -> EncoderTeacher:
     if not arg:
         raise ValueError(
             "teacher 'random' needs an architecture, e.g. 'random:vit_tiny'; "
             f"students: {', '.join(students.names())}"
         )
-    s = cfg.student
     # A fixed seed, isolated from the run's RNG: the same spec always means the same teacher.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        encoder = students.create(
-            arg,
-            num_frames=cfg.data.num_frames,
-            image_size=cfg.data.image_size,
-            patch_size=s.patch_size,
-            tubelet_size=s.tubelet_size,
-        )
+        encoder = students.create(arg, **geometry.model_kwargs())
     return EncoderTeacher(encoder)
 
 
-def _encoder(arg: str | None, cfg: Config) -> EncoderTeacher:
+def _encoder(arg: str | None, geometry: ClipGeometry) -> EncoderTeacher:
     from salt.export import load_encoder
 
     if not arg:
@@ -92,11 +85,11 @@ def _encoder(arg: str | None, cfg: Config) -> EncoderTeacher:
             "teacher 'encoder' needs a path: an exported encoder, a run or a checkpoint"
         )
     encoder, config = load_encoder(arg)
-    if (config["num_frames"], config["image_size"]) != (cfg.data.num_frames, cfg.data.image_size):
+    if (config["num_frames"], config["image_size"]) != (geometry.num_frames, geometry.image_size):
         raise ValueError(
             f"teacher encoder:{arg} takes {config['num_frames']}-frame clips at "
-            f"{config['image_size']}px, but data is {cfg.data.num_frames} frames at "
-            f"{cfg.data.image_size}px; set data.num_frames and data.image_size to match"
+            f"{config['image_size']}px, but data is {geometry.num_frames} frames at "
+            f"{geometry.image_size}px; set data.num_frames and data.image_size to match"
         )
     return EncoderTeacher(encoder)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from salt.config import Config
+from salt.config import ClipGeometry
+from salt.contracts import Teacher
 from salt.hookspecs import hookimpl
-from salt.teachers import Teacher, freeze
+from salt.teachers import freeze
 from salt_videomae.checkpoint import load_encoder
 from salt_videomae.encoder import VideoMAEArch, VideoMAEEncoder
 
@@ -29,7 +30,7 @@ class VideoMAETeacher(Teacher):
         freeze(self)
 
     @torch.no_grad()
-    def targets(self, batch: dict, video: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
         """Normalized clip ``[B, C, T, H, W]`` -> last hidden states ``[B, N, teacher_dim]``."""
         return self.encoder(video)
 
@@ -44,13 +45,13 @@ class VideoMAETeacher(Teacher):
         return f"source={self.source!r}, grid={self.grid}, teacher_dim={self.teacher_dim}"
 
 
-def _videomae(arg: str | None, cfg: Config) -> VideoMAETeacher:
+def _videomae(arg: str | None, geometry: ClipGeometry) -> VideoMAETeacher:
     if not arg:
         raise ValueError(
             "teacher 'videomae' needs a checkpoint path, e.g. videomae:/models/videomae-huge "
             "(a Hugging Face directory) or videomae:/models/vit_h_pretrain.pth (original VideoMAE)"
         )
-    encoder = load_encoder(arg, num_frames=cfg.data.num_frames, image_size=cfg.data.image_size)
+    encoder = load_encoder(arg, num_frames=geometry.num_frames, image_size=geometry.image_size)
     return VideoMAETeacher(encoder, source=arg)
 
 

@@ -1,49 +1,17 @@
-"""Run bookkeeping: the summary, atomic writes and checkpoint discovery."""
+"""Checkpoints (save, prune, resolve, refuse pickles) and atomic writes (salt/io.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from salt.runs import (
-    MetricsLog,
-    atomic_write_bytes,
+from salt.checkpoints import (
     list_checkpoints,
     load_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
-    summarize,
 )
-
-
-def records(losses):
-    return [{"step": i + 1, "loss": v} for i, v in enumerate(losses)]
-
-
-def test_summary_of_a_falling_loss_has_no_rebound():
-    s = summarize(records([4.0, 3.0, 2.0, 1.5, 1.2, 1.0]), smoothing=0.5)
-    assert s["min_loss"] == 1.0 and s["min_loss_step"] == 6
-    assert s["first_loss"] == 4.0 and s["last_loss"] == 1.0
-    assert s["rebound"] == 0.0 and s["late_rebound"] is False
-    assert s["smoothed_loss"] == pytest.approx(
-        0.5 * (0.5 * (0.5 * (0.5 * (0.5 * 4 + 1.5) + 1.0) + 0.75) + 0.6) + 0.5
-    )
-
-
-def test_summary_flags_a_late_rebound():
-    s = summarize(
-        records([4.0, 2.0, 1.0, 1.0, 2.0, 3.0, 3.0]), smoothing=0.5, rebound_threshold=0.05
-    )
-    assert s["min_loss"] == 1.0 and s["min_loss_step"] == 3
-    assert s["smoothed_min_step"] < 7
-    assert s["rebound"] > 0.05 and s["late_rebound"] is True
-    assert s["rebound"] == pytest.approx(
-        (s["smoothed_loss"] - s["smoothed_min_loss"]) / s["smoothed_min_loss"]
-    )
-
-
-def test_summary_of_nothing_logged():
-    assert summarize([]) == {"steps_logged": 0}
+from salt.io import atomic_write_bytes
 
 
 def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
@@ -84,11 +52,3 @@ def test_checkpoints_refuse_pickled_objects(tmp_path):
 def test_missing_checkpoint_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint or run directory at"):
         resolve_checkpoint(tmp_path / "nope")
-
-
-def test_metrics_truncate_after_a_step(tmp_path):
-    log = MetricsLog(tmp_path / "metrics.jsonl")
-    for r in records([3.0, 2.0, 1.0]):
-        log.append(r)
-    log.truncate_after(2)
-    assert [r["step"] for r in log.read()] == [1, 2]

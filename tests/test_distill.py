@@ -1,4 +1,4 @@
-"""`salt eval distill`: the held-out masked-latent loss of a checkpoint."""
+"""salt eval distill (salt/distill.py): held-out masked-latent loss of a trained pair."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from salt.cli import main
-from salt.evaluate import distill_loss
+from salt.distill import distill_loss
 from salt.train import train
 
 

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import attrs
 import torch
-from torch.utils.data import DataLoader, Subset
 
-from salt.collate import MaskCollator
+from salt.checkpoints import load_checkpoint, resolve_checkpoint
 from salt.config import Config, apply_overrides, from_dict
-from salt.data import KeyedDataset, normalize_clips
-from salt.losses import Objective
+from salt.data import build_eval_loader, build_source, normalize_clips
+from salt.losses import Objective, masked_loss
 from salt.masking import gather_tokens
-from salt.model import build_clips, build_masker, load_trained_pair, masked_loss
-from salt.runs import load_checkpoint, resolve_checkpoint
+from salt.models import load_trained_pair, masker_of
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +87,11 @@ def distill_loss(
 ) -> DistillReport:
     """Evaluate a checkpoint's student + predictor on held-out clips with seeded masks.
 
-    The data is the held-out split of the configured data (``synthetic`` has one built in;
-    for videos pass a held-out spec as ``data.spec``). Masks depend only on ``seed`` and the
-    clip index, so two checkpoints are compared on exactly the same masked clips.
+    The data is the held-out (``val``) split: of the built-in data (``synthetic`` has one),
+    of a cache (a run trained from ``cached:NAME`` reads the cache's ``val`` split, and a
+    cache without one is an error - never its training clips), or, for videos, the held-out
+    spec passed as ``data.spec``. Masks depend only on ``seed`` and the clip index, so two
+    checkpoints are compared on exactly the same masked clips.
     """
     path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(path)
@@ -101,25 +101,32 @@ def distill_loss(
     torch.manual_seed(seed)
     teacher, model = load_trained_pair(state, cfg)
     teacher, model = teacher.to(device), model.to(device)
-    dataset = build_clips(cfg, teacher, "val", seed)
-    count = min(len(dataset), batches * cfg.train.batch_size)
-    masker = build_masker(cfg)
-    loader = DataLoader(
-        Subset(KeyedDataset(dataset), [(0, i) for i in range(count)]),
-        batch_size=cfg.train.batch_size,
-        collate_fn=MaskCollator(masker, seed),
-        num_workers=min(cfg.data.num_workers, 2),
+    try:
+        clips = build_source(cfg.data, "val", seed, cache=teacher.cache)
+    except KeyError as err:  # a cache without a held-out split
+        raise ValueError(
+            f"{err.args[0]}; or score the run against a live teacher with --teacher SPEC"
+        ) from None
+    count = min(len(clips), batches * cfg.train.batch_size)
+    loader = build_eval_loader(
+        clips,
+        cfg.train.batch_size,
+        range(count),
+        masker_of(cfg),
+        seed,
+        min(cfg.data.num_workers, 2),
     )
     objective = Objective(cfg.loss.name, cfg.loss.options)
     total, power, clips, steps = 0.0, 0.0, 0, 0
     terms: dict[str, float] = {}
     with torch.inference_mode():
         for batch in loader:
-            if not batch["size"]:
+            if not batch.size:
                 continue
-            video = normalize_clips(batch["video"].to(device), cfg.data.mean, cfg.data.std)
-            masks = [type(g)(*(t.to(device) for t in g)) for g in batch["masks"]]
-            targets = teacher.targets(batch, video).float()
+            batch = batch.to(device)
+            video = normalize_clips(batch.video, cfg.data.mean, cfg.data.std)
+            masks = batch.masks
+            targets = (batch.targets if batch.targets is not None else teacher(video)).float()
             loss, parts = masked_loss(model(video, masks), targets, masks, objective)
             n = video.shape[0]
             total += float(loss) * n
@@ -138,7 +145,7 @@ def distill_loss(
         checkpoint=str(path),
         step=int(state["step"]),
         teacher=cfg.teacher.spec,
-        data=cfg.data.spec,
+        data=cfg.data.spec if teacher.cache is None else f"{cfg.teacher.spec} (val split)",
         clips=clips,
         batches=steps,
         seed=seed,

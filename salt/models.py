@@ -1,53 +1,34 @@
-"""The trainable pair (student + predictor), built from a config through the registries."""
+"""Building the trainable pair (student + predictor) and the masker from a config."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from salt.config import Config
-from salt.data import build_dataset
-from salt.losses import Objective
-from salt.masking import Masker, MaskGroup, gather_tokens
-from salt.registry import maskers, predictors, students, teachers
-from salt.teachers import Teacher, check_teacher, freeze
+from salt.config import ClipGeometry, Config
+from salt.masking import Masker, MaskGroup
+from salt.registry import maskers, predictors, students
+from salt.teachers import Teacher, build_teacher
 
 
-def build_student(cfg: Config) -> nn.Module:
-    """The student encoder named by ``cfg.student.name`` at the data's clip geometry."""
+def build_student(name: str, geometry: ClipGeometry, **options) -> nn.Module:
+    """The student encoder ``name`` at a clip geometry (options: drop_path, pos_embed, ...)."""
+    return students.create(name, **geometry.model_kwargs(), **options)
+
+
+def student_of(cfg: Config) -> nn.Module:
+    """The student a config trains."""
     s = cfg.student
-    return students.create(
+    return build_student(
         s.name,
-        num_frames=cfg.data.num_frames,
-        image_size=cfg.data.image_size,
-        patch_size=s.patch_size,
-        tubelet_size=s.tubelet_size,
+        cfg.geometry,
         drop_path=s.drop_path,
         pos_embed=s.pos_embed,
         grad_checkpointing=s.grad_checkpointing,
     )
 
 
-def build_teacher(cfg: Config) -> Teacher:
-    """The frozen teacher named by ``cfg.teacher.spec``, checked against the student's grid."""
-    teacher = teachers.create(cfg.teacher.spec, cfg=cfg)
-    check_teacher(teacher, cfg.teacher.spec, cfg.grid)
-    return freeze(teacher)
-
-
-def build_clips(cfg: Config, teacher: Teacher, split: str, seed: int):
-    """The clips a run reads: the teacher's own (a cache's views and latents) or, for a
-    teacher that computes its targets, the configured data."""
-    dataset = teacher.dataset(cfg, split)
-    return dataset if dataset is not None else build_dataset(cfg.data, split, seed)
-
-
-def build_masker(cfg: Config) -> Masker:
-    """The masker named by ``cfg.mask`` on the config's token grid."""
-    return maskers.create(cfg.mask.name, grid=cfg.grid, **cfg.mask.options)
-
-
-def build_predictor(cfg: Config, embed_dim: int, teacher_dim: int) -> nn.Module:
+def predictor_of(cfg: Config, embed_dim: int, teacher_dim: int) -> nn.Module:
     """The predictor mapping student tokens to the teacher's width."""
     p = cfg.predictor
     return predictors.create(
@@ -61,6 +42,16 @@ def build_predictor(cfg: Config, embed_dim: int, teacher_dim: int) -> nn.Module:
         drop_path=p.drop_path,
         grad_checkpointing=cfg.student.grad_checkpointing,
     )
+
+
+def masker_of(cfg: Config) -> Masker:
+    """The masker named by ``cfg.mask`` on the config's token grid."""
+    return maskers.create(cfg.mask.name, grid=cfg.grid, **cfg.mask.options)
+
+
+def teacher_of(cfg: Config) -> Teacher:
+    """The frozen teacher named by ``cfg.teacher.spec`` at the config's clip geometry."""
+    return build_teacher(cfg.teacher.spec, cfg.geometry)
 
 
 class SaltModel(nn.Module):
@@ -89,27 +80,13 @@ class SaltModel(nn.Module):
         return 3.0 * batch_size * total
 
 
-def masked_loss(
-    preds: list[torch.Tensor], targets: torch.Tensor, masks: list[MaskGroup], objective: Objective
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The objective averaged over mask groups, with each named term averaged too."""
-    total = 0.0
-    terms: dict[str, torch.Tensor] = {}
-    for pred, group in zip(preds, masks, strict=True):
-        loss, parts = objective(pred, gather_tokens(targets, group.target).to(pred.dtype))
-        total = total + loss / len(masks)
-        for name, value in parts.items():
-            terms[name] = terms.get(name, 0.0) + value.detach() / len(masks)
-    return total, terms
-
-
 def load_trained_pair(state: dict, cfg: Config) -> tuple[Teacher, SaltModel]:
     """The teacher named by ``cfg`` and a checkpoint's student + predictor (eval mode).
 
     A teacher whose width the predictor was not trained for is a clear error."""
-    teacher = build_teacher(cfg)
-    student = build_student(cfg)
-    predictor = build_predictor(cfg, student.embed_dim, teacher.teacher_dim)
+    teacher = teacher_of(cfg)
+    student = student_of(cfg)
+    predictor = predictor_of(cfg, student.embed_dim, teacher.teacher_dim)
     student.load_state_dict(state["student"])
     try:
         predictor.load_state_dict(state["predictor"])

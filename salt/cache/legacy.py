@@ -1,0 +1,197 @@
+"""The older cache layout, read as it is or imported into the store.
+
+``<root>/<split>/<video_id>.pt`` holding a ``latents [N, D]`` tensor, plus
+``<root>/<split>/metadata.json`` (``latent_shape``, ``video_ids``, ``model``, ``split``). It
+stores no views: clips are taken to be the fixed centre view of the data config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from salt import __version__
+from salt.cache.store import DTYPES, LatentCache, new_index, write_shard
+from salt.config import Config
+from salt.io import read_json
+from salt.video import discover, read_centre_view
+
+
+class LegacyCache:
+    """An older-layout cache: one folder per split, one ``.pt`` file per video."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if (self.path / "metadata.json").is_file():
+            meta = read_json(self.path / "metadata.json")
+            self.folders = {str(meta.get("split") or "train"): self.path}
+        else:
+            self.folders = {
+                p.parent.name: p.parent for p in sorted(self.path.glob("*/metadata.json"))
+            }
+        if not self.folders:
+            raise FileNotFoundError(
+                f"{str(self.path)!r} holds no metadata.json: not an older-layout cache"
+            )
+        first = self.split("train" if "train" in self.folders else sorted(self.folders)[0])
+        self.meta: dict[str, Any] = first.meta
+
+    @property
+    def splits(self) -> dict[str, dict[str, Any]]:
+        return {name: {"data_kind": "legacy", "complete": True} for name in self.folders}
+
+    @property
+    def teacher_dim(self) -> int:
+        return int(self.meta["teacher_dim"])
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return tuple(self.meta["latent_shape"])
+
+    def split(self, name: str) -> LegacySplit:
+        if name not in self.folders:
+            raise KeyError(
+                f"older-layout cache {self.path} holds no {name!r} split (it has: "
+                f"{', '.join(sorted(self.folders))}); add {self.path / name}/ with its "
+                f"metadata.json, or evaluate with a live teacher"
+            )
+        return LegacySplit(self.folders[name], name)
+
+
+class LegacySplit:
+    """One split folder of the older layout."""
+
+    def __init__(self, path: Path, name: str):
+        self.path = path
+        self.name = name
+        meta = read_json(path / "metadata.json")
+        missing = [k for k in ("latent_shape", "video_ids") if k not in meta]
+        if missing:
+            raise ValueError(f"{path / 'metadata.json'} lacks {', '.join(missing)}")
+        self.video_ids: list[str] = [str(v) for v in meta["video_ids"]]
+        shape = list(meta["latent_shape"])
+        self.meta = {
+            "teacher": meta.get("model", "unknown"),
+            "latent_shape": shape[-2:],
+            "teacher_dim": int(shape[-1]),
+            "split": name,
+            "store_clips": False,
+            "legacy": True,
+        }
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"data_kind": "legacy", "data_root": None}
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return tuple(self.meta["latent_shape"])
+
+    def latents(self, i: int) -> torch.Tensor:
+        file = self.path / f"{self.video_ids[i]}.pt"
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"older-layout cache: {file} is listed in metadata.json but missing"
+            )
+        obj = torch.load(file, map_location="cpu", weights_only=True)
+        latents = obj["latents"] if isinstance(obj, dict) else obj
+        if list(latents.shape[-2:]) != list(self.latent_shape):
+            raise ValueError(
+                f"{file}: latents {tuple(latents.shape)}, metadata says {self.latent_shape}"
+            )
+        return latents.reshape(self.latent_shape)
+
+    stores_clips = False
+
+    def clip(self, i: int) -> None:
+        return None
+
+    def label(self, i: int) -> int:
+        return -1
+
+
+def open_cache(path: str | Path) -> LatentCache | LegacyCache:
+    """A cache of any layout salt reads."""
+    from salt.cache.store import is_cache
+
+    path = Path(path)
+    return LatentCache(path) if is_cache(path) else LegacyCache(path)
+
+
+def import_legacy(
+    path: str | Path, out: Path, cfg: Config, data: str, dtype: str | None = None
+) -> LatentCache:
+    """Convert an older-layout cache into a view-locked one, reading every latent once.
+
+    The old files store no views, so each clip's view is the fixed centre view that
+    ``cfg.data`` gives for the video named ``<video_id>.<ext>`` under ``data``. Every split
+    of the old cache becomes a split of the new one.
+    """
+    legacy = LegacyCache(path)
+    collection = discover(data)
+    by_stem = {Path(r.source).stem: r for r in collection.records}
+    grid = list(cfg.grid)
+    if legacy.latent_shape[0] != grid[0] * grid[1] * grid[2]:
+        raise ValueError(
+            f"{legacy.path} holds {legacy.latent_shape[0]} latents per clip but data.num_frames="
+            f"{cfg.data.num_frames} at {cfg.data.image_size}px makes a {tuple(grid)} grid; set "
+            f"them to the geometry the old cache was computed with"
+        )
+    splits = [legacy.split(name) for name in sorted(legacy.folders)]
+    for split in splits:
+        missing = [v for v in split.video_ids if v not in by_stem]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} video ids of {split.path} have no video under {data} "
+                f"(first: {missing[:3]})"
+            )
+    first = splits[0].latents(0)
+    dtype = dtype or {torch.float16: "float16", torch.bfloat16: "bfloat16"}.get(
+        first.dtype, "float32"
+    )
+    d = cfg.data
+    index = new_index(
+        {
+            "teacher": str(legacy.meta["teacher"]),
+            "teacher_dim": legacy.teacher_dim,
+            "latent_shape": list(legacy.latent_shape),
+            "grid": grid,
+            "dtype": dtype,
+            "num_frames": d.num_frames,
+            "frame_step": d.frame_step,
+            "fps": d.fps,
+            "image_size": d.image_size,
+            "patch_size": cfg.student.patch_size,
+            "tubelet_size": cfg.student.tubelet_size,
+            "mean": list(d.mean),
+            "std": list(d.std),
+            "store_clips": False,
+            "salt_version": __version__,
+            "imported_from": str(legacy.path),
+        }
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    for number, split in enumerate(splits):
+        samples, latents = [], []
+        for i, vid in enumerate(split.video_ids):
+            record = by_stem[vid]
+            view, _ = read_centre_view(collection.path(record), record.source, d, decode=False)
+            label = record.label if isinstance(record.label, int) else -1
+            samples.append({"view": view.as_dict(), "label": label, "video_id": vid})
+            latents.append(split.latents(i).to(DTYPES[dtype]))
+        write_shard(out, number, split.name, {"latents": torch.stack(latents)}, samples, [])
+        index.splits[split.name] = {
+            "data_spec": data,
+            "data_root": str(collection.root),
+            "data_kind": collection.kind,
+            "views_per_video": 1,
+            "total": len(samples),
+            "complete": True,
+        }
+    index.write(out)
+    return LatentCache(out)

@@ -1,0 +1,106 @@
+"""Checkpoints: what a run saves to continue exactly, where it lives, and reading it back.
+
+A checkpoint is ``<run>/checkpoints/step_<NNNNNNNN>.pt``: the student, predictor and
+optimizer state, the step, the resolved config, the failure counter and the RNG state at
+that step. It holds tensors and plain containers only, so it is read with
+``weights_only=True`` (nothing is unpickled).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from salt import __version__
+from salt.io import atomic_write_bytes
+
+CHECKPOINT_RE = re.compile(r"^step_(\d+)\.pt$")
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint after ``step`` optimizer steps lives."""
+    return run_dir / "checkpoints" / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every checkpoint in a run, oldest first."""
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = CHECKPOINT_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int = 0) -> Path:
+    """Atomically save ``state``; keep only the newest ``keep`` checkpoints (0 keeps all)."""
+    path = checkpoint_path(run_dir, step)
+    atomic_write_bytes(path, lambda f: torch.save(state, f))
+    if keep > 0:
+        for _, old in list_checkpoints(run_dir)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's newest checkpoint."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = list_checkpoints(path)
+        if not found:
+            raise FileNotFoundError(
+                f"run directory {str(path)!r} has no checkpoints (checkpoints/step_*.pt); "
+                f"was it stopped before its first checkpoint?"
+            )
+        return found[-1][1]
+    raise FileNotFoundError(f"no checkpoint or run directory at {str(path)!r}")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint without unpickling arbitrary objects."""
+    return torch.load(resolve_checkpoint(path), map_location=map_location, weights_only=True)
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory holding a checkpoint file."""
+    return checkpoint.resolve().parent.parent
+
+
+def training_state(model, optimizer, step: int, config: dict, nonfinite_total: int, device) -> dict:
+    """Everything a resumed run needs to take exactly the steps this one would have."""
+    state = {
+        "student": model.student.state_dict(),
+        "predictor": model.predictor.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "config": config,
+        "nonfinite_total": nonfinite_total,
+        "rng": torch.get_rng_state(),
+        "salt_version": __version__,
+    }
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_weights(state: dict, model, optimizer) -> int:
+    """Load a checkpoint's weights and optimizer state; returns its step."""
+    model.student.load_state_dict(state["student"])
+    model.predictor.load_state_dict(state["predictor"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"])
+
+
+def restore_rng(state: dict, device) -> None:
+    """The RNG state at the checkpoint's step. Call it after the loader's iterator has
+    started: starting one draws from the global RNG."""
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)

@@ -1,0 +1,74 @@
+"""This process's place in a ``torchrun`` job: the process group, its device, and decisions
+every rank takes together."""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+import torch
+import torch.distributed as dist
+
+
+@attrs.frozen
+class DistInfo:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_spec: str) -> DistInfo:
+    """Join the process group ``torchrun`` describes in the environment, if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        use_cuda = device_spec != "cpu" and torch.cuda.is_available()
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(rank, world, local)
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> this process's GPU if there is one, else the CPU."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "train.device asks for CUDA but torch sees no GPU; run `salt doctor` to see why, "
+                "or pass --device cpu"
+            )
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def _reduce(flag: bool, info: DistInfo, device: torch.device, op) -> bool:
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=op)
+    return bool(t.item())
+
+
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when it is True on at least one (e.g. a stop signal)."""
+    return _reduce(flag, info, device, dist.ReduceOp.MAX)
+
+
+def every_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank only when it is True on all of them (e.g. a finite step)."""
+    return _reduce(flag, info, device, dist.ReduceOp.MIN)

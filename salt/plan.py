@@ -1,0 +1,122 @@
+"""A run's plan - its shape, known before the first step - and ``salt train --dry-run``."""
+
+from __future__ import annotations
+
+import time
+
+import attrs
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from salt import __version__
+from salt.config import Config
+from salt.data import build_source, steps_per_epoch
+from salt.distributed import DistInfo, resolve_device, setup_distributed
+from salt.losses import Objective
+from salt.masking import sample_keys
+from salt.models import SaltModel, masker_of, predictor_of, student_of, teacher_of
+from salt.optim import warmup_steps
+
+
+def default_run_name(cfg: Config) -> str:
+    """``<student>-<teacher>-<timestamp>`` with path-unsafe characters replaced."""
+    raw = f"{cfg.student.name}-{cfg.teacher.spec}-{time.strftime('%Y%m%d_%H%M%S')}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)
+
+
+def total_steps(cfg: Config, dataset_size: int, world: int) -> int:
+    """``train.epochs`` passes over the data when set, else ``train.steps``."""
+    if cfg.train.epochs > 0:
+        return cfg.train.epochs * steps_per_epoch(dataset_size, cfg, world)
+    if cfg.train.steps <= 0:
+        raise ValueError("set train.steps (or train.epochs) to a positive number")
+    return cfg.train.steps
+
+
+@attrs.frozen
+class TrainPlan:
+    """A run's shape, known before its first step: what ``salt train --dry-run`` prints and
+    what a run logs when it starts."""
+
+    cfg: Config
+    device: str
+    world: int
+    rank: int  # this process's; rank 0 reports the plan
+    dataset_size: int
+    steps: int
+    warmup: int
+    student_params: int
+    predictor_params: int
+    teacher_dim: int
+    flops_per_step: float  # forward + backward of one optimizer step on all processes
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.train.batch_size * self.cfg.train.accum_steps * self.world
+
+    def lines(self) -> list[str]:
+        """The plan as readable lines."""
+        cfg = self.cfg
+        tokens = cfg.geometry.num_tokens
+        epochs = self.steps * self.global_batch / max(self.dataset_size, 1)
+        return [
+            f"salt-vla {__version__}, profile {cfg.profile}, device {self.device}, "
+            f"{self.world} process(es)",
+            f"student {cfg.student.name} ({self.student_params / 1e6:.1f}M params), predictor "
+            f"{cfg.predictor.name} {cfg.predictor.depth}x{cfg.predictor.width} "
+            f"({self.predictor_params / 1e6:.1f}M), teacher {cfg.teacher.spec} "
+            f"(dim {self.teacher_dim})",
+            f"data {cfg.data.spec} ({self.dataset_size} clips), {cfg.data.num_frames}x"
+            f"{cfg.data.image_size}px clips, grid {cfg.grid} = {tokens} tokens, masks "
+            f"{cfg.mask.name}",
+            f"{self.steps} steps (warmup {self.warmup}, ~{epochs:.1f} epochs), batch "
+            f"{cfg.train.batch_size} x accum {cfg.train.accum_steps} x {self.world} = "
+            f"{self.global_batch} clips/step, {self.flops_per_step / 1e12:.2f} TFLOP/step",
+        ]
+
+
+def make_plan(cfg, model: SaltModel, teacher, masker, size: int, info: DistInfo, device):
+    """Measure a run's shape from its built parts (modules may live on the meta device)."""
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    steps = total_steps(cfg, size, info.world)
+    batch = cfg.train.batch_size
+    # Analytic FLOPs of one micro-batch with the masks its first samples would get.
+    masks = masker(sample_keys(cfg.train.seed, 0, np.arange(batch)))
+    flops = model.train_flops(batch, masks)
+    return TrainPlan(
+        cfg=cfg,
+        device=str(device),
+        world=info.world,
+        rank=info.rank,
+        dataset_size=size,
+        steps=steps,
+        warmup=warmup_steps(cfg.optim, steps),
+        student_params=count(model.student),
+        predictor_params=count(model.predictor),
+        teacher_dim=teacher.teacher_dim,
+        flops_per_step=flops * cfg.train.accum_steps * info.world,
+    )
+
+
+def dry_run(cfg: Config) -> TrainPlan:
+    """Check everything a run needs - config, data, teacher (or cache), masker and, under
+    ``torchrun``, the process group - and return its plan without allocating the models
+    or taking a step."""
+    info = setup_distributed(cfg.train.device)
+    try:
+        device = resolve_device(cfg.train.device, info.local_rank)
+        teacher = teacher_of(cfg)
+        clips = build_source(cfg.data, "train", cfg.train.seed, cache=teacher.cache)
+        with torch.device("meta"):
+            student = student_of(cfg)
+            model = SaltModel(student, predictor_of(cfg, student.embed_dim, teacher.teacher_dim))
+        masker = masker_of(cfg)
+        Objective(cfg.loss.name, cfg.loss.options)
+        plan = make_plan(cfg, model, teacher, masker, len(clips), info, device)
+        if info.enabled:
+            dist.barrier()  # every rank got here: the rendezvous and the backend work
+        return plan
+    finally:
+        if info.enabled and dist.is_initialized():
+            dist.destroy_process_group()
