@@ -260,7 +260,7 @@ def test_build_cache(
     times = seconds_per_call(benchmark)
     if times:
         mean, best = times
-        # build_cache constructs the teacher each time; that fixed cost is reported apart.
+        # Each round builds the teacher before build_cache; that fixed cost is reported apart.
         teacher_s = min(timed(lambda: teacher_of(cfg)) for _ in range(3))
         rest = max(mean - teacher_s, 1e-9)
         benchmark.extra_info.update(

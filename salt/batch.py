@@ -63,6 +63,16 @@ class Batch:
             masks=[MaskGroup(move(g.context), move(g.target)) for g in self.masks],
         )
 
+    def pin_memory(self) -> Batch:
+        """Clips, masks and targets in page-locked memory (the DataLoader's ``pin_memory``),
+        so that ``.to(cuda, non_blocking=True)`` copies asynchronously."""
+        return attrs.evolve(
+            self,
+            video=self.video.pin_memory(),
+            targets=None if self.targets is None else self.targets.pin_memory(),
+            masks=[MaskGroup(g.context.pin_memory(), g.target.pin_memory()) for g in self.masks],
+        )
+
     def keys(self, seed: int) -> np.ndarray:
         """The 64-bit key of each sample: what its masks and random views derive from."""
         return sample_keys(seed, self.epochs.numpy(), self.indices.numpy())

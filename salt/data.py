@@ -207,7 +207,12 @@ class CachedClips(Dataset):
         self.root: Path | None = None
         info = split.info
         spec = parse_data_spec(data.spec)
+        # --data says where the training videos are now; another split moves with it only
+        # when its own recorded folder is gone.
         relocated = None if spec.synthetic else spec.path
+        recorded = info.get("data_root")
+        if split.name != "train" and recorded and Path(recorded).is_dir():
+            relocated = None
         self.sources: list[str] | None = None  # older layout: each video's file
         if split.stores_clips:
             return  # every clip is in the cache: nothing to decode, no videos needed
@@ -277,7 +282,8 @@ class CachedClips(Dataset):
 
     def _decode(self, i: int) -> tuple[dict, torch.Tensor]:
         if self.sources is not None:  # older layout: no stored view; the centre view, as built
-            view, clip = read_centre_view(self.root / self.sources[i], self.sources[i], self.data)
+            data = attrs.evolve(self.data, fps=0.0)  # the older layout predates data.fps
+            view, clip = read_centre_view(self.root / self.sources[i], self.sources[i], data)
             return view.as_dict(), clip
         view = self.split.view(i)
         if self.synthetic is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import attrs
 import torch
 
+from salt.cache import MissingSplitError
 from salt.checkpoints import load_checkpoint, resolve_checkpoint
 from salt.config import Config, apply_overrides, from_dict
 from salt.data import build_eval_loader, build_source, normalize_clips
@@ -103,7 +104,7 @@ def distill_loss(
     teacher, model = teacher.to(device), model.to(device)
     try:
         clips = build_source(cfg.data, "val", seed, cache=teacher.cache)
-    except KeyError as err:  # a cache without a held-out split
+    except MissingSplitError as err:  # a cache without a held-out split
         raise ValueError(
             f"{err.args[0]}; or score the run against a live teacher with --teacher SPEC"
         ) from None

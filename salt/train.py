@@ -151,10 +151,10 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
         bf16=bf16,
     )
     plan = make_plan(cfg, model, teacher, masker, len(clips), info, device) if info.main else None
-    runlog.start(plan.lines() if plan else [], peak, steps, start_step)
     batches = ReadableBatches(loader, cfg.data.max_bad_fraction)
     if state is not None:
         restore_rng(state, device)
+    runlog.start(plan.lines() if plan else [], peak, steps, start_step)  # the clock starts
 
     # Loop: schedule, step, count failures, log, checkpoint, stop on a signal.
     step, consecutive_bad, stopped_by = start_step, 0, None

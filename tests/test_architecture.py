@@ -56,16 +56,43 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def salt_imports(path: Path) -> set[str]:
-    """Every ``salt.*`` module a file imports (the package root ``salt`` - its version and
-    the lazy ``salt.VideoEncoder`` - is the public facade and belongs to no layer)."""
+def salt_imports(path: Path, module: str | None = None) -> set[str]:
+    """Every ``salt.*`` module a file imports, however it is spelled (``import salt.x``,
+    ``from salt.x import y``, ``from salt import x``, ``from . import x``). The package root
+    ``salt`` - its version and the lazy ``salt.VideoEncoder`` - is the public facade and
+    belongs to no layer. ``module`` names the file's module (default: from its path)."""
+    package = (module or module_name(path)).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.startswith("salt."):
-                found.add(node.module)
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against this file's package
+                parent = package[: len(package) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            if base == "salt" or base.startswith("salt."):
+                found.add(base)
+                found |= {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in LAYER_OF}
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("salt.")}
+    return found - {"salt"}
+
+
+# The one way out of salt/: `salt app` starts the viewer, which lives in apps/.
+ALLOWED_OUTSIDE = {"salt.cli": {"salt_app.app"}}
+
+
+def outside_imports(path: Path) -> set[str]:
+    """Imports of the plugins and the viewer, which sit above every layer."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        found |= {n for n in names if n.split(".")[0].startswith("salt_")}
     return found
 
 
@@ -89,6 +116,15 @@ def test_no_module_imports_a_layer_above_its_own(path):
         if LAYER_OF.get(other, -1) > mine
     )
     assert upward == [], f"{name} ({NAMES[mine]}) imports from a layer above: {upward}"
+    outside = outside_imports(path) - ALLOWED_OUTSIDE.get(name, set())
+    assert outside == set(), f"{name} imports plugins or the viewer: {sorted(outside)}"
+
+
+def test_the_import_walk_sees_every_spelling(tmp_path):
+    text = "from salt import train\nfrom .models import x\nimport salt.cli\n"
+    stand_in = tmp_path / "data.py"
+    stand_in.write_text(text)
+    assert salt_imports(stand_in, "salt.data") == {"salt.train", "salt.models", "salt.cli"}
 
 
 def test_the_architecture_page_names_every_layer_and_module():

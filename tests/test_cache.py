@@ -442,3 +442,24 @@ def test_caches_in_the_first_layout_are_still_read_and_trained_from(cfg, tmp_pat
     assert torch.equal(old.split("train").latents(20), built.split("train").latents(20))
     run = apply_overrides(cfg, {"teacher.spec": f"cached:{out}", "train.steps": 2})
     assert train(run).step == 2
+
+
+def test_older_layout_splits_and_a_cache_without_a_train_folder(video_dir, tmp_path):
+    from salt.cache import LegacyCache, MissingSplitError
+
+    legacy = tmp_path / "old"
+    write_older_cache(legacy, video_dir, (8, 24))
+    (legacy / "train").rename(legacy / "validation")
+    cache = LegacyCache(legacy)
+    assert list(cache.splits) == ["validation"]
+    assert cache.split("train").name == "validation"  # as before splits: its first folder
+    with pytest.raises(MissingSplitError, match=r"holds no 'val' split \(it has: validation\)"):
+        cache.split("val")
+
+
+def test_a_build_refuses_shards_left_without_their_index(cfg, tmp_path):
+    out = tmp_path / "c"
+    build_cache(cfg, out, shard_size=12, workers=0, progress=False)
+    (out / "cache.json").unlink()
+    with pytest.raises(CacheBuildError, match="holds shards but no cache.json"):
+        build_cache(cfg, out, workers=0, progress=False)

@@ -52,6 +52,7 @@ PAGES = (
     "docs/viewer.md",
     "docs/troubleshooting.md",
     "docs/plugins.md",
+    "docs/architecture.md",
 )
 FENCE = re.compile(
     r"^(?:<!-- docs: (?P<mode>[\w:.\-/]+) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)^```", re.S | re.M

@@ -84,6 +84,11 @@ def _open_for_build(out: Path, meta: dict) -> CacheIndex:
                 f"{out} holds a cache in the first layout (index.json); build into a new "
                 f"--name/--out (it is still read for training as it is)"
             )
+        if any(out.glob("shard_*")):
+            raise CacheBuildError(
+                f"{out} holds shards but no {INDEX} (a partly deleted cache); delete the folder "
+                f"to rebuild it, or build into another --name/--out"
+            )
         return new_index(meta)
     index = CacheIndex.read(out)
     ignore = ("created", "salt_version")

@@ -10,10 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
 from salt import __version__
-from salt.cache.store import DTYPES, LatentCache, new_index, write_shard
+from salt.cache.store import (
+    DTYPES,
+    LatentCache,
+    MissingSplitError,
+    is_cache,
+    new_index,
+    write_shard,
+)
 from salt.config import Config
 from salt.io import read_json
 from salt.video import discover, read_centre_view
@@ -51,8 +59,12 @@ class LegacyCache:
         return tuple(self.meta["latent_shape"])
 
     def split(self, name: str) -> LegacySplit:
+        if name == "train" and name not in self.folders:
+            # As before splits existed: a cache without a train folder trains on its first.
+            first = sorted(self.folders)[0]
+            return LegacySplit(self.folders[first], first)
         if name not in self.folders:
-            raise KeyError(
+            raise MissingSplitError(
                 f"older-layout cache {self.path} holds no {name!r} split (it has: "
                 f"{', '.join(sorted(self.folders))}); add {self.path / name}/ with its "
                 f"metadata.json, or evaluate with a live teacher"
@@ -117,8 +129,6 @@ class LegacySplit:
 
 def open_cache(path: str | Path) -> LatentCache | LegacyCache:
     """A cache of any layout salt reads."""
-    from salt.cache.store import is_cache
-
     path = Path(path)
     return LatentCache(path) if is_cache(path) else LegacyCache(path)
 
@@ -129,9 +139,15 @@ def import_legacy(
     """Convert an older-layout cache into a view-locked one, reading every latent once.
 
     The old files store no views, so each clip's view is the fixed centre view that
-    ``cfg.data`` gives for the video named ``<video_id>.<ext>`` under ``data``. Every split
-    of the old cache becomes a split of the new one.
+    ``cfg.data`` gives for the video named ``<video_id>.<ext>`` under ``data`` (at
+    ``frame_step``: the older layout predates ``data.fps``). Its ``train`` split (else its
+    first) becomes the new cache's ``train`` split.
     """
+    out = Path(out)
+    if out.exists() and (is_cache(out) or any(out.glob("shard_*"))):
+        raise FileExistsError(
+            f"{out} already holds a cache; import into a new --name/--out, or delete it first"
+        )
     legacy = LegacyCache(path)
     collection = discover(data)
     by_stem = {Path(r.source).stem: r for r in collection.records}
@@ -142,7 +158,7 @@ def import_legacy(
             f"{cfg.data.num_frames} at {cfg.data.image_size}px makes a {tuple(grid)} grid; set "
             f"them to the geometry the old cache was computed with"
         )
-    splits = [legacy.split(name) for name in sorted(legacy.folders)]
+    splits = [legacy.split("train")]
     for split in splits:
         missing = [v for v in split.video_ids if v not in by_stem]
         if missing:
@@ -180,12 +196,14 @@ def import_legacy(
         samples, latents = [], []
         for i, vid in enumerate(split.video_ids):
             record = by_stem[vid]
-            view, _ = read_centre_view(collection.path(record), record.source, d, decode=False)
+            view, _ = read_centre_view(
+                collection.path(record), record.source, attrs.evolve(d, fps=0.0), decode=False
+            )
             label = record.label if isinstance(record.label, int) else -1
             samples.append({"view": view.as_dict(), "label": label, "video_id": vid})
             latents.append(split.latents(i).to(DTYPES[dtype]))
-        write_shard(out, number, split.name, {"latents": torch.stack(latents)}, samples, [])
-        index.splits[split.name] = {
+        write_shard(out, number, "train", {"latents": torch.stack(latents)}, samples, [])
+        index.splits["train"] = {
             "data_spec": data,
             "data_root": str(collection.root),
             "data_kind": collection.kind,

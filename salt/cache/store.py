@@ -83,6 +83,13 @@ def check_split(split: str) -> str:
     return split
 
 
+class MissingSplitError(KeyError):
+    """A cache has no such split."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 @attrs.define
 class ShardRecord:
     """What ``shard_NNNNN.json`` says about its tensor file."""
@@ -245,7 +252,7 @@ class LatentCache:
         """The samples of one split; a split the cache lacks is a clear error."""
         if name not in self.splits:
             have = ", ".join(sorted(self.splits)) or "none"
-            raise KeyError(
+            raise MissingSplitError(
                 f"cache {self.path} holds no {name!r} split (it has: {have}); build one with "
                 f"`salt cache build --split {name} --data HELD_OUT_DATA` into the same cache"
             )
