@@ -76,10 +76,12 @@ class TrainPlan:
         ]
 
 
-def make_plan(cfg, model: SaltModel, teacher, masker, size: int, info: DistInfo, device):
+def make_plan(
+    cfg: Config, model: SaltModel, masker, *, teacher_dim: int, clips: int, info: DistInfo, device
+) -> TrainPlan:
     """Measure a run's shape from its built parts (modules may live on the meta device)."""
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    steps = total_steps(cfg, size, info.world)
+    steps = total_steps(cfg, clips, info.world)
     batch = cfg.train.batch_size
     # Analytic FLOPs of one micro-batch with the masks its first samples would get.
     masks = masker(sample_keys(cfg.train.seed, 0, np.arange(batch)))
@@ -89,12 +91,12 @@ def make_plan(cfg, model: SaltModel, teacher, masker, size: int, info: DistInfo,
         device=str(device),
         world=info.world,
         rank=info.rank,
-        dataset_size=size,
+        dataset_size=clips,
         steps=steps,
         warmup=warmup_steps(cfg.optim, steps),
         student_params=count(model.student),
         predictor_params=count(model.predictor),
-        teacher_dim=teacher.teacher_dim,
+        teacher_dim=teacher_dim,
         flops_per_step=flops * cfg.train.accum_steps * info.world,
     )
 
@@ -113,7 +115,15 @@ def dry_run(cfg: Config) -> TrainPlan:
             model = SaltModel(student, predictor_of(cfg, student.embed_dim, teacher.teacher_dim))
         masker = masker_of(cfg)
         Objective(cfg.loss.name, cfg.loss.options)
-        plan = make_plan(cfg, model, teacher, masker, len(clips), info, device)
+        plan = make_plan(
+            cfg,
+            model,
+            masker,
+            teacher_dim=teacher.teacher_dim,
+            clips=len(clips),
+            info=info,
+            device=device,
+        )
         if info.enabled:
             dist.barrier()  # every rank got here: the rendezvous and the backend work
         return plan

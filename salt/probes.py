@@ -40,16 +40,7 @@ from torch import nn
 
 from salt.data import SPLIT_SEEDS, SYNTHETIC_CLIPS, normalize_clips, parse_data_spec
 from salt.synthetic import DIRECTIONS, SPEEDS, SyntheticMotion
-from salt.video import (
-    VideoCollection,
-    VideoDecodeError,
-    View,
-    decode_view,
-    discover,
-    frame_indices,
-    open_video,
-    resized_shape,
-)
+from salt.video import VideoCollection, VideoDecodeError, decode_view, discover, open_video, view_of
 
 logger = logging.getLogger(__name__)
 
@@ -159,23 +150,19 @@ class VideoSource:
     def clip(self, spec: ClipSpec, num_frames: int) -> torch.Tensor:
         """``uint8 [T, C, H, W]``, decoded through a ``salt.video.View``."""
         reader = self.reader(spec.video)
-        length = len(reader)
-        height, width = reader[0].shape[:2]
         size = self.image_size
-        span = (num_frames - 1) * spec.step + 1
-        start = round(spec.position * max(0, length - span))
-        dy, dx = (0, 0) if spec.shift is None else spec.shift
-        # Shifted crops come from a slightly larger resize so that they stay inside the frame.
-        short = size if spec.shift is None else size + 2 * crop_jitter(size)
-        rh, rw = resized_shape(height, width, short)
-        top, left = (rh - size) // 2 + dy, (rw - size) // 2 + dx
-        view = View(
-            self.collection.records[spec.video].source,
-            frame_indices(length, num_frames, spec.step, start),
-            (top, left, size, size),
-            (rh, rw),
+        source = self.collection.records[spec.video].source
+        if spec.shift is None:
+            view = view_of(reader, source, num_frames, spec.step, size, position=spec.position)
+            return decode_view(reader, view)
+        # Shifted crops come from a slightly larger resize so that they stay inside the frame:
+        # the centre view at that size, cropped to ``size`` around its centre plus the shift.
+        margin = crop_jitter(size)
+        view = view_of(
+            reader, source, num_frames, spec.step, size + 2 * margin, position=spec.position
         )
-        return decode_view(reader, view)
+        top, left = view.crop[0] + margin + spec.shift[0], view.crop[1] + margin + spec.shift[1]
+        return decode_view(reader, attrs.evolve(view, crop=(top, left, size, size)))
 
 
 def make_source(spec: str, image_size: int) -> SyntheticSource | VideoSource:

@@ -150,7 +150,10 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
         grad_clip=cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf,
         bf16=bf16,
     )
-    plan = make_plan(cfg, model, teacher, masker, len(clips), info, device) if info.main else None
+    plan = None
+    if info.main:
+        dims = {"teacher_dim": teacher.teacher_dim, "clips": len(clips), "info": info}
+        plan = make_plan(cfg, model, masker, **dims, device=device)
     batches = ReadableBatches(loader, cfg.data.max_bad_fraction)
     if state is not None:
         restore_rng(state, device)

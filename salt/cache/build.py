@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import attrs
 import torch
 from torch.utils.data import Dataset
 
@@ -168,20 +169,11 @@ def build_cache(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=done, desc="cache", unit="clip", dynamic_ncols=True)
+    job = ShardJob(teacher, source, cfg, dtype, batch_size, workers, store_clips, device)
     number = len(shards)
     for start in range(done, total, shard_size):
-        stop = min(start + shard_size, total)
         tensors, samples, skipped = compute_shard(
-            teacher,
-            source,
-            range(start, stop),
-            cfg,
-            dtype,
-            batch_size,
-            workers,
-            store_clips,
-            device,
-            bar,
+            job, range(start, min(start + shard_size, total)), bar
         )
         write_shard(out, number, split, tensors, samples, skipped)
         number += 1
@@ -205,38 +197,44 @@ def _complete_shards(out: Path):
     return shards
 
 
+@attrs.frozen
+class ShardJob:
+    """What computing any shard of one build needs."""
+
+    teacher: Teacher
+    source: Dataset
+    cfg: Config  # the data's normalization and the clip geometry
+    dtype: str
+    batch_size: int
+    workers: int
+    store_clips: bool
+    device: str
+
+
 def compute_shard(
-    teacher: Teacher,
-    source: Dataset,
-    indices: range,
-    cfg: Config,
-    dtype: str,
-    batch_size: int,
-    workers: int,
-    store_clips: bool,
-    device: str,
-    bar=None,
+    job: ShardJob, indices: range, bar=None
 ) -> tuple[dict[str, torch.Tensor], list[dict], list[str]]:
-    """The teacher's latents (and clips) for ``indices`` of ``source``, each row's view and
+    """The teacher's latents (and clips) for ``indices`` of the source, each row's view and
     label, and why each unreadable clip was skipped."""
-    loader = build_eval_loader(source, batch_size, indices, None, 0, workers)
+    d = job.cfg.data
+    loader = build_eval_loader(job.source, job.batch_size, indices, None, 0, job.workers)
     latents, clips, samples, skipped = [], [], [], []
     for batch in loader:
         skipped.extend(batch.errors)
         if batch.size:
-            video = normalize_clips(batch.video.to(device), cfg.data.mean, cfg.data.std)
+            video = normalize_clips(batch.video.to(job.device), d.mean, d.std)
             with torch.no_grad():
-                latents.append(teacher(video).to(DTYPES[dtype]).cpu())
-            if store_clips:
+                latents.append(job.teacher(video).to(DTYPES[job.dtype]).cpu())
+            if job.store_clips:
                 clips.append(batch.video)
             for view, label in zip(batch.views, batch.labels.tolist(), strict=True):
                 samples.append({"view": view, "label": label})
         if bar is not None:
             bar.update(batch.size + len(batch.errors))
-    shape = [0, cfg.geometry.num_tokens, teacher.teacher_dim]
+    shape = [0, job.cfg.geometry.num_tokens, job.teacher.teacher_dim]
     tensors = {
-        "latents": torch.cat(latents) if latents else torch.empty(shape, dtype=DTYPES[dtype])
+        "latents": torch.cat(latents) if latents else torch.empty(shape, dtype=DTYPES[job.dtype])
     }
-    if store_clips:
+    if job.store_clips:
         tensors["clips"] = torch.cat(clips) if clips else torch.empty(0, dtype=torch.uint8)
     return tensors, samples, skipped
