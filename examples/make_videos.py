@@ -8,11 +8,12 @@ writes, under ``videos/``:
 
 - ``clips/<direction>/<n>.mp4`` - a folder of class folders (the folder name is the label);
 - ``manifest.csv`` - a ``path,label`` manifest of the same files;
-- ``ssv2/train.json``, ``ssv2/labels.json`` and ``ssv2/20bn-something-something-v2/<id>.webm``
-  - the Something-Something-v2 layout.
+- ``ssv2/train.json``, ``ssv2/validation.json`` (``--val-videos`` more videos, other
+  content), ``ssv2/labels.json`` and ``ssv2/20bn-something-something-v2/<id>.webm`` - the
+  Something-Something-v2 layout.
 
-Each data spec works with ``salt train --data``, ``salt cache build --data`` and
-``salt eval probes --data``. Needs PyAV (``pip install av``; part of the ``dev`` extra).
+Each data spec works with ``salt train --data``, ``salt cache build --data``,
+``salt eval probes --data`` and (labelled) ``salt eval classify``. Needs PyAV (``pip install av``; part of the ``dev`` extra).
 """
 
 from __future__ import annotations
@@ -54,6 +55,18 @@ def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
     raise RuntimeError(f"no codec could write {path}: {'; '.join(errors)}")
 
 
+def ssv2_video(out: Path, video_id: str, frames: np.ndarray, direction: str, fps: int) -> dict:
+    """Write one SSv2-layout video; its entry for train.json / validation.json."""
+    write_video(out / "ssv2" / "20bn-something-something-v2" / f"{video_id}.webm", frames, fps)
+    template = f"Moving [something] {direction}"
+    return {
+        "id": video_id,
+        "label": template.replace("[", "").replace("]", ""),
+        "template": template,
+        "placeholders": ["shape"],
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="output folder")
@@ -62,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128, help="frame height and width (pixels)")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0, help="the synthetic content seed")
+    parser.add_argument(
+        "--val-videos", type=int, default=8, help="SSv2 validation videos (other content)"
+    )
     return parser.parse_args(argv)
 
 
@@ -78,24 +94,24 @@ def main(argv: list[str] | None = None) -> None:
         clip = Path("clips") / direction / f"{i:04d}.mp4"
         write_video(out / clip, frames, args.fps)
         rows.append((str(clip), direction))
-        video_id = str(100000 + i)
-        write_video(
-            out / "ssv2" / "20bn-something-something-v2" / f"{video_id}.webm", frames, args.fps
+        items.append(ssv2_video(out, str(100000 + i), frames, direction, args.fps))
+    held_out = SyntheticMotion(length=args.val_videos, image_size=args.size, seed=args.seed + 1)
+    validation = [
+        ssv2_video(
+            out,
+            str(200000 + i),
+            held_out.render(i, frame_numbers),
+            DIRECTIONS[held_out.params(i)["direction"]],
+            args.fps,
         )
-        template = f"Moving [something] {direction}"
-        items.append(
-            {
-                "id": video_id,
-                "label": template.replace("[", "").replace("]", ""),
-                "template": template,
-                "placeholders": ["shape"],
-            }
-        )
+        for i in range(args.val_videos)
+    ]
     with open(out / "manifest.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("path", "label"))
         writer.writerows(rows)
     (out / "ssv2" / "train.json").write_text(json.dumps(items, indent=1))
+    (out / "ssv2" / "validation.json").write_text(json.dumps(validation, indent=1))
     labels = {f"Moving something {d}": str(k) for k, d in enumerate(DIRECTIONS)}
     (out / "ssv2" / "labels.json").write_text(json.dumps(labels, indent=1))
     print(

@@ -348,6 +348,98 @@ def cmd_eval_probes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_classify(args: argparse.Namespace) -> int:
+    import attrs
+    from tqdm.auto import tqdm
+
+    from salt.classify import ClassifySettings, classify, compare, labelled_splits, plan_lines
+    from salt.config import DataConfig
+    from salt.distributed import resolve_device
+    from salt.probes import random_like
+
+    encoder, config = _classify_encoder(args.encoder, meta=args.dry_run)
+    data = DataConfig(
+        spec=args.data or "motion",
+        num_frames=config["num_frames"],
+        image_size=config["image_size"],
+        frame_step=config.get("frame_step", 4),
+        fps=config.get("fps", 0.0),
+        num_workers=args.workers,
+    )
+    knobs = {
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "views": args.views,
+        "workers": args.workers,
+        "feature_memory_gb": args.feature_memory,
+        "max_train": args.max_train,
+        "max_test": args.max_test,
+    }
+    settings = ClassifySettings(**{k: v for k, v in knobs.items() if v is not None})
+    probes = PROBE_CHOICES[args.probe]
+    settings = attrs.evolve(settings, probes=probes)
+    splits = labelled_splits(data, args.train, args.test, views=settings.views)
+    if args.dry_run:
+        print("\n".join(plan_lines(encoder, config, splits, settings)))
+        print("dry run: encoder, data and settings check out; nothing was trained")
+        return 0
+    device = resolve_device(args.device)
+    models = {"encoder": encoder}
+    if args.baseline == "random":
+        models["random"] = random_like(encoder, architecture=config["architecture"], seed=0)
+    reports = {}
+    for name, model in models.items():
+        bar = tqdm(desc=f"classify ({name})", unit="clip", disable=args.no_progress or args.json)
+
+        def progress(stage, done, total, bar=bar):
+            bar.total = total
+            bar.n = done
+            bar.set_postfix_str(stage)
+            bar.refresh()
+
+        reports[name] = classify(
+            model,
+            splits,
+            config["mean"],
+            config["std"],
+            settings,
+            name=name,
+            device=device,
+            progress=progress,
+        )
+        bar.close()
+    if args.json:
+        print(json.dumps({name: r.to_dict() for name, r in reports.items()}, indent=2))
+    else:
+        print(compare(reports))
+    return 0
+
+
+PROBE_CHOICES = {
+    "attentive": ("attentive",),
+    "linear": ("linear",),
+    "both": ("attentive", "linear"),
+}
+
+
+def _classify_encoder(spec: str, meta: bool = False):
+    """An export, run or checkpoint; or ``random:ARCH``, an untrained student at the
+    recipe's clip geometry (for sizing a run with ``--dry-run``: built on the meta device)."""
+    import torch
+
+    from salt.export import build_encoder, encoder_config, load_encoder
+
+    if not spec.startswith("random:"):
+        return load_encoder(spec)
+    arch = spec[len("random:") :]
+    config = encoder_config(build_config(overrides={"student.name": arch}).to_dict())
+    with torch.random.fork_rng(devices=[]), torch.device("meta" if meta else "cpu"):
+        torch.manual_seed(0)
+        return build_encoder(config).eval(), config
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from salt.export import export_encoder
 
@@ -555,6 +647,52 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.add_argument("--no-progress", action="store_true")
     pr.set_defaults(func=cmd_eval_probes)
+
+    cl = esub.add_parser(
+        "classify",
+        help="frozen evaluation on labelled clips: attentive and linear probes (V-JEPA protocol)",
+    )
+    cl.add_argument(
+        "encoder",
+        help="exported encoder directory, run directory or checkpoint; random:ARCH is an "
+        "untrained student at the recipe's 16x224 geometry (e.g. to size a run with --dry-run)",
+    )
+    cl.add_argument(
+        "--data",
+        help="labelled data: 'motion[:N]' (the built-in motion benchmark, default), a folder "
+        "with train/ and test/ class folders, or an SSv2 train.json next to validation.json",
+    )
+    cl.add_argument("--train", help="training clips: folder of class folders, CSV or SSv2 list")
+    cl.add_argument("--test", help="held-out clips, same kinds as --train")
+    cl.add_argument("--probe", choices=sorted(PROBE_CHOICES), default="both")
+    cl.add_argument(
+        "--baseline",
+        choices=["none", "random"],
+        default="none",
+        help="random: the same protocol on a randomly initialized encoder too",
+    )
+    cl.add_argument("--seeds", type=int, help="probe seeds (default 3)")
+    cl.add_argument("--epochs", type=int, help="probe training epochs (default 20)")
+    cl.add_argument("--lr", type=float, help="probe peak learning rate (default 1e-3)")
+    cl.add_argument("--batch-size", type=int, help="clips per encoder forward (default 16)")
+    cl.add_argument("--views", type=int, help="temporal views per test video (default 1)")
+    cl.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding clips")
+    cl.add_argument(
+        "--feature-memory",
+        type=float,
+        help="GB of tokens kept in memory; above it the encoder runs every epoch (default 4)",
+    )
+    cl.add_argument("--max-train", type=int, help="use at most this many training clips")
+    cl.add_argument("--max-test", type=int, help="use at most this many test clips")
+    cl.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda ...")
+    cl.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the sizes, memory and compute of the evaluation and exit",
+    )
+    cl.add_argument("--json", action="store_true", help="print JSON")
+    cl.add_argument("--no-progress", action="store_true")
+    cl.set_defaults(func=cmd_eval_classify)
 
     e = sub.add_parser("export", help="write a run's student encoder (safetensors + config.json)")
     e.add_argument("run", help="run directory (or a checkpoint file)")

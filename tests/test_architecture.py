@@ -27,6 +27,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "data": (
         "salt.video",
         "salt.synthetic",
+        "salt.motion",
         "salt.batch",
         "salt.cache",
         "salt.cache.store",
@@ -44,7 +45,14 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "salt.plan",
         "salt.train",
     ),
-    "evaluation": ("salt.distill", "salt.probes", "salt.export", "salt.encoder", "salt.plots"),
+    "evaluation": (
+        "salt.distill",
+        "salt.probes",
+        "salt.classify",
+        "salt.export",
+        "salt.encoder",
+        "salt.plots",
+    ),
     "interfaces": ("salt.quickstart", "salt.doctor", "salt.cli"),
 }
 LAYER_OF = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}

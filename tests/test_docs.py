@@ -57,7 +57,7 @@ PAGES = (
 FENCE = re.compile(
     r"^(?:<!-- docs: (?P<mode>[\w:.\-/]+) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)^```", re.S | re.M
 )
-DRY_RUN = re.compile(r"\b(salt|salt\.cli) train\b")
+DRY_RUN = re.compile(r"\b(salt|salt\.cli) (train|eval classify)\b")
 
 
 @attrs.frozen
@@ -243,7 +243,10 @@ class Guide:
 
 def dry_run(command: str) -> str:
     if not DRY_RUN.search(command):
-        raise AssertionError(f"a dry-run block holds a command that is not `salt train`: {command}")
+        raise AssertionError(
+            f"a dry-run block holds a command that is neither `salt train` nor "
+            f"`salt eval classify`: {command}"
+        )
     return f"{command} --dry-run"
 
 

@@ -79,29 +79,26 @@ def load_clip(
     frame_step: int,
     roots: list[Path],
 ) -> Clip:
-    """A built-in clip (``synthetic/N``: clip N of the built-in data, as a cache names its
-    views) or the centre view of a video file."""
+    """A built-in clip (``synthetic/N`` or ``motion/N``: clip N of the built-in data, as a
+    cache names its views) or the centre view of a video file."""
     from salt.config import DataConfig
-    from salt.data import synthetic_clip_index
+    from salt.data import build_source, builtin_clip
 
-    index = synthetic_clip_index(source)
-    if index is not None:
-        from salt.synthetic import SyntheticMotion
-
-        data = SyntheticMotion(
-            length=index + 1, num_frames=num_frames, image_size=image_size, frame_step=frame_step
-        )
-        return Clip(data.render(index), index, f"synthetic/{index}")
+    data = DataConfig(num_frames=num_frames, frame_step=frame_step, image_size=image_size)
+    built = builtin_clip(source)
+    if built is not None:
+        kind, index = built
+        sample = build_source(attrs.evolve(data, spec=f"{kind}:{index + 1}"))[index]
+        return Clip(sample.video.permute(0, 2, 3, 1).numpy(), index, f"{kind}/{index}")
     if not str(source).strip():
         raise ValueError("pick a clip: 'synthetic/N' for a built-in clip, or a video file path")
-    if str(source).strip().startswith("synthetic:"):
+    if str(source).strip().startswith(("synthetic:", "motion:")):
         raise ValueError(
             f"{source!r} is a data spec (a number of clips); a built-in clip is 'synthetic/N'"
         )
     from salt.video import read_centre_view
 
     path = check_path(source, roots)
-    data = DataConfig(num_frames=num_frames, frame_step=frame_step, image_size=image_size)
     _, clip = read_centre_view(path, path.name, data)  # [T, C, H, W]
     return Clip(clip.permute(0, 2, 3, 1).numpy(), 0, path.name)
 

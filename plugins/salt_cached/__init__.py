@@ -11,6 +11,7 @@ import torch
 from salt.cache import LatentCache, LegacyCache, open_cache, resolve_cache
 from salt.config import ClipGeometry
 from salt.contracts import Teacher
+from salt.data import BUILT_IN
 from salt.hookspecs import hookimpl
 
 
@@ -40,7 +41,7 @@ def _check_geometry(cache: LatentCache, geometry: ClipGeometry, spec: str) -> No
                 f"{meta['image_size']}px, but data.{key}={getattr(geometry, key)}; train with "
                 f"--set data.{key}={meta[key]} (or --profile recipe)"
             )
-    video_splits = [s for s in cache.splits.values() if s.get("data_kind") != "synthetic"]
+    video_splits = [s for s in cache.splits.values() if s.get("data_kind") not in BUILT_IN]
     if video_splits and meta["frame_step"] != geometry.frame_step and not meta.get("fps"):
         raise ValueError(
             f"teacher {spec!r} was cached at frame_step {meta['frame_step']} but "

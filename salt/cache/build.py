@@ -65,8 +65,11 @@ def split_info(cfg: Config, views: int) -> dict:
     """Where one split's clips come from: recorded so the student can be fed the same."""
     spec = parse_data_spec(cfg.data.spec)
     if spec.synthetic:
-        return {"data_spec": cfg.data.spec, "data_root": None, "data_kind": "synthetic"} | {
-            "views_per_video": 1
+        return {
+            "data_spec": cfg.data.spec,
+            "data_root": None,
+            "data_kind": spec.kind,
+            "views_per_video": 1,
         }
     collection = discover(spec.path)
     return {

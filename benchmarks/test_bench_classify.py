@@ -1,0 +1,108 @@
+"""``salt eval classify``: feature extraction (frozen encoder over labelled clips) and probe
+training, timed apart.
+
+* ``test_feature_extraction``: vit_tiny tokens of 8x112 motion-benchmark clips, batch 16,
+  two torch threads, clips rendered beforehand (the generator is not what is measured).
+* ``test_probe_training``: one epoch of the attentive and the linear probe (3 seeds each)
+  over 256 clips' kept tokens (8x112 -> 196 tokens x 192), batch 64.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from salt.classify import (
+    ClassifySettings,
+    Tokens,
+    lr_at,
+    make_probe,
+)
+from salt.config import DataConfig
+from salt.data import build_source, normalize_clips
+from salt.registry import students
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+BATCH = 16
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return students.create(
+        "vit_tiny", num_frames=8, image_size=112, patch_size=16, tubelet_size=2
+    ).eval()
+
+
+@pytest.mark.benchmark(group="classify", min_rounds=5, max_time=5.0)
+def test_feature_extraction(benchmark, summary, seconds_per_call, pin_threads, encoder):
+    pin_threads(2)
+    source = build_source(DataConfig(spec=f"motion:{BATCH}", num_frames=8, image_size=112))
+    video = torch.stack([source[i].video for i in range(BATCH)])  # uint8 [B, T, C, H, W]
+
+    def extract() -> torch.Tensor:
+        with torch.inference_mode():
+            return encoder(normalize_clips(video, MEAN, STD)).to(torch.float16)
+
+    tokens = benchmark(extract)
+    assert tokens.shape == (BATCH, 196, 192)
+    times = seconds_per_call(benchmark)
+    if times:
+        mean, best = times
+        benchmark.extra_info["clips_per_s"] = BATCH / mean
+        summary(
+            f"vit_tiny 8x112 tokens: {BATCH / mean:.1f} clips/s ({1e3 * mean / BATCH:.1f} ms per clip)"
+        )
+
+
+@pytest.mark.parametrize("kind", ["attentive", "linear"])
+@pytest.mark.benchmark(group="classify", min_rounds=3, max_time=5.0)
+def test_probe_training(benchmark, summary, seconds_per_call, pin_threads, kind):
+    pin_threads(2)
+    clips, settings = 256, ClassifySettings(seeds=3)
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randn(clips, 196, 192, generator=gen).to(torch.float16)
+    labels = torch.randint(0, 14, (clips,), generator=gen)
+    probes = [make_probe(kind, 192, 14, seed) for seed in range(settings.seeds)]
+    optimizers = [torch.optim.AdamW(p.parameters(), lr=settings.lr) for p in probes]
+    steps = clips // settings.probe_batch_size
+
+    def epoch() -> float:
+        loss = torch.zeros(())
+        for step in range(steps):
+            chunk = slice(step * settings.probe_batch_size, (step + 1) * settings.probe_batch_size)
+            x, y = tokens[chunk].float(), labels[chunk]
+            for probe, optimizer in zip(probes, optimizers, strict=True):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, steps, settings)
+                loss = torch.nn.functional.cross_entropy(probe(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return float(loss)
+
+    assert torch.isfinite(torch.tensor(benchmark(epoch)))
+    times = seconds_per_call(benchmark)
+    if times:
+        mean, _ = times
+        summary(
+            f"{kind} probe x {settings.seeds} seeds: {1e3 * mean:.0f} ms per epoch of {clips} "
+            f"clips ({clips * settings.seeds / mean:.0f} clip-probe steps/s)"
+        )
+
+
+def test_tokens_are_kept_once_for_every_epoch(encoder):
+    """Not a timing: the kept-token path encodes each clip exactly once."""
+    source = build_source(DataConfig(spec="motion:4", num_frames=8, image_size=112))
+    calls = []
+    hook = encoder.register_forward_hook(lambda m, i, o: calls.append(len(o)))
+    try:
+        settings = ClassifySettings(workers=0)
+        kept = Tokens(
+            encoder, source, mean=MEAN, std=STD, s=settings, device="cpu", cached=True, stage="x"
+        )
+        for epoch in range(3):
+            list(kept.batches(2, seed=epoch))
+    finally:
+        hook.remove()
+    assert sum(calls) == 4

@@ -1,0 +1,505 @@
+"""Frozen evaluation on labelled clips: V-JEPA's protocol, the number researchers report.
+
+The encoder is frozen. Each training clip is encoded to its patch tokens; probes are
+trained on them and scored by top-1 accuracy on held-out clips:
+
+- ``attentive``: a learned query cross-attends over all patch tokens (multi-head), then a
+  linear head - V-JEPA's attentive probe;
+- ``linear``: a linear head on the mean-pooled tokens.
+
+Both are trained with AdamW and a warmup-cosine learning rate, ``seeds`` times from
+different initializations (mean and standard error over seeds are reported). A test clip
+may be seen through several temporal views, whose logits are averaged.
+
+Tokens are computed once and kept in memory when they fit ``feature_memory_gb`` (every
+epoch and every probe reuses them); otherwise - SSv2 with a ViT-L - the frozen encoder runs
+on the fly each epoch and all probes learn from the same forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from salt.batch import collate
+from salt.config import DataConfig
+from salt.data import KeyedDataset, VideoDataset, build_source, normalize_clips, parse_data_spec
+from salt.video import discover
+
+log = logging.getLogger(__name__)
+
+PROBES = ("attentive", "linear")
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@attrs.frozen
+class ClassifySettings:
+    """How the probes are trained and scored (defaults: a CPU-sized V-JEPA recipe)."""
+
+    probes: tuple[str, ...] = ("attentive", "linear")
+    seeds: int = 3
+    epochs: int = 20
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    probe_batch_size: int = 64
+    batch_size: int = 16  # clips per encoder forward
+    views: int = 1  # temporal views per test clip (videos), logits averaged
+    workers: int = 2
+    feature_memory_gb: float = 4.0  # keep tokens in memory up to this size
+    max_train: int = 0  # 0: every clip of the split
+    max_test: int = 0
+
+    def __attrs_post_init__(self):
+        unknown = [p for p in self.probes if p not in PROBES]
+        if unknown or not self.probes:
+            raise ValueError(f"probes must be among {', '.join(PROBES)}, got {self.probes}")
+        for name in ("seeds", "epochs", "probe_batch_size", "batch_size", "views"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@attrs.frozen
+class LabelledSplits:
+    """Train and test clips with one class list."""
+
+    train: Dataset
+    test: Dataset
+    classes: tuple[str, ...]
+    name: str
+
+
+def labelled_splits(
+    data: DataConfig, train: str | None = None, test: str | None = None, views: int = 1
+) -> LabelledSplits:
+    """Train and test clips of a labelled spec.
+
+    Built-in data (``motion[:N]``, ``synthetic[:N]``) has its own splits (test: N // 2
+    clips). Videos: ``train``/``test`` specs when given; else a folder holding ``train/``
+    and ``test/`` (or ``val/``, ``validation/``) folders of class folders, or an SSv2
+    ``train.json`` next to its ``validation.json``.
+    """
+    spec = parse_data_spec(data.spec)
+    if train is None and test is None and spec.synthetic:
+        test_count = max(1, spec.count // 2)
+        train_set = build_source(data, "train")
+        test_set = build_source(attrs.evolve(data, spec=f"{spec.kind}:{test_count}"), "test")
+        classes = _builtin_classes(spec.kind)
+        return LabelledSplits(train_set, test_set, classes, data.spec)
+    train, test = _video_specs(data.spec if spec.kind == "videos" else "", train, test)
+    train_records = discover(train)
+    test_records = discover(test)
+    labels = [r.label for c in (train_records, test_records) for r in c.records]
+    if any(label is None for label in labels):
+        raise ValueError(
+            f"{train} or {test} has unlabelled videos; give each a label (a CSV 'label' "
+            f"column, class folders, or the SSv2 labels.json)"
+        )
+    names = sorted({str(label) for label in labels if not isinstance(label, int)})
+    if names and any(isinstance(label, int) for label in labels):
+        raise ValueError(f"{train} and {test} mix class names and class numbers; use one")
+    train_set = VideoDataset(train_records, data, train=True, classes=names or None)
+    test_set = VideoDataset(
+        test_records, data, train=False, views_per_video=views, classes=names or None
+    )
+    if names:
+        classes = tuple(names)
+    else:
+        classes = tuple(str(i) for i in range(max(int(label) for label in labels) + 1))
+    return LabelledSplits(train_set, test_set, classes, f"{train} -> {test}")
+
+
+def _builtin_classes(kind: str) -> tuple[str, ...]:
+    if kind == "motion":
+        from salt.motion import CLASSES
+
+        return CLASSES
+    from salt.synthetic import DIRECTIONS
+
+    return DIRECTIONS
+
+
+def _video_specs(spec: str, train: str | None, test: str | None) -> tuple[str, str]:
+    if train and test:
+        return train, test
+    path = Path(spec) if spec else None
+    if path is not None and path.is_dir() and (path / "train").is_dir():
+        for name in ("test", "val", "validation"):
+            if (path / name).is_dir():
+                return str(path / "train"), str(path / name)
+    if path is not None and path.suffix == ".json" and (path.parent / "validation.json").is_file():
+        return str(path), str(path.parent / "validation.json")
+    raise ValueError(
+        f"data {spec or train or test!r} has no train/test splits of its own; give --train and "
+        f"--test specs (folders, CSV manifests or SSv2 lists), or a folder with train/ and "
+        f"test/ (or val/) inside"
+    )
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+class AttentiveClassifier(nn.Module):
+    """A learned query cross-attending over layer-normed tokens (``heads`` heads), then a
+    normed linear head: tokens ``[B, N, D]`` -> logits ``[B, classes]``."""
+
+    def __init__(self, dim: int, num_classes: int, heads: int | None = None):
+        super().__init__()
+        heads = heads or next(h for h in (16, 12, 8, 6, 4, 3, 2, 1) if dim % h == 0)
+        self.norm = nn.LayerNorm(dim)
+        self.query = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.trunc_normal_(self.query, std=0.02)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.out_norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.norm(tokens)
+        pooled, _ = self.attn(self.query.expand(len(x), -1, -1), x, x, need_weights=False)
+        return self.head(self.out_norm(pooled[:, 0]))
+
+
+class LinearClassifier(nn.Module):
+    """A linear head on the mean-pooled, standardized tokens."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(tokens.float().mean(1)))
+
+
+def make_probe(kind: str, dim: int, num_classes: int, seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if kind == "attentive":
+            return AttentiveClassifier(dim, num_classes)
+        return LinearClassifier(dim, num_classes)
+
+
+def lr_at(step: int, total: int, s: ClassifySettings) -> float:
+    """Linear warmup over ``warmup_fraction`` of the steps, then cosine to ``min_lr``."""
+    warm = max(1, int(s.warmup_fraction * total))
+    if step < warm:
+        return s.lr * (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+class Tokens:
+    """Patch tokens of a dataset's clips: kept in memory (``cached``) or computed by the
+    frozen encoder whenever asked (``live``)."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        dataset: Dataset,
+        *,
+        mean,
+        std,
+        s: ClassifySettings,
+        device: torch.device,
+        cached: bool,
+        stage: str,
+        progress: Progress | None = None,
+    ):
+        self.encoder, self.dataset, self.mean, self.std = encoder, dataset, mean, std
+        self.settings, self.device, self.stage, self.progress = s, device, stage, progress
+        self.store: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+        self.seconds = 0.0
+        if cached:
+            self.store = list(self._encode(shuffle_seed=None))
+
+    def _encode(
+        self, shuffle_seed: int | None, batch_size: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Batches of (tokens fp16 [B, N, D], labels [B], clip ids [B])."""
+        loader = DataLoader(
+            KeyedDataset(self.dataset),
+            batch_size=batch_size or self.settings.batch_size,
+            sampler=_keys(len(self.dataset), shuffle_seed),
+            collate_fn=collate,
+            num_workers=self.settings.workers,
+        )
+        started, done = time.perf_counter(), 0
+        for batch in loader:
+            for message in batch.errors:
+                log.warning("skipped an unreadable clip: %s", message)
+            if not batch.size:
+                continue
+            x = normalize_clips(batch.video.to(self.device), self.mean, self.std)
+            with torch.inference_mode():
+                tokens = self.encoder(x.to(_dtype(self.encoder)))
+            done += batch.size
+            if self.progress is not None:
+                self.progress(self.stage, done, len(self.dataset))
+            yield tokens.to(torch.float16).cpu(), batch.labels, batch.indices
+        self.seconds += time.perf_counter() - started
+
+    def batches(
+        self, size: int, seed: int | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Shuffled (``seed``) or in-order batches of (tokens, labels, clip ids)."""
+        if self.store is None:  # live: the same batches the stored tokens would give
+            yield from self._encode(seed, size)
+            return
+        tokens = torch.cat([t for t, _, _ in self.store])
+        labels = torch.cat([y for _, y, _ in self.store])
+        ids = torch.cat([i for _, _, i in self.store])
+        order = torch.arange(len(labels))
+        if seed is not None:
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        for i in range(0, len(order), size):
+            chunk = order[i : i + size]
+            yield tokens[chunk], labels[chunk], ids[chunk]
+
+
+def _keys(n: int, epoch: int | None) -> list[tuple[int, int]]:
+    """In order as epoch 0, or shuffled for ``epoch`` (whose random training views differ)."""
+    if epoch is None:
+        return [(0, i) for i in range(n)]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch)).tolist()
+    return [(epoch, i) for i in order]
+
+
+def _dtype(encoder: nn.Module) -> torch.dtype:
+    param = next(iter(encoder.parameters()), None)
+    return param.dtype if param is not None and param.is_floating_point() else torch.float32
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@attrs.frozen
+class ProbeScore:
+    """One probe kind's top-1 accuracy per seed."""
+
+    probe: str
+    accuracies: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.accuracies) / len(self.accuracies)
+
+    @property
+    def stderr(self) -> float:
+        """Standard error of the mean over seeds."""
+        n = len(self.accuracies)
+        if n < 2:
+            return 0.0
+        var = sum((a - self.mean) ** 2 for a in self.accuracies) / (n - 1)
+        return math.sqrt(var / n)
+
+
+@attrs.frozen
+class ClassifyReport:
+    """Top-1 of each probe on the held-out clips, with what it was measured on."""
+
+    encoder: str
+    data: str
+    classes: tuple[str, ...]
+    train_clips: int
+    test_clips: int
+    views: int
+    scores: tuple[ProbeScore, ...]
+    mode: str  # "cached" tokens or "live" encoding
+    seconds: dict
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / len(self.classes)
+
+    def score(self, probe: str) -> ProbeScore:
+        return next(s for s in self.scores if s.probe == probe)
+
+    def to_dict(self) -> dict:
+        d = attrs.asdict(self)
+        d["chance"] = self.chance
+        d["scores"] = {
+            s.probe: {"accuracies": list(s.accuracies), "mean": s.mean, "stderr": s.stderr}
+            for s in self.scores
+        }
+        return d
+
+
+def compare(reports: dict[str, ClassifyReport]) -> str:
+    """One table: a row per (encoder, probe), top-1 mean +- standard error over seeds."""
+    first = next(iter(reports.values()))
+    lines = [
+        f"{first.data}: {len(first.classes)} classes, {first.train_clips} train / "
+        f"{first.test_clips} test clips, {first.views} view(s) per test clip, chance "
+        f"{first.chance:.3f}",
+        f"{'encoder':<12} {'probe':<10} top-1 (mean +- s.e. over {len(first.scores[0].accuracies)} seeds)",
+    ]
+    for name, report in reports.items():
+        for s in report.scores:
+            lines.append(f"{name:<12} {s.probe:<10} {s.mean:.3f} +- {s.stderr:.3f}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def feature_bytes(n_clips: int, tokens: int, dim: int) -> int:
+    """Memory of ``n_clips`` clips' tokens kept as fp16."""
+    return n_clips * tokens * dim * 2
+
+
+def classify(
+    encoder: nn.Module,
+    splits: LabelledSplits,
+    mean,
+    std,
+    settings: ClassifySettings = ClassifySettings(),
+    name: str = "encoder",
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+) -> ClassifyReport:
+    """Train ``settings.probes`` on the frozen encoder's tokens of ``splits.train`` and
+    score them on ``splits.test``."""
+    device = torch.device(device)
+    encoder = encoder.to(device).eval()
+    train, test = _limit(splits.train, settings.max_train), _limit(splits.test, settings.max_test)
+    tokens_per_clip = int(getattr(encoder, "num_tokens", 0)) or math.prod(encoder.grid)
+    need = feature_bytes(len(train) + len(test), tokens_per_clip, encoder.embed_dim)
+    cached = need <= settings.feature_memory_gb * 1e9
+    log.info(
+        "classify: %d train / %d test clips, %s tokens (%.2f GB as fp16)",
+        len(train),
+        len(test),
+        "cached" if cached else "live",
+        need / 1e9,
+    )
+    started = time.perf_counter()
+    common = {"mean": mean, "std": std, "s": settings, "device": device, "cached": cached}
+    train_tokens = Tokens(encoder, train, **common, stage=f"{name} train", progress=progress)
+    test_tokens = Tokens(encoder, test, **common, stage=f"{name} test", progress=progress)
+    probes = {
+        (kind, seed): make_probe(kind, encoder.embed_dim, len(splits.classes), seed).to(device)
+        for kind in settings.probes
+        for seed in range(settings.seeds)
+    }
+    optimizers = {
+        key: torch.optim.AdamW(p.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        for key, p in probes.items()
+    }
+    steps = settings.epochs * math.ceil(len(train) / settings.probe_batch_size)
+    step = 0
+    trained = time.perf_counter()
+    for epoch in range(settings.epochs):
+        for tokens, labels, _ in train_tokens.batches(settings.probe_batch_size, seed=epoch):
+            x, y = tokens.to(device).float(), labels.to(device)
+            lr = lr_at(step, steps, settings)
+            for key, probe in probes.items():
+                for group in optimizers[key].param_groups:
+                    group["lr"] = lr
+                loss = F.cross_entropy(probe(x), y)
+                optimizers[key].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[key].step()
+            step += 1
+        if progress is not None:
+            progress(f"{name} probes", epoch + 1, settings.epochs)
+    train_seconds = time.perf_counter() - trained
+    logits = {key: {} for key in probes}
+    truth: dict[int, int] = {}
+    with torch.inference_mode():
+        for tokens, labels, ids in test_tokens.batches(settings.probe_batch_size, seed=None):
+            x = tokens.to(device).float()
+            clips = (
+                ids // test.views_per_video if hasattr(test, "views_per_video") else ids
+            ).tolist()
+            for key, probe in probes.items():
+                out = probe(x).float().cpu()
+                for clip, row in zip(clips, out, strict=True):
+                    logits[key][clip] = logits[key].get(clip, 0) + row  # views averaged
+            truth.update(zip(clips, labels.tolist(), strict=True))
+    scores = []
+    for kind in settings.probes:
+        accuracies = []
+        for seed in range(settings.seeds):
+            votes = logits[(kind, seed)]
+            hits = sum(int(votes[c].argmax()) == truth[c] for c in votes)
+            accuracies.append(hits / max(len(votes), 1))
+        scores.append(ProbeScore(kind, tuple(accuracies)))
+    seconds = {
+        "features": round(train_tokens.seconds + test_tokens.seconds, 3),
+        "probe_training": round(train_seconds, 3),
+        "total": round(time.perf_counter() - started, 3),
+    }
+    return ClassifyReport(
+        encoder=name,
+        data=splits.name,
+        classes=tuple(splits.classes),
+        train_clips=len(train),
+        test_clips=len(truth),
+        views=getattr(test, "views_per_video", 1),
+        scores=tuple(scores),
+        mode="cached" if cached else "live",
+        seconds=seconds,
+    )
+
+
+def _limit(dataset: Dataset, count: int) -> Dataset:
+    if not count or count >= len(dataset):
+        return dataset
+    from torch.utils.data import Subset
+
+    subset = Subset(dataset, list(range(count)))
+    subset.getitem = lambda i, epoch=0: dataset.getitem(i, epoch)  # KeyedDataset's interface
+    if hasattr(dataset, "views_per_video"):
+        subset.views_per_video = dataset.views_per_video
+    return subset
+
+
+def plan_lines(
+    encoder: nn.Module, config: dict, splits: LabelledSplits, s: ClassifySettings
+) -> list[str]:
+    """What ``salt eval classify --dry-run`` prints: sizes, memory and compute."""
+    train, test = _limit(splits.train, s.max_train), _limit(splits.test, s.max_test)
+    tokens = int(getattr(encoder, "num_tokens", 0)) or math.prod(encoder.grid)
+    need = feature_bytes(len(train) + len(test), tokens, encoder.embed_dim)
+    cached = need <= s.feature_memory_gb * 1e9
+    flops = getattr(encoder, "forward_flops", None)
+    per_clip = float(flops(tokens)) if flops else float("nan")
+    passes = 1 if cached else s.epochs
+    params = sum(p.numel() for p in encoder.parameters())
+    probe_params = sum(
+        p.numel()
+        for kind in s.probes
+        for p in make_probe(kind, encoder.embed_dim, len(splits.classes), 0).parameters()
+    )
+    return [
+        f"encoder {config.get('architecture', '?')} ({params / 1e6:.1f}M params, frozen), "
+        f"{config['num_frames']}x{config['image_size']}px clips, {tokens} tokens x "
+        f"{encoder.embed_dim}",
+        f"data {splits.name}: {len(splits.classes)} classes, {len(train)} train / {len(test)} "
+        f"test clips x {s.views} view(s)",
+        f"tokens as fp16: {need / 1e9:.2f} GB -> "
+        + (
+            "kept in memory, encoded once"
+            if cached
+            else f"above --feature-memory {s.feature_memory_gb:g} GB: encoded live every epoch"
+        ),
+        f"encoder: {per_clip * (len(train) * passes + len(test)) / 1e12:.1f} TFLOP in all "
+        f"({passes} pass(es) over train), probes: {', '.join(s.probes)} x {s.seeds} seeds "
+        f"({probe_params / 1e6:.2f}M params each set), {s.epochs} epochs",
+    ]

@@ -1,0 +1,133 @@
+"""salt eval classify (salt/classify.py): frozen attentive and linear probes on labelled
+clips - the built-in motion benchmark and labelled video files - from an export, a run or a
+checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from videos import write_video
+
+from salt.classify import (
+    AttentiveClassifier,
+    ClassifySettings,
+    LinearClassifier,
+    ProbeScore,
+    classify,
+    labelled_splits,
+)
+from salt.cli import main
+from salt.config import DataConfig
+from salt.export import encoder_config, write_export
+from salt.registry import students
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+QUICK = {"epochs": 3, "workers": 0, "seeds": 3}
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return students.create("vit_tiny", num_frames=2, image_size=32, patch_size=16, tubelet_size=2)
+
+
+@pytest.fixture
+def motion():
+    return labelled_splits(DataConfig(spec="motion:28", num_frames=2, image_size=32))
+
+
+def test_probes_map_tokens_to_class_logits():
+    tokens = torch.randn(5, 7, 48)
+    assert AttentiveClassifier(48, 14)(tokens).shape == (5, 14)
+    assert LinearClassifier(48, 3)(tokens).shape == (5, 3)
+
+
+def test_scores_are_top1_per_seed_with_their_standard_error(encoder, motion):
+    report = classify(encoder, motion, MEAN, STD, ClassifySettings(**QUICK))
+    assert report.classes[0] == "right" and report.chance == pytest.approx(1 / 14)
+    assert (report.train_clips, report.test_clips, report.mode) == (28, 14, "cached")
+    for probe in ("attentive", "linear"):
+        score = report.score(probe)
+        assert len(score.accuracies) == 3 and all(0 <= a <= 1 for a in score.accuracies)
+        assert all(round(a * 14) == a * 14 for a in score.accuracies)  # hits out of 14 clips
+    s = ProbeScore("x", (0.5, 0.6, 0.7))
+    assert s.mean == pytest.approx(0.6) and s.stderr == pytest.approx(0.1 / math.sqrt(3))
+    assert set(report.to_dict()["scores"]) == {"attentive", "linear"}
+    assert report.seconds["features"] > 0 and report.seconds["probe_training"] > 0
+
+
+def test_live_encoding_gives_what_kept_tokens_give(encoder, motion):
+    """Above --feature-memory the encoder runs every epoch: same batches, same probes."""
+    kept = classify(encoder, motion, MEAN, STD, ClassifySettings(**{**QUICK, "seeds": 1}))
+    live = classify(
+        encoder,
+        motion,
+        MEAN,
+        STD,
+        ClassifySettings(**{**QUICK, "seeds": 1, "feature_memory_gb": 0}),
+    )
+    assert live.mode == "live" and kept.mode == "cached"
+    for probe in ("attentive", "linear"):
+        assert live.score(probe).accuracies == pytest.approx(
+            kept.score(probe).accuracies, abs=1 / 14 + 1e-9
+        )
+
+
+@pytest.fixture(scope="module")
+def export(encoder, tmp_path_factory):
+    from salt.config import build_config
+
+    cfg = build_config(
+        overrides={"data.num_frames": 2, "data.image_size": 32, "student.name": "vit_tiny"}
+    )
+    out = tmp_path_factory.mktemp("enc") / "export"
+    return write_export(out, encoder.state_dict(), encoder_config(cfg.to_dict()))
+
+
+def test_cli_on_the_motion_benchmark_with_a_random_baseline(export, capsys):
+    args = ["eval", "classify", str(export), "--data", "motion:28", "--seeds", "2"]
+    args += ["--epochs", "2", "--workers", "0", "--baseline", "random", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"encoder", "random"}
+    assert len(out["random"]["scores"]["attentive"]["accuracies"]) == 2
+    assert out["encoder"]["test_clips"] == 14 and out["encoder"]["chance"] == pytest.approx(1 / 14)
+    assert main(["eval", "classify", str(export), "--data", "motion:28", "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "14 classes, 28 train / 14 test clips" in plan and "kept in memory" in plan
+
+
+def test_labelled_video_files_from_csv_manifests(tmp_path, tiny_config, capsys):
+    """A run and a checkpoint too; real mp4 files listed in CSV manifests with labels."""
+    from salt.train import train
+
+    rows = {"train": [], "test": []}
+    for split, count in (("train", 3), ("test", 2)):
+        for label in ("push", "pull"):
+            for i in range(count):
+                path = write_video(tmp_path / "v" / f"{split}_{label}{i}.mp4", n=12, seed=i)
+                rows[split].append(f"{path.name},{label}")
+    for split, lines in rows.items():
+        (tmp_path / "v" / f"{split}.csv").write_text("path,label\n" + "\n".join(lines) + "\n")
+    run = train(tiny_config).run_dir
+    checkpoint = sorted((run / "checkpoints").glob("*.pt"))[-1]
+    for encoder in (run, checkpoint):
+        args = ["eval", "classify", str(encoder), "--train", str(tmp_path / "v" / "train.csv")]
+        args += ["--test", str(tmp_path / "v" / "test.csv"), "--epochs", "2", "--seeds", "1"]
+        args += ["--workers", "0", "--views", "2", "--no-progress"]
+        assert main(args) == 0
+        table = capsys.readouterr().out
+        assert "2 classes, 6 train / 4 test clips, 2 view(s) per test clip, chance 0.500" in table
+        assert "encoder      attentive" in table and "encoder      linear" in table
+
+
+def test_data_without_splits_is_a_clear_error(tmp_path, capsys):
+    folder = tmp_path / "videos"
+    write_video(folder / "a" / "x.mp4", n=8)
+    with pytest.raises(ValueError, match="give --train and --test specs"):
+        labelled_splits(DataConfig(spec=str(folder), num_frames=2, image_size=32))
+    with pytest.raises(ValueError, match="probes must be among"):
+        ClassifySettings(probes=("knn",))
