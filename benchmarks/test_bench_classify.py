@@ -12,12 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from salt.classify import (
-    ClassifySettings,
-    Tokens,
-    lr_at,
-    make_probe,
-)
+from salt.classify import ClassifySettings, lr_at, make_probe
 from salt.config import DataConfig
 from salt.data import build_source, normalize_clips
 from salt.registry import students
@@ -89,20 +84,3 @@ def test_probe_training(benchmark, summary, seconds_per_call, pin_threads, kind)
             f"{kind} probe x {settings.seeds} seeds: {1e3 * mean:.0f} ms per epoch of {clips} "
             f"clips ({clips * settings.seeds / mean:.0f} clip-probe steps/s)"
         )
-
-
-def test_tokens_are_kept_once_for_every_epoch(encoder):
-    """Not a timing: the kept-token path encodes each clip exactly once."""
-    source = build_source(DataConfig(spec="motion:4", num_frames=8, image_size=112))
-    calls = []
-    hook = encoder.register_forward_hook(lambda m, i, o: calls.append(len(o)))
-    try:
-        settings = ClassifySettings(workers=0)
-        kept = Tokens(
-            encoder, source, mean=MEAN, std=STD, s=settings, device="cpu", cached=True, stage="x"
-        )
-        for epoch in range(3):
-            list(kept.batches(2, seed=epoch))
-    finally:
-        hook.remove()
-    assert sum(calls) == 4

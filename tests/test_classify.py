@@ -16,6 +16,7 @@ from salt.classify import (
     ClassifySettings,
     LinearClassifier,
     ProbeScore,
+    Tokens,
     classify,
     labelled_splits,
 )
@@ -57,6 +58,28 @@ def test_scores_are_top1_per_seed_with_their_standard_error(encoder, motion):
     assert s.mean == pytest.approx(0.6) and s.stderr == pytest.approx(0.1 / math.sqrt(3))
     assert set(report.to_dict()["scores"]) == {"attentive", "linear"}
     assert report.seconds["features"] > 0 and report.seconds["probe_training"] > 0
+
+
+def test_kept_tokens_are_encoded_once_for_every_epoch(encoder, motion):
+    calls = []
+    hook = encoder.register_forward_hook(lambda m, i, o: calls.append(len(o)))
+    try:
+        kept = Tokens(
+            encoder,
+            motion.test,
+            mean=MEAN,
+            std=STD,
+            s=ClassifySettings(workers=0),
+            device="cpu",
+            cached=True,
+            stage="x",
+        )
+        epochs = [list(kept.batches(4, seed=epoch)) for epoch in range(3)]
+    finally:
+        hook.remove()
+    assert sum(calls) == 14 and all(sum(len(y) for _, y, _ in e) == 14 for e in epochs)
+    orders = [torch.cat([ids for _, _, ids in e]).tolist() for e in epochs]
+    assert sorted(orders[0]) == list(range(14)) and orders[0] != orders[1]  # reshuffled
 
 
 def test_live_encoding_gives_what_kept_tokens_give(encoder, motion):
