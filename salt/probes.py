@@ -7,8 +7,9 @@ videos on disk), encodes every clip once with the frozen encoder, and scores the
 - ``motion-static``: real clip vs its first frame repeated (2-way);
 - ``temporal-shuffle``: ordered vs randomly permuted frames (2-way);
 - ``stride``: the same video at frame step 1, 2 or 4 (3-way);
-- ``clip-consistency``: two jittered sub-clips of a video (different start, shifted crop)
-  must retrieve each other (top-1 cosine nearest neighbour among all videos' sub-clips).
+- ``clip-consistency``: two jittered sub-clips of a video (different start, shifted crop;
+  on the built-in data the second shows the same motion over another background) must
+  retrieve each other (top-1 cosine nearest neighbour among all videos' sub-clips).
 
 Classification tasks are scored by seeded k-fold cross-validation *by video*: the videos
 are dealt into ``FOLDS`` folds (all versions of a video in the same fold), a probe trained
@@ -72,13 +73,16 @@ Progress = Callable[[str, int, int], None]  # (task, clips encoded, clips to enc
 class ClipSpec:
     """One clip of a source video: ``num_frames`` frames ``step`` apart starting at
     ``position`` (0..1) of the video's free range; ``shift`` (dy, dx) pixels moves the crop
-    (None: the standard centre view); ``order`` re-orders the decoded frames."""
+    (None: the standard centre view); ``order`` re-orders the decoded frames; ``scene`` > 0
+    asks for the same motion in another scene (another background), where the source can
+    render one (the built-in data; videos on disk have only their own)."""
 
     video: int
     step: int
     position: float = 0.5
     shift: tuple[int, int] | None = None
     order: tuple[int, ...] | None = None
+    scene: int = 0
 
 
 class SyntheticSource:
@@ -107,7 +111,9 @@ class SyntheticSource:
         """``uint8 [T, C, H, W]``."""
         # A synthetic video has no end; treat it as two clip spans long.
         start = round(spec.position * num_frames * spec.step)
-        frames = self.data.render(spec.video, start + np.arange(num_frames) * spec.step)
+        frames = self.data.render(
+            spec.video, start + np.arange(num_frames) * spec.step, scene=spec.scene
+        )
         if spec.shift is not None:
             # The synthetic world (shape and background) is periodic, so a roll is a seamless
             # crop shift.
@@ -289,8 +295,10 @@ def build_task(
             first, second = rng.uniform(0.0, 0.5), rng.uniform(0.5, 1.0)
             shifts = rng.integers(-jitter, jitter + 1, size=(2, 2)).tolist()
             pairs.append((len(clips), len(clips) + 1))
+            # The second sub-clip shows the same motion in another scene where the source can
+            # render one, so a static background cannot identify the video.
             clips.append(ClipSpec(v, frame_step, round(first, 4), tuple(shifts[0])))
-            clips.append(ClipSpec(v, frame_step, round(second, 4), tuple(shifts[1])))
+            clips.append(ClipSpec(v, frame_step, round(second, 4), tuple(shifts[1]), scene=1))
         return TaskData(task, tuple(videos), tuple(clips), pairs=tuple(pairs))
     raise ValueError(f"unknown probe task {task!r}; the tasks are {', '.join(TASKS)}")
 

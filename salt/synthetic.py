@@ -65,9 +65,16 @@ class SyntheticMotion(Dataset):
             "texture": rng.normal(size=(3, 4)),
         }
 
-    def render(self, index: int, frames: np.ndarray | None = None) -> np.ndarray:
-        """``uint8 [T, H, W, 3]`` for the given source-frame numbers (default: the clip's)."""
+    def render(self, index: int, frames: np.ndarray | None = None, scene: int = 0) -> np.ndarray:
+        """``uint8 [T, H, W, 3]`` for the given source-frame numbers (default: the clip's).
+
+        ``scene`` > 0 keeps the clip's motion and shape but draws another background: the
+        same event filmed in another place."""
         p = self.params(index)
+        if scene:
+            p["texture"] = np.random.default_rng([self.seed, index, 1000 + scene]).normal(
+                size=(3, 4)
+            )
         size = self.image_size
         if frames is None:
             frames = np.arange(self.num_frames) * self.frame_step

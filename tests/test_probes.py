@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -197,6 +198,27 @@ def test_task_clips_are_the_claimed_transformations():
     first, second = data["clip-consistency"].clips[:2]
     assert first.video == second.video and first.position < 0.5 <= second.position
     assert data["clip-consistency"].pairs == ((0, 1), (2, 3))
+
+
+def test_clip_consistency_cannot_be_solved_by_the_background():
+    """The second sub-clip shows the same motion over another background: an 'encoder' that
+    only sees the background's colour retrieves at chance, one that sees the moving shape's
+    path finds its pair."""
+
+    class Background(nn.Module):
+        num_frames, image_size = FRAMES, SIZE
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # the median colour of frame 0
+            return x[:, :, 0].flatten(2).median(-1).values[:, None, :]
+
+    source = SyntheticSource(length=64, image_size=SIZE)
+    report = run_probes(Background(), source, num_videos=24, tasks=["clip-consistency"])
+    assert report["clip-consistency"].accuracy < 0.2  # chance 1/24; it used to be ~1.0
+    spec = ClipSpec(3, step=2, position=0.0)
+    same, other = source.clip(spec, FRAMES), source.clip(attrs.evolve(spec, scene=1), FRAMES)
+    moved = (same[1:].int() - same[:-1].int()).abs().sum(1) > 0  # where the shape moved
+    assert not torch.equal(same, other)
+    assert torch.equal(moved, (other[1:].int() - other[:-1].int()).abs().sum(1) > 0)
 
 
 def test_shuffled_order_never_identity_or_reversal():
