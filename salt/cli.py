@@ -417,6 +417,46 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_curve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from salt.classify import ClassifySettings
+    from salt.curve import checkpoint_curve, draw_curve
+    from salt.distributed import resolve_device
+
+    knobs = {"seeds": args.seeds, "epochs": args.epochs, "lr": args.lr, "workers": args.workers}
+    settings = ClassifySettings(**{k: v for k, v in knobs.items() if v is not None})
+    fields = {"teacher": "teacher.spec", "distill_data": "data.spec"}
+    bar = tqdm(desc="curve", unit="clip", disable=args.no_progress or args.json)
+
+    def progress(stage, done, total):
+        bar.total, bar.n = total, done
+        bar.set_postfix_str(stage)
+        bar.refresh()
+
+    report = checkpoint_curve(
+        args.run,
+        data=args.data,
+        probe=args.probe,
+        settings=settings,
+        distill_overrides=overrides_from(args, fields),
+        distill_batches=args.batches,
+        seed=args.seed,
+        device=resolve_device(args.device),
+        progress=progress,
+    )
+    bar.close()
+    png = draw_curve(report, Path(args.png or Path(report.run) / "distill_vs_probe.png"))
+    if args.json:
+        print(json.dumps({**report.to_dict(), "png": str(png)}, indent=2))
+    else:
+        print(report.table())
+        print(f"plot: {png}")
+    return 0
+
+
 PROBE_CHOICES = {
     "attentive": ("attentive",),
     "linear": ("linear",),
@@ -693,6 +733,28 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--json", action="store_true", help="print JSON")
     cl.add_argument("--no-progress", action="store_true")
     cl.set_defaults(func=cmd_eval_classify)
+
+    cu = esub.add_parser(
+        "curve",
+        help="held-out distillation loss and probe top-1 for every checkpoint of a run, "
+        "their Spearman correlation and a PNG",
+    )
+    cu.add_argument("run", help="run directory (keep its checkpoints: train.keep_checkpoints=0)")
+    cu.add_argument("--data", default="motion:448", help="labelled data for the probe")
+    cu.add_argument("--probe", choices=["attentive", "linear"], default="attentive")
+    cu.add_argument("--teacher", help="teacher for the distillation loss (default: the run's)")
+    cu.add_argument("--distill-data", help="held-out data for the distillation loss")
+    cu.add_argument("--batches", type=int, default=8, help="distillation batches per checkpoint")
+    cu.add_argument("--seeds", type=int, help="probe seeds (default 3)")
+    cu.add_argument("--epochs", type=int, help="probe epochs (default 20)")
+    cu.add_argument("--lr", type=float, help="probe peak learning rate (default 1e-3)")
+    cu.add_argument("--workers", type=int, default=2)
+    cu.add_argument("--seed", type=int, default=0, help="fixes the distillation masks")
+    cu.add_argument("--png", help="where to draw the curve (default: RUN/distill_vs_probe.png)")
+    cu.add_argument("--device", default="auto")
+    cu.add_argument("--json", action="store_true")
+    cu.add_argument("--no-progress", action="store_true")
+    cu.set_defaults(func=cmd_eval_curve)
 
     e = sub.add_parser("export", help="write a run's student encoder (safetensors + config.json)")
     e.add_argument("run", help="run directory (or a checkpoint file)")

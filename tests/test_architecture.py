@@ -49,6 +49,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "salt.distill",
         "salt.probes",
         "salt.classify",
+        "salt.curve",
         "salt.export",
         "salt.encoder",
         "salt.plots",

@@ -154,3 +154,37 @@ def test_data_without_splits_is_a_clear_error(tmp_path, capsys):
         labelled_splits(DataConfig(spec=str(folder), num_frames=2, image_size=32))
     with pytest.raises(ValueError, match="probes must be among"):
         ClassifySettings(probes=("knn",))
+
+
+def test_spearman_and_ranks():
+    from salt.curve import ranks, spearman
+
+    assert ranks([3.0, 1.0, 2.0, 1.0]) == [4.0, 1.5, 3.0, 1.5]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [5, 6, 4]) == pytest.approx(-0.5)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_curve_over_every_checkpoint_of_a_run(tiny_overrides, tmp_path, capsys):
+    from salt.config import build_config
+    from salt.train import train
+
+    cfg = build_config(overrides={**tiny_overrides, "train.steps": 6, "train.checkpoint_every": 2})
+    run = train(cfg).run_dir
+    png = tmp_path / "curve.png"
+    args = ["eval", "curve", str(run), "--data", "motion:28", "--seeds", "2", "--epochs", "2"]
+    args += ["--batches", "1", "--workers", "0", "--png", str(png), "--json", "--device", "cpu"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [p["step"] for p in out["points"]] == [2, 4, 6]
+    assert all(0 <= p["accuracy"] <= 1 and p["distill_loss"] > 0 for p in out["points"])
+    assert -1 <= out["spearman"] <= 1 or math.isnan(out["spearman"])
+    from PIL import Image
+
+    assert Image.open(png).size[0] > 0 and out["png"] == str(png)
+    one = build_config(overrides={**tiny_overrides, "run.name": "one", "train.steps": 2})
+    with pytest.raises(ValueError, match="a curve needs several"):
+        from salt.curve import checkpoint_curve
+
+        checkpoint_curve(train(one).run_dir, data="motion:28")

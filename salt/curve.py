@@ -1,0 +1,166 @@
+"""Does the distillation loss track the probe? Both, for every checkpoint of a run.
+
+SALT picks checkpoints without labels because its student's held-out distillation loss
+predicts downstream accuracy. ``salt eval curve RUN`` measures that on a run: for each
+checkpoint, the held-out distillation loss (:mod:`salt.distill`) and the frozen probe's
+top-1 (:mod:`salt.classify`), their Spearman rank correlation, and a PNG of both.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import attrs
+
+from salt.checkpoints import list_checkpoints, resolve_checkpoint, run_dir_of
+from salt.classify import ClassifySettings, LabelledSplits, classify, labelled_splits
+from salt.config import DataConfig
+from salt.distill import distill_loss
+from salt.export import load_encoder
+
+log = logging.getLogger(__name__)
+
+
+def ranks(values: list[float]) -> list[float]:
+    """1-based ranks, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation of two equally long lists (nan when either is constant)."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(
+            f"spearman needs two lists of the same length >= 2, got {len(a)}, {len(b)}"
+        )
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    va = sum((x - ma) ** 2 for x in ra)
+    vb = sum((y - mb) ** 2 for y in rb)
+    return cov / (va * vb) ** 0.5 if va and vb else float("nan")
+
+
+@attrs.frozen
+class CurvePoint:
+    """One checkpoint's held-out distillation loss and probe accuracy."""
+
+    step: int
+    checkpoint: str
+    distill_loss: float
+    accuracy: float
+    stderr: float
+
+
+@attrs.frozen
+class CurveReport:
+    """The curve of a run and how well the loss ranks the checkpoints."""
+
+    run: str
+    probe: str
+    data: str
+    points: tuple[CurvePoint, ...]
+
+    @property
+    def spearman(self) -> float:
+        """Rank correlation of *lower* loss with higher accuracy (1: the loss orders the
+        checkpoints exactly as the probe does)."""
+        losses = [-p.distill_loss for p in self.points]
+        return spearman(losses, [p.accuracy for p in self.points])
+
+    def to_dict(self) -> dict:
+        return {**attrs.asdict(self), "spearman": self.spearman}
+
+    def table(self) -> str:
+        lines = [
+            f"run {self.run}: {self.probe} probe on {self.data}",
+            f"{'step':>8}  {'distill loss':>12}  {'top-1':>14}",
+        ]
+        for p in self.points:
+            lines.append(
+                f"{p.step:>8}  {p.distill_loss:>12.5f}  {p.accuracy:.3f} +- {p.stderr:.3f}"
+            )
+        lines.append(
+            f"Spearman(-loss, top-1) = {self.spearman:+.3f} over {len(self.points)} checkpoints"
+        )
+        return "\n".join(lines)
+
+
+def checkpoint_curve(
+    run: str | Path,
+    data: str = "motion:448",
+    probe: str = "attentive",
+    settings: ClassifySettings | None = None,
+    distill_overrides: dict | None = None,
+    distill_batches: int = 8,
+    seed: int = 0,
+    device: str = "cpu",
+    progress=None,
+) -> CurveReport:
+    """Distillation loss and ``probe`` top-1 for every checkpoint of ``run``."""
+    run_dir = run_dir_of(resolve_checkpoint(run))
+    checkpoints = list_checkpoints(run_dir)
+    if len(checkpoints) < 2:
+        raise ValueError(
+            f"run {str(run_dir)!r} keeps {len(checkpoints)} checkpoint(s); a curve needs several - "
+            f"train with --set train.keep_checkpoints=0 and a train.checkpoint_every that "
+            f"gives five or more"
+        )
+    settings = attrs.evolve(settings or ClassifySettings(), probes=(probe,))
+    splits: LabelledSplits | None = None
+    points = []
+    for step, path in checkpoints:
+        loss = distill_loss(
+            path, distill_overrides, batches=distill_batches, seed=seed, device=device
+        )
+        encoder, config = load_encoder(path)
+        if splits is None:  # every checkpoint is scored on the same clips
+            geometry = DataConfig(
+                spec=data,
+                num_frames=config["num_frames"],
+                image_size=config["image_size"],
+                frame_step=config.get("frame_step", 4),
+                fps=config.get("fps", 0.0),
+            )
+            splits = labelled_splits(geometry)
+        report = classify(
+            encoder,
+            splits,
+            config["mean"],
+            config["std"],
+            settings,
+            f"step {step}",
+            device,
+            progress,
+        )
+        score = report.score(probe)
+        log.info("step %d: distill %.5f, %s %.3f", step, loss.loss, probe, score.mean)
+        points.append(CurvePoint(step, str(path), loss.loss, score.mean, score.stderr))
+    return CurveReport(str(run_dir), probe, data, tuple(points))
+
+
+def draw_curve(report: CurveReport, path: Path) -> Path:
+    """Two panels over the steps: held-out distillation loss and probe top-1."""
+    from salt.plots import Line, Panel, colour_of, draw_panels, save_png
+
+    loss = [(p.step, p.distill_loss) for p in report.points]
+    top1 = [(p.step, p.accuracy) for p in report.points]
+    panels = [
+        Panel("held-out distillation loss", (Line("distill", colour_of(0), loss),), markers=True),
+        Panel(
+            f"{report.probe} probe top-1 (Spearman with -loss {report.spearman:+.2f})",
+            (Line("top-1", colour_of(1), top1),),
+            markers=True,
+        ),
+    ]
+    return save_png(draw_panels(panels, columns=2), path)
