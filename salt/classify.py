@@ -55,6 +55,7 @@ class ClassifySettings:
     probe_batch_size: int = 64
     batch_size: int = 16  # clips per encoder forward
     views: int = 1  # temporal views per test clip (videos), logits averaged
+    spatial_views: int = 1  # crops along the long side per temporal view (videos)
     workers: int = 2
     feature_memory_gb: float = 4.0  # keep tokens in memory up to this size
     max_train: int = 0  # 0: every clip of the split
@@ -64,7 +65,7 @@ class ClassifySettings:
         unknown = [p for p in self.probes if p not in PROBES]
         if unknown or not self.probes:
             raise ValueError(f"probes must be among {', '.join(PROBES)}, got {self.probes}")
-        for name in ("seeds", "epochs", "probe_batch_size", "batch_size", "views"):
+        for name in ("seeds", "epochs", "probe_batch_size", "batch_size", "views", "spatial_views"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -83,7 +84,11 @@ class LabelledSplits:
 
 
 def labelled_splits(
-    data: DataConfig, train: str | None = None, test: str | None = None, views: int = 1
+    data: DataConfig,
+    train: str | None = None,
+    test: str | None = None,
+    views: int = 1,
+    spatial_views: int = 1,
 ) -> LabelledSplits:
     """Train and test clips of a labelled spec.
 
@@ -113,7 +118,12 @@ def labelled_splits(
         raise ValueError(f"{train} and {test} mix class names and class numbers; use one")
     train_set = VideoDataset(train_records, data, train=True, classes=names or None)
     test_set = VideoDataset(
-        test_records, data, train=False, views_per_video=views, classes=names or None
+        test_records,
+        data,
+        train=False,
+        views_per_video=views,
+        classes=names or None,
+        spatial_views=spatial_views,
     )
     if names:
         classes = tuple(names)
@@ -424,9 +434,7 @@ def classify(
     with torch.inference_mode():
         for tokens, labels, ids in test_tokens.batches(settings.probe_batch_size, seed=None):
             x = tokens.to(device).float()
-            clips = (
-                ids // test.views_per_video if hasattr(test, "views_per_video") else ids
-            ).tolist()
+            clips = (ids // getattr(test, "views", 1)).tolist()
             for key, probe in probes.items():
                 out = probe(x).float().cpu()
                 for clip, row in zip(clips, out, strict=True):
@@ -451,7 +459,7 @@ def classify(
         classes=tuple(splits.classes),
         train_clips=len(train),
         test_clips=len(truth),
-        views=getattr(test, "views_per_video", 1),
+        views=getattr(test, "views", 1),
         scores=tuple(scores),
         mode="cached" if cached else "live",
         seconds=seconds,
@@ -465,8 +473,7 @@ def _limit(dataset: Dataset, count: int) -> Dataset:
 
     subset = Subset(dataset, list(range(count)))
     subset.getitem = lambda i, epoch=0: dataset.getitem(i, epoch)  # KeyedDataset's interface
-    if hasattr(dataset, "views_per_video"):
-        subset.views_per_video = dataset.views_per_video
+    subset.views = getattr(dataset, "views", 1)
     return subset
 
 
@@ -492,7 +499,7 @@ def plan_lines(
         f"{config['num_frames']}x{config['image_size']}px clips, {tokens} tokens x "
         f"{encoder.embed_dim}",
         f"data {splits.name}: {len(splits.classes)} classes, {len(train)} train / {len(test)} "
-        f"test clips x {s.views} view(s)",
+        f"test clips x {getattr(splits.test, 'views', 1)} view(s)",
         f"tokens as fp16: {need / 1e9:.2f} GB -> "
         + (
             "kept in memory, encoded once"

@@ -372,6 +372,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
         "lr": args.lr,
         "batch_size": args.batch_size,
         "views": args.views,
+        "spatial_views": args.spatial_views,
         "workers": args.workers,
         "feature_memory_gb": args.feature_memory,
         "max_train": args.max_train,
@@ -380,7 +381,9 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     settings = ClassifySettings(**{k: v for k, v in knobs.items() if v is not None})
     probes = PROBE_CHOICES[args.probe]
     settings = attrs.evolve(settings, probes=probes)
-    splits = labelled_splits(data, args.train, args.test, views=settings.views)
+    splits = labelled_splits(
+        data, args.train, args.test, views=settings.views, spatial_views=settings.spatial_views
+    )
     if args.dry_run:
         print("\n".join(plan_lines(encoder, config, splits, settings)))
         print("dry run: encoder, data and settings check out; nothing was trained")
@@ -716,6 +719,11 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--lr", type=float, help="probe peak learning rate (default 1e-3)")
     cl.add_argument("--batch-size", type=int, help="clips per encoder forward (default 16)")
     cl.add_argument("--views", type=int, help="temporal views per test video (default 1)")
+    cl.add_argument(
+        "--spatial-views",
+        type=int,
+        help="crops along the long side per temporal view (default 1; V-JEPA uses 3)",
+    )
     cl.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding clips")
     cl.add_argument(
         "--feature-memory",

@@ -180,12 +180,14 @@ class VideoDataset(Dataset):
         train: bool = True,
         views_per_video: int = 1,
         classes: Sequence[str] | None = None,
+        spatial_views: int = 1,
     ):
         self.collection = collection
         self.data = data
         self.seed = seed
         self.train = train
-        self.views_per_video = views_per_video
+        self.views_per_video = views_per_video  # temporal positions
+        self.spatial_views = spatial_views  # crops along the long side, per position
         # Named labels map to their index in ``classes`` (default: this collection's names,
         # sorted); give the list explicitly to share it between splits.
         names = sorted({str(r.label) for r in collection.records if r.label is not None})
@@ -193,8 +195,13 @@ class VideoDataset(Dataset):
         self.classes = names
         self._class_index = {name: i for i, name in enumerate(names)}
 
+    @property
+    def views(self) -> int:
+        """Samples per video: temporal x spatial views."""
+        return self.views_per_video * self.spatial_views
+
     def __len__(self) -> int:
-        return len(self.collection.records) * self.views_per_video
+        return len(self.collection.records) * self.views
 
     def label_id(self, record: VideoRecord) -> int:
         """Class index of a record's label (-1 when unlabelled)."""
@@ -205,7 +212,7 @@ class VideoDataset(Dataset):
         return self._class_index[str(record.label)]
 
     def record(self, index: int) -> VideoRecord:
-        return self.collection.records[index // self.views_per_video]
+        return self.collection.records[index // self.views]
 
     def view(self, index: int, reader, epoch: int = 0) -> View:
         """The view sample ``index`` takes in ``epoch`` (readers give length and size)."""
@@ -214,8 +221,9 @@ class VideoDataset(Dataset):
         if self.train:
             u = uniforms(sample_keys(self.seed, epoch, index), 3, stream=11)[0]
             return view_of(reader, *geometry, u=tuple(u))
-        k = index % self.views_per_video
-        return view_of(reader, *geometry, position=(k + 0.5) / self.views_per_video)
+        k, s = divmod(index % self.views, self.spatial_views)
+        crop = 0.5 if self.spatial_views == 1 else s / (self.spatial_views - 1)
+        return view_of(reader, *geometry, position=(k + 0.5) / self.views_per_video, crop=crop)
 
     def getitem(self, index: int, epoch: int = 0) -> Sample:
         record = self.record(index)

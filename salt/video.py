@@ -208,15 +208,20 @@ def sample_view(
     image_size: int,
     u: tuple[float, float, float] | None = None,
     position: float = 0.5,
+    crop: float = 0.5,
 ) -> View:
     """A view of a video: random start and crop from uniforms ``u`` (training), else the
-    start at ``position`` of the free range and a centre crop (evaluation, caching)."""
+    start at ``position`` of the free range and the crop at ``crop`` of the free room along
+    both sides (0.5: the centre crop; evaluation, caching)."""
     span = (num_frames - 1) * step + 1
     free = max(0, length - span)
     rh, rw = resized_shape(height, width, image_size)
     if u is None:
         start = round(position * free)
-        top, left = (rh - image_size) // 2, (rw - image_size) // 2
+        if crop == 0.5:
+            top, left = (rh - image_size) // 2, (rw - image_size) // 2
+        else:  # spatial test views: from one end of the long side to the other
+            top, left = round(crop * (rh - image_size)), round(crop * (rw - image_size))
     else:
         start = math.floor(u[0] * (free + 1))
         top = math.floor(u[1] * (rh - image_size + 1))
@@ -238,9 +243,11 @@ def view_of(
     fps: float = 0.0,
     u: tuple[float, float, float] | None = None,
     position: float = 0.5,
+    crop: float = 0.5,
 ) -> View:
     """The view of an open video: its length and frame size read from ``reader``, the step
-    from ``fps`` when set (> 0), else ``frame_step``; random (``u``) or at ``position``."""
+    from ``fps`` when set (> 0), else ``frame_step``; random (``u``) or at ``position`` and
+    ``crop`` (see :func:`sample_view`)."""
     if len(reader) == 0:
         raise VideoDecodeError(f"video {source!r} has no frames")
     height, width = reader[0].shape[:2]
@@ -248,7 +255,16 @@ def view_of(
     if fps > 0:
         step = max(1, round(reader.get_avg_fps() / fps))
     return sample_view(
-        source, len(reader), height, width, num_frames, step, image_size, u=u, position=position
+        source,
+        len(reader),
+        height,
+        width,
+        num_frames,
+        step,
+        image_size,
+        u=u,
+        position=position,
+        crop=crop,
     )
 
 

@@ -140,11 +140,28 @@ def test_labelled_video_files_from_csv_manifests(tmp_path, tiny_config, capsys):
     for encoder in (run, checkpoint):
         args = ["eval", "classify", str(encoder), "--train", str(tmp_path / "v" / "train.csv")]
         args += ["--test", str(tmp_path / "v" / "test.csv"), "--epochs", "2", "--seeds", "1"]
-        args += ["--workers", "0", "--views", "2", "--no-progress"]
+        args += ["--workers", "0", "--views", "2", "--spatial-views", "3", "--no-progress"]
         assert main(args) == 0
         table = capsys.readouterr().out
-        assert "2 classes, 6 train / 4 test clips, 2 view(s) per test clip, chance 0.500" in table
+        assert "2 classes, 6 train / 4 test clips, 6 view(s) per test clip, chance 0.500" in table
         assert "encoder      attentive" in table and "encoder      linear" in table
+
+
+def test_spatial_test_views_cover_the_long_side(tmp_path):
+    from salt.data import VideoDataset
+    from salt.video import View, discover
+
+    write_video(tmp_path / "v" / "a" / "x.mp4", n=20, height=48, width=64)
+    data = DataConfig(num_frames=2, image_size=32, frame_step=2)
+    found = discover(str(tmp_path / "v"))
+    views = VideoDataset(found, data, train=False, views_per_video=2, spatial_views=3)
+    assert len(views) == 6 and views.views == 6
+    crops = [View.from_dict(views[i].view).crop for i in range(6)]
+    starts = [View.from_dict(views[i].view).frames[0] for i in range(6)]
+    assert [c[1] for c in crops[:3]] == [0, 5, 11]  # 32 of 43 px: left, centre, right
+    assert starts[:3] == [starts[0]] * 3 and starts[3] > starts[0]  # then the next position
+    centre = VideoDataset(found, data, train=False)
+    assert View.from_dict(centre[0].view).crop[1] == 5
 
 
 def test_data_without_splits_is_a_clear_error(tmp_path, capsys):
