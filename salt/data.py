@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from salt.batch import Batch, MaskCollator, Sample
 from salt.config import Config, DataConfig
 from salt.masking import Masker, sample_keys, uniforms
-from salt.synthetic import SyntheticMotion
+from salt.motion import MotionClasses
+from salt.synthetic import ProceduralClips, SyntheticMotion
 from salt.video import (
     VideoCollection,
     VideoDecodeError,
@@ -93,25 +94,21 @@ def builtin_clip(source: str) -> tuple[str, int] | None:
     return (m.group(1), int(m.group(2))) if m else None
 
 
-def synthetic_view(dataset: SyntheticMotion, index: int) -> View:
-    """The (only) view of a built-in clip: every frame of the clip, the whole image."""
-    size = dataset.image_size
-    frames = tuple(range(0, dataset.num_frames * dataset.frame_step, dataset.frame_step))
-    return View(f"synthetic/{index}", frames, (0, 0, size, size), (size, size))
-
-
 def check_split(split: str) -> str:
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split must be one of {', '.join(SPLIT_SEEDS)}, got {split!r}")
     return split
 
 
-class SyntheticClips(Dataset):
-    """Built-in clips with their view; each split is drawn with its own content seed, so no
-    clip appears in two splits."""
+class GeneratedClips(Dataset):
+    """Built-in clips with their view (``kind/N``, every frame of the clip, the whole
+    image); each split is drawn with its own seed, so no clip or appearance recurs across
+    splits."""
+
+    generator_class: type[ProceduralClips]
 
     def __init__(self, data: DataConfig, split: str = "train", count: int = SYNTHETIC_CLIPS):
-        self.generator = SyntheticMotion(
+        self.generator = self.generator_class(
             length=count,
             num_frames=data.num_frames,
             image_size=data.image_size,
@@ -123,45 +120,29 @@ class SyntheticClips(Dataset):
         return len(self.generator)
 
     def getitem(self, index: int, epoch: int = 0) -> Sample:
-        item = self.generator[index]
-        view = synthetic_view(self.generator, index).as_dict()
-        return Sample(item["video"], item["label"], view, index=index, epoch=epoch)
-
-    def __getitem__(self, index: int) -> Sample:
-        return self.getitem(index)
-
-
-class MotionClips(Dataset):
-    """The labelled motion benchmark (:mod:`salt.motion`); each split is drawn with its own
-    appearance seed, so no background, colour or object recurs across splits."""
-
-    def __init__(self, data: DataConfig, split: str = "train", count: int = SYNTHETIC_CLIPS):
-        from salt.motion import MotionClasses
-
-        self.generator = MotionClasses(
-            length=count,
-            num_frames=data.num_frames,
-            image_size=data.image_size,
-            frame_step=data.frame_step,
-            seed=SPLIT_SEEDS[check_split(split)],
-        )
-        self.classes = list(self.generator.classes)
-
-    def __len__(self) -> int:
-        return len(self.generator)
-
-    def getitem(self, index: int, epoch: int = 0) -> Sample:
-        from salt.motion import clip_tensor
-
         g = self.generator
-        frames = tuple(range(0, g.num_frames * g.frame_step, g.frame_step))
         size = g.image_size
-        view = View(f"motion/{index}", frames, (0, 0, size, size), (size, size)).as_dict()
-        video = clip_tensor(g.render(index))
-        return Sample(video, g.label(index), view, index=index, epoch=epoch)
+        view = View(f"{g.kind}/{index}", g.frames(), (0, 0, size, size), (size, size))
+        return Sample(g.clip(index), g.label(index), view.as_dict(), index=index, epoch=epoch)
 
     def __getitem__(self, index: int) -> Sample:
         return self.getitem(index)
+
+
+class SyntheticClips(GeneratedClips):
+    """The built-in moving-shape data (:mod:`salt.synthetic`), labelled by direction."""
+
+    generator_class = SyntheticMotion
+
+
+class MotionClips(GeneratedClips):
+    """The labelled motion benchmark (:mod:`salt.motion`)."""
+
+    generator_class = MotionClasses
+
+    @property
+    def classes(self) -> list[str]:
+        return list(MotionClasses.classes)
 
 
 class VideoDataset(Dataset):

@@ -40,7 +40,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
+
+from salt.synthetic import ProceduralClips
 
 CLASSES = (
     "right",
@@ -67,29 +68,11 @@ def reversal(label: int) -> int:
     return label ^ 1
 
 
-class MotionClasses:
+class MotionClasses(ProceduralClips):
     """Clips ``uint8 [T, C, H, W]`` of the 14 motion classes, labelled."""
 
+    kind = "motion"
     classes = CLASSES
-
-    def __init__(
-        self,
-        length: int = 2048,
-        num_frames: int = 16,
-        image_size: int = 224,
-        frame_step: int = 4,
-        seed: int = 0,
-    ):
-        if length < 1:
-            raise ValueError(f"motion benchmark length must be >= 1, got {length}")
-        self.length = length
-        self.num_frames = num_frames
-        self.image_size = image_size
-        self.frame_step = frame_step
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return self.length
 
     def label(self, index: int) -> int:
         return index % len(CLASSES)
@@ -236,8 +219,3 @@ def _shape(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         )
     # keyhole: a disc with a bar sticking out along +u
     return (u**2 + v**2 <= 0.25) | ((u >= 0) & (u <= 0.95) & (np.abs(v) <= 0.18))
-
-
-def clip_tensor(frames: np.ndarray) -> torch.Tensor:
-    """``uint8 [T, H, W, 3]`` -> ``uint8 [T, C, H, W]``."""
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()

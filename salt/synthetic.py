@@ -26,10 +26,13 @@ COLOURS = (
 )
 
 
-class SyntheticMotion(Dataset):
-    """Clips ``uint8 [T, C, H, W]`` of one shape moving in a straight line (wrapping at edges)."""
+class ProceduralClips(Dataset):
+    """Clips that are a pure function of (seed, index), at any geometry: the built-in data.
 
-    label_names = {"direction": DIRECTIONS, "speed": SPEEDS, "shape": SHAPES, "colour": COLOURS}
+    Subclasses implement ``render(index, frames) -> uint8 [T, H, W, 3]`` and
+    ``label(index)``; ``kind`` names them in data specs and view sources (``kind/N``)."""
+
+    kind = "procedural"
 
     def __init__(
         self,
@@ -40,7 +43,7 @@ class SyntheticMotion(Dataset):
         seed: int = 0,
     ):
         if length < 1:
-            raise ValueError(f"synthetic dataset length must be >= 1, got {length}")
+            raise ValueError(f"{self.kind} dataset length must be >= 1, got {length}")
         self.length = length
         self.num_frames = num_frames
         self.image_size = image_size
@@ -49,6 +52,31 @@ class SyntheticMotion(Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+    def frames(self) -> tuple[int, ...]:
+        """The source-frame numbers of a clip."""
+        return tuple(range(0, self.num_frames * self.frame_step, self.frame_step))
+
+    def clip(self, index: int) -> torch.Tensor:
+        """Clip ``index`` as ``uint8 [T, C, H, W]``."""
+        return torch.from_numpy(self.render(index)).permute(0, 3, 1, 2).contiguous()
+
+    def render(self, index: int, frames: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def label(self, index: int) -> int:
+        raise NotImplementedError
+
+
+class SyntheticMotion(ProceduralClips):
+    """Clips ``uint8 [T, C, H, W]`` of one shape moving in a straight line (wrapping at edges)."""
+
+    kind = "synthetic"
+    label_names = {"direction": DIRECTIONS, "speed": SPEEDS, "shape": SHAPES, "colour": COLOURS}
+
+    def label(self, index: int) -> int:
+        """The direction of travel."""
+        return self.params(index)["direction"]
 
     def params(self, index: int) -> dict:
         """The clip's generating parameters (labels included)."""
@@ -94,7 +122,7 @@ class SyntheticMotion(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         p = self.params(index)
-        clip = torch.from_numpy(self.render(index)).permute(0, 3, 1, 2).contiguous()
+        clip = self.clip(index)
         labels = {k: p[k] for k in ("direction", "speed", "shape", "colour")}
         return {"video": clip, "label": p["direction"], "labels": labels}
 

@@ -10,13 +10,13 @@ import attrs
 import torch
 from torch.utils.data import Dataset
 
-from salt import __version__
 from salt.cache.store import (
     DTYPES,
     INDEX,
     CacheIndex,
     LatentCache,
     check_split,
+    clip_meta,
     new_index,
     read_shard_records,
     write_shard,
@@ -39,25 +39,13 @@ def cache_meta(cfg: Config, teacher: Teacher, dtype: str, store_clips: bool) -> 
     from salt.registry import parse_spec, teachers
 
     plugin = teachers.get(parse_spec(cfg.teacher.spec)[0]).plugin
-    d = cfg.data
     return {
         "teacher": cfg.teacher.spec,
         "teacher_plugin": plugin,
         "teacher_version": plugin_versions().get(plugin),
         "teacher_dim": teacher.teacher_dim,
         "latent_shape": [cfg.geometry.num_tokens, teacher.teacher_dim],
-        "grid": list(cfg.grid),
-        "dtype": dtype,
-        "num_frames": d.num_frames,
-        "frame_step": d.frame_step,
-        "fps": d.fps,
-        "image_size": d.image_size,
-        "patch_size": cfg.student.patch_size,
-        "tubelet_size": cfg.student.tubelet_size,
-        "mean": list(d.mean),
-        "std": list(d.std),
-        "store_clips": store_clips,
-        "salt_version": __version__,
+        **clip_meta(cfg, dtype, store_clips),
     }
 
 

@@ -13,11 +13,12 @@ from typing import Any
 import attrs
 import torch
 
-from salt import __version__
 from salt.cache.store import (
     DTYPES,
     LatentCache,
+    LatentMeta,
     MissingSplitError,
+    clip_meta,
     is_cache,
     new_index,
     write_shard,
@@ -27,7 +28,7 @@ from salt.io import read_json
 from salt.video import discover, read_centre_view
 
 
-class LegacyCache:
+class LegacyCache(LatentMeta):
     """An older-layout cache: one folder per split, one ``.pt`` file per video."""
 
     def __init__(self, path: str | Path):
@@ -50,14 +51,6 @@ class LegacyCache:
     def splits(self) -> dict[str, dict[str, Any]]:
         return {name: {"data_kind": "legacy", "complete": True} for name in self.folders}
 
-    @property
-    def teacher_dim(self) -> int:
-        return int(self.meta["teacher_dim"])
-
-    @property
-    def latent_shape(self) -> tuple[int, int]:
-        return tuple(self.meta["latent_shape"])
-
     def split(self, name: str) -> LegacySplit:
         if name == "train" and name not in self.folders:
             # As before splits existed: a cache without a train folder trains on its first.
@@ -72,7 +65,7 @@ class LegacyCache:
         return LegacySplit(self.folders[name], name)
 
 
-class LegacySplit:
+class LegacySplit(LatentMeta):
     """One split folder of the older layout."""
 
     def __init__(self, path: Path, name: str):
@@ -99,10 +92,6 @@ class LegacySplit:
     @property
     def info(self) -> dict[str, Any]:
         return {"data_kind": "legacy", "data_root": None}
-
-    @property
-    def latent_shape(self) -> tuple[int, int]:
-        return tuple(self.meta["latent_shape"])
 
     def latents(self, i: int) -> torch.Tensor:
         file = self.path / f"{self.video_ids[i]}.pt"
@@ -176,18 +165,7 @@ def import_legacy(
             "teacher": str(legacy.meta["teacher"]),
             "teacher_dim": legacy.teacher_dim,
             "latent_shape": list(legacy.latent_shape),
-            "grid": grid,
-            "dtype": dtype,
-            "num_frames": d.num_frames,
-            "frame_step": d.frame_step,
-            "fps": d.fps,
-            "image_size": d.image_size,
-            "patch_size": cfg.student.patch_size,
-            "tubelet_size": cfg.student.tubelet_size,
-            "mean": list(d.mean),
-            "std": list(d.std),
-            "store_clips": False,
-            "salt_version": __version__,
+            **clip_meta(cfg, dtype, store_clips=False),
             "imported_from": str(legacy.path),
         }
     )

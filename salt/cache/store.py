@@ -25,6 +25,8 @@ import attrs
 import torch
 from safetensors import safe_open
 
+from salt import __version__
+from salt.config import Config
 from salt.io import atomic_write_bytes, read_json, write_json
 from salt.video import View
 
@@ -149,6 +151,39 @@ class CacheIndex:
         write_json(path / INDEX, self.to_dict())
 
 
+def clip_meta(cfg: Config, dtype: str, store_clips: bool) -> dict[str, Any]:
+    """What every cache records about its clips: grid, geometry, normalization, dtype."""
+    d = cfg.data
+    return {
+        "grid": list(cfg.grid),
+        "dtype": dtype,
+        "num_frames": d.num_frames,
+        "frame_step": d.frame_step,
+        "fps": d.fps,
+        "image_size": d.image_size,
+        "patch_size": cfg.student.patch_size,
+        "tubelet_size": cfg.student.tubelet_size,
+        "mean": list(d.mean),
+        "std": list(d.std),
+        "store_clips": store_clips,
+        "salt_version": __version__,
+    }
+
+
+class LatentMeta:
+    """The latent shape and width a cache (of either layout) declares in ``meta``."""
+
+    meta: dict[str, Any]
+
+    @property
+    def teacher_dim(self) -> int:
+        return int(self.meta["teacher_dim"])
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return tuple(self.meta["latent_shape"])
+
+
 def write_shard(
     out: Path,
     number: int,
@@ -198,7 +233,7 @@ def _read_v1(path: Path) -> tuple[CacheIndex, list[ShardRecord]]:
     return CacheIndex(meta, splits, d["format"], d.get("version", 1)), shards
 
 
-class LatentCache:
+class LatentCache(LatentMeta):
     """A built cache: metadata, its splits, per-sample views and memory-mapped latent reads."""
 
     def __init__(self, path: str | Path):
@@ -225,14 +260,6 @@ class LatentCache:
 
     def __len__(self) -> int:
         return sum(s.rows for s in self.shards)
-
-    @property
-    def teacher_dim(self) -> int:
-        return int(self.meta["teacher_dim"])
-
-    @property
-    def latent_shape(self) -> tuple[int, int]:
-        return tuple(self.meta["latent_shape"])
 
     @property
     def grid(self) -> tuple[int, int, int]:
