@@ -12,9 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from salt.classify import ClassifySettings, lr_at, make_probe
+from salt.classify import ClassifySettings, make_probe, probe_schedule
 from salt.config import DataConfig
 from salt.data import build_source, normalize_clips
+from salt.optim import lr_at
 from salt.registry import students
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -61,6 +62,7 @@ def test_probe_training(benchmark, summary, seconds_per_call, pin_threads, kind)
     probes = [make_probe(kind, 192, 14, seed) for seed in range(settings.seeds)]
     optimizers = [torch.optim.AdamW(p.parameters(), lr=settings.lr) for p in probes]
     steps = clips // settings.probe_batch_size
+    schedule = probe_schedule(settings, steps)
 
     def epoch() -> float:
         loss = torch.zeros(())
@@ -69,7 +71,7 @@ def test_probe_training(benchmark, summary, seconds_per_call, pin_threads, kind)
             x, y = tokens[chunk].float(), labels[chunk]
             for probe, optimizer in zip(probes, optimizers, strict=True):
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, steps, settings)
+                    group["lr"] = lr_at(step, schedule, steps)
                 loss = torch.nn.functional.cross_entropy(probe(x), y)
                 optimizer.zero_grad()
                 loss.backward()

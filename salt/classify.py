@@ -31,8 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from salt.batch import collate
-from salt.config import DataConfig
+from salt.config import DataConfig, OptimConfig
 from salt.data import KeyedDataset, VideoDataset, build_source, normalize_clips, parse_data_spec
+from salt.optim import lr_at
 from salt.video import discover
 
 log = logging.getLogger(__name__)
@@ -202,13 +203,16 @@ def make_probe(kind: str, dim: int, num_classes: int, seed: int) -> nn.Module:
         return LinearClassifier(dim, num_classes)
 
 
-def lr_at(step: int, total: int, s: ClassifySettings) -> float:
-    """Linear warmup over ``warmup_fraction`` of the steps, then cosine to ``min_lr``."""
-    warm = max(1, int(s.warmup_fraction * total))
-    if step < warm:
-        return s.lr * (step + 1) / warm
-    progress = min(1.0, (step - warm) / max(1, total - warm))
-    return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * progress))
+def probe_schedule(s: ClassifySettings, total_steps: int) -> OptimConfig:
+    """The probes' warmup-cosine schedule, in the trainer's terms (``salt.optim.lr_at``):
+    warmup over ``warmup_fraction`` of the steps (at least one), then cosine to ``min_lr``."""
+    return OptimConfig(
+        lr=s.lr,
+        min_lr=s.min_lr,
+        warmup_steps=max(1, int(s.warmup_fraction * total_steps)),
+        max_warmup_fraction=0.99,
+        weight_decay=s.weight_decay,
+    )
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -233,10 +237,11 @@ class Tokens:
     ):
         self.encoder, self.dataset, self.mean, self.std = encoder, dataset, mean, std
         self.settings, self.device, self.stage, self.progress = s, device, stage, progress
-        self.store: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+        self.store: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.seconds = 0.0
         if cached:
-            self.store = list(self._encode(shuffle_seed=None))
+            encoded = list(self._encode(shuffle_seed=None))  # (tokens, labels, ids) batches
+            self.store = tuple(torch.cat(parts) for parts in zip(*encoded, strict=True))
 
     def _encode(
         self, shuffle_seed: int | None, batch_size: int | None = None
@@ -271,9 +276,7 @@ class Tokens:
         if self.store is None:  # live: the same batches the stored tokens would give
             yield from self._encode(seed, size)
             return
-        tokens = torch.cat([t for t, _, _ in self.store])
-        labels = torch.cat([y for _, y, _ in self.store])
-        ids = torch.cat([i for _, _, i in self.store])
+        tokens, labels, ids = self.store
         order = torch.arange(len(labels))
         if seed is not None:
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
@@ -412,12 +415,13 @@ def classify(
         for key, p in probes.items()
     }
     steps = settings.epochs * math.ceil(len(train) / settings.probe_batch_size)
+    schedule = probe_schedule(settings, steps)
     step = 0
     trained = time.perf_counter()
     for epoch in range(settings.epochs):
         for tokens, labels, _ in train_tokens.batches(settings.probe_batch_size, seed=epoch):
             x, y = tokens.to(device).float(), labels.to(device)
-            lr = lr_at(step, steps, settings)
+            lr = lr_at(step, schedule, steps)
             for key, probe in probes.items():
                 for group in optimizers[key].param_groups:
                     group["lr"] = lr

@@ -348,9 +348,23 @@ def cmd_eval_probes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clip_bar(desc: str, disable: bool):
+    """A progress bar over clips and the ``progress(stage, done, total)`` callback that
+    drives it (``salt.classify``'s)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit="clip", disable=disable)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.total, bar.n = total, done
+        bar.set_postfix_str(stage)
+        bar.refresh()
+
+    return bar, progress
+
+
 def cmd_eval_classify(args: argparse.Namespace) -> int:
     import attrs
-    from tqdm.auto import tqdm
 
     from salt.classify import ClassifySettings, classify, compare, labelled_splits, plan_lines
     from salt.config import DataConfig
@@ -394,13 +408,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
         models["random"] = random_like(encoder, architecture=config["architecture"], seed=0)
     reports = {}
     for name, model in models.items():
-        bar = tqdm(desc=f"classify ({name})", unit="clip", disable=args.no_progress or args.json)
-
-        def progress(stage, done, total, bar=bar):
-            bar.total = total
-            bar.n = done
-            bar.set_postfix_str(stage)
-            bar.refresh()
+        bar, progress = _clip_bar(f"classify ({name})", args.no_progress or args.json)
 
         reports[name] = classify(
             model,
@@ -423,8 +431,6 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
 def cmd_eval_curve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tqdm.auto import tqdm
-
     from salt.classify import ClassifySettings
     from salt.curve import checkpoint_curve, draw_curve
     from salt.distributed import resolve_device
@@ -432,12 +438,7 @@ def cmd_eval_curve(args: argparse.Namespace) -> int:
     knobs = {"seeds": args.seeds, "epochs": args.epochs, "lr": args.lr, "workers": args.workers}
     settings = ClassifySettings(**{k: v for k, v in knobs.items() if v is not None})
     fields = {"teacher": "teacher.spec", "distill_data": "data.spec"}
-    bar = tqdm(desc="curve", unit="clip", disable=args.no_progress or args.json)
-
-    def progress(stage, done, total):
-        bar.total, bar.n = total, done
-        bar.set_postfix_str(stage)
-        bar.refresh()
+    bar, progress = _clip_bar("curve", args.no_progress or args.json)
 
     report = checkpoint_curve(
         args.run,

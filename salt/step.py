@@ -34,6 +34,7 @@ class StepParts:
     info: DistInfo
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    params: tuple[nn.Parameter, ...]  # the trainable ones: clipped each step
     accum_steps: int = 1
     grad_clip: float = math.inf
     bf16: bool = False  # autocast (GPU)
@@ -85,8 +86,7 @@ def train_step(parts: StepParts, batches) -> StepResult:
             step_terms[name] = step_terms.get(name, 0.0) + value / parts.accum_steps
         clips += batch.size
         flops += parts.model.train_flops(batch.size, batch.masks)
-    params = [p for p in parts.model.parameters() if p.requires_grad]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, parts.grad_clip)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parts.params, parts.grad_clip)
     finite = bool(torch.isfinite(step_loss)) and bool(torch.isfinite(grad_norm))
     finite = every_rank(finite, parts.info, parts.device)
     if finite:

@@ -146,6 +146,7 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
         info=info,
         mean=cfg.data.mean,
         std=cfg.data.std,
+        params=tuple(p for p in model.parameters() if p.requires_grad),
         accum_steps=accum,
         grad_clip=cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf,
         bf16=bf16,
