@@ -229,6 +229,29 @@ def test_app_latents_callback_turns_load_errors_into_messages(run, tmp_path):
     assert message.startswith("Refused:")
 
 
+def test_teacher_specs_are_confined_to_the_allowed_roots(run, tmp_path):
+    """A teacher field naming a folder outside the roots is refused before anything opens
+    it: the page says "not allowed" alike for folders that exist and ones that do not."""
+    pytest.importorskip("gradio")
+    from salt_app.app import build_app
+
+    page = build_app(run.parent)
+    on_latents = next(
+        fn.fn for fn in page.fns.values() if getattr(fn.fn, "__name__", "") == "on_latents"
+    )
+    messages = {}
+    for spec in ("videomae:/etc", "encoder:/root", "cached:/etc", "videomae:/no/such/dir"):
+        images, _, message = on_latents(str(run), spec, "synthetic/0", "", None, 0)
+        assert images == [] and message.startswith("Refused: not allowed"), message
+        messages[spec] = message.replace(spec.partition(":")[2], "PATH")
+    assert len(set(messages.values())) == 1  # nothing tells an existing folder apart
+    assert "passwd" not in messages["videomae:/etc"]
+    escape = "videomae:" + "/".join([".."] * 30) + "/etc"
+    assert on_latents(str(run), escape, "synthetic/0", "", None, 0)[2].startswith("Refused:")
+    # names that are not paths still work (they resolve under the working directory)
+    assert cb.check_teacher_spec("random:vit_tiny", [tmp_path]) == "random:vit_tiny"
+
+
 def _write_metrics(run_dir: Path, losses: list[float]) -> Path:
     run_dir.mkdir(parents=True)
     with open(run_dir / "metrics.jsonl", "w") as f:

@@ -13,14 +13,15 @@ log = logging.getLogger("salt.app")  # under "salt": the CLI shows it
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def build_app(runs: str | Path = "runs"):
-    """The ``gr.Blocks`` page; files are read only under :func:`callbacks.allowed_roots`."""
+def build_app(runs: str | Path = "runs", allow: tuple[str | Path, ...] = ()):
+    """The ``gr.Blocks`` page; files are read only under :func:`callbacks.allowed_roots`
+    (``runs``, the working directory, the salt cache, uploads and the ``allow`` folders)."""
     import gradio as gr
 
     from salt.registry import maskers
 
     runs = Path(runs)
-    roots = cb.allowed_roots(runs)
+    roots = cb.allowed_roots(runs, allow)
     # Per page, not global: the last two loaded checkpoints stay in memory between clicks,
     # keyed by file and mtime so a run's newer checkpoint is picked up.
     cached_load = functools.lru_cache(maxsize=2)(
@@ -136,12 +137,17 @@ def build_app(runs: str | Path = "runs"):
     return page
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, runs: str | Path = "runs"):
+def launch(
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    runs: str | Path = "runs",
+    allow: tuple[str | Path, ...] = (),
+):
     """Build the page and serve it in a background thread; returns ``(page, url)``.
 
     Call ``page.block_thread()`` to wait (``salt app`` does), ``page.close()`` to stop.
     """
-    page = build_app(runs)
+    page = build_app(runs, allow)
     if host not in LOCAL_HOSTS:
         log.warning(
             "serving on %s: anyone who can reach this host can browse the runs, cache and "

@@ -48,15 +48,28 @@ def gradio_temp_dir() -> Path:
 
 
 def check_path(path: str | Path, roots: list[Path]) -> Path:
-    """``path`` resolved (symlinks followed), or :class:`PathRefused` if it lies outside ``roots``."""
+    """``path`` resolved (symlinks followed), or :class:`PathRefused` if it lies outside
+    ``roots``; the refusal says nothing about what is there."""
     resolved = Path(path).expanduser().resolve()
     if not any(resolved == r or resolved.is_relative_to(r) for r in roots):
         raise PathRefused(
-            f"{str(path)!r} is outside the folders this viewer may read "
-            f"({', '.join(str(r) for r in roots)}); copy it under one of them or start "
-            f"`salt app --runs DIR` with its folder"
+            f"not allowed: {str(path)!r} is outside the folders this viewer may read; copy it "
+            f"under the runs folder or the working directory, or start the viewer with "
+            f"`salt app --allow DIR`"
         )
     return resolved
+
+
+def check_teacher_spec(spec: str, roots: list[Path]) -> str:
+    """A teacher spec whose argument, when it names a path (absolute, ``~``, with a
+    separator, or present in the working directory), lies inside ``roots``; a plain name
+    such as ``random:vit_tiny`` or ``cached:v1huge`` is not a path and passes."""
+    from salt.registry import parse_spec
+
+    _, arg = parse_spec(spec)
+    if arg and (os.sep in arg or "/" in arg or arg.startswith("~") or Path(arg).exists()):
+        check_path(arg, roots)
+    return spec
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,6 +261,8 @@ def load_run(run: str | Path, teacher_spec: str = "", roots: list[Path] | None =
     cfg = from_dict(state["config"])
     if teacher_spec.strip() and teacher_spec.strip() != cfg.teacher.spec:
         cfg = apply_overrides(cfg, {"teacher.spec": teacher_spec.strip()})
+    # The field's spec, or the one the checkpoint records: either may name a folder.
+    check_teacher_spec(cfg.teacher.spec, roots or allowed_roots())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         teacher, model = load_trained_pair(state, cfg)
