@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from salt import __version__
-from salt.io import atomic_write_bytes
+from salt.io import UnreadableFileError, atomic_write_bytes, torch_load
 
 CHECKPOINT_RE = re.compile(r"^step_(\d+)\.pt$")
 
@@ -65,7 +65,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint without unpickling arbitrary objects."""
-    return torch.load(resolve_checkpoint(path), map_location=map_location, weights_only=True)
+    state = torch_load(resolve_checkpoint(path), map_location=map_location)
+    if not isinstance(state, dict) or "student" not in state or "config" not in state:
+        raise UnreadableFileError(
+            f"{resolve_checkpoint(path)} is not a salt training checkpoint (no student weights "
+            f"and config); give a run directory or one of its checkpoints/step_*.pt"
+        )
+    return state
 
 
 def run_dir_of(checkpoint: Path) -> Path:

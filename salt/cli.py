@@ -85,6 +85,8 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         extra["train.epochs"] = 0  # an explicit --steps beats epochs from a file
     if args.no_progress:
         extra["train.progress"] = False
+    if args.allow_incomplete:
+        extra["data.allow_incomplete_cache"] = True
     return overrides_from(args, FLAG_FIELDS, extra)
 
 
@@ -505,7 +507,7 @@ def cmd_app(args: argparse.Namespace) -> int:
             f"pip install 'salt-vla[app]'"
         ) from None
 
-    page, url = launch(host=args.host, port=args.port, runs=args.runs)
+    page, url = launch(host=args.host, port=args.port, runs=args.runs, allow=tuple(args.allow))
     print(f"salt viewer on {url} (Ctrl+C stops it)")
     try:
         page.block_thread()
@@ -603,6 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="train from a cached teacher whose build did not finish, on the clips it has",
+    )
     t.add_argument(
         "--dry-run",
         action="store_true",
@@ -807,6 +814,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--port", type=int, default=7860)
     a.add_argument("--runs", default="runs", help="folder holding run directories")
+    a.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another folder the viewer may read (e.g. where teachers or videos live); repeatable",
+    )
     a.set_defaults(func=cmd_app)
     return parser
 
@@ -817,19 +831,37 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose, progress=not getattr(args, "no_progress", False))
     try:
         return args.func(args)
-    except (
-        ValueError,
-        KeyError,
-        FileNotFoundError,
-        FileExistsError,
-        RuntimeError,
-        TypeError,
-    ) as err:
+    except Exception as err:  # noqa: BLE001 - the CLI's one place that turns errors into a line
         if args.verbose:
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"salt: error: {message}", file=sys.stderr)
+        print(f"salt: error: {error_line(err)}", file=sys.stderr)
         return 2
+
+
+# Errors whose message is written for the user: printed as they are.
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError, TypeError)
+
+
+def error_line(err: BaseException) -> str:
+    """One line for an error: its message when it is one of ours, else its kind and first
+    line with where to see more."""
+    if isinstance(err, KeyError) and err.args:
+        message = str(err.args[0])
+    elif isinstance(err, OSError) and err.filename and str(err.filename) not in str(err):
+        message = f"{err.filename}: {err.strerror or err}"
+    else:
+        message = str(err)
+    if "Original Traceback" in message:  # re-raised from a DataLoader worker: its last line
+        message = message.strip().splitlines()[-1]
+        kind, sep, rest = message.partition(": ")
+        message = rest if sep and kind.replace(".", "").replace("_", "").isalnum() else message
+        if isinstance(err, USER_ERRORS):
+            return message
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else type(err).__name__
+    if isinstance(err, USER_ERRORS + (OSError,)) and len(lines) <= 1:
+        return first
+    return f"{type(err).__name__}: {first} (run with -v for the full traceback)"
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ class DataConfig:
     num_workers: int = field(default=4, validator=_nonneg_int)
     # Unreadable videos are skipped; above this share of those seen the run stops.
     max_bad_fraction: float = field(default=0.05, validator=_fraction)
+    # Train from a cache whose build did not finish (on purpose); otherwise that is an error.
+    allow_incomplete_cache: bool = field(default=False, validator=validators.instance_of(bool))
     mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406), converter=tuple)
     std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225), converter=tuple)
 

@@ -224,6 +224,36 @@ class VideoDataset(Dataset):
         return self.getitem(index)
 
 
+def check_readable(source: Dataset, data: DataConfig, seed: int = 0) -> list[int]:
+    """What a dry run checks of a source: every video file is there (a stat each), and the
+    first clip and one random clip read as the run would read them (decoded, or their
+    latents checked). Returns the indices read; a problem is a one-line error."""
+    collection = getattr(source, "collection", None)
+    if collection is not None:
+        missing = [r for r in collection.records if not collection.path(r).is_file()]
+        if missing and len(missing) > data.max_bad_fraction * len(collection.records):
+            raise FileNotFoundError(
+                f"data {data.spec}: {len(missing)} of {len(collection.records)} videos are "
+                f"missing (first: {collection.path(missing[0])}); fix the paths in the list or "
+                f"remove those rows"
+            )
+        for record in missing:
+            log.warning("data %s: %s is missing; the run will skip it", data.spec, record.source)
+    if not len(source):
+        raise ValueError(f"data {data.spec} holds no clips")
+    picks = sorted(
+        {0, int(torch.randint(len(source), (1,), generator=torch.Generator().manual_seed(seed)))}
+    )
+    for index in picks:
+        sample = source.getitem(index, 0) if hasattr(source, "getitem") else source[index]
+        if sample.error is not None:
+            raise ValueError(
+                f"data {data.spec}: clip {index} cannot be read: {sample.error}; re-encode or "
+                f"remove that video (a dry run reads the first and one random clip)"
+            )
+    return picks
+
+
 class CachedClips(Dataset):
     """One split of a latent cache: each clip decoded with its stored view, its latents as
     the sample's targets.
@@ -247,6 +277,7 @@ class CachedClips(Dataset):
         if split.name != "train" and recorded and Path(recorded).is_dir():
             relocated = None
         self.sources: list[str] | None = None  # older layout: each video's file
+        self._check_complete()
         if split.stores_clips:
             return  # every clip is in the cache: nothing to decode, no videos needed
         if info.get("data_kind") == "legacy":
@@ -274,6 +305,21 @@ class CachedClips(Dataset):
                     f"now; pass --data DIR to say where they moved"
                 )
             self.root = root
+
+    def _check_complete(self) -> None:
+        """A split whose build did not finish is refused unless allowed on purpose."""
+        why = getattr(self.split, "incomplete", lambda: None)()
+        if why is None:
+            return
+        if not self.data.allow_incomplete_cache:
+            from salt.cache.store import IncompleteCacheError
+
+            raise IncompleteCacheError(
+                f"cache {self.split.cache.path} is incomplete - {why}; or pass "
+                f"--allow-incomplete (data.allow_incomplete_cache=true) to use the "
+                f"{len(self.split)} clips it has"
+            )
+        log.warning("training on an incomplete cache (%s)", why)
 
     def _locate_legacy(self, relocated: str | None) -> None:
         if relocated is None:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
+import math
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from salt import __version__
 from salt.checkpoints import load_checkpoint, resolve_checkpoint, run_dir_of
 from salt.config import ClipGeometry, from_dict
-from salt.io import write_json
+from salt.io import (
+    UnreadableFileError,
+    atomic_write_bytes,
+    read_json,
+    read_safetensors,
+    write_json,
+)
 from salt.models import build_student
 
 FORMAT = "salt-encoder"
@@ -55,7 +61,7 @@ def export_encoder(
     ckpt = resolve_checkpoint(checkpoint or run)
     state = load_checkpoint(ckpt)
     summary_file = run_dir_of(ckpt) / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    summary = read_json(summary_file) if summary_file.is_file() else {}
     summary["checkpoint_step"] = int(state["step"])
     config = encoder_config(state["config"], summary)
     if out.exists() and force:
@@ -64,12 +70,87 @@ def export_encoder(
 
 
 def write_export(out: Path, weights: dict[str, torch.Tensor], config: dict) -> Path:
-    """Write ``model.safetensors`` (metadata ``format: pt``) and ``config.json`` into ``out``."""
+    """Write ``model.safetensors`` (metadata ``format: pt``) and ``config.json`` (with the
+    weights' SHA-256) into ``out``, each atomically; the config last, so an export whose
+    config is there is whole."""
+    from safetensors.torch import save
+
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous() for k, v in weights.items()}
-    save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt"})
-    write_json(out / CONFIG, config)
+    data = save({k: v.detach().contiguous() for k, v in weights.items()}, metadata={"format": "pt"})
+    atomic_write_bytes(out / WEIGHTS, lambda f: f.write(data))
+    write_json(out / CONFIG, {**config, "weights_sha256": hashlib.sha256(data).hexdigest()})
     return out
+
+
+def check_encoder_config(config: Any, source: str) -> dict:
+    """An exported config with the fields an encoder is built from checked: types, ranges,
+    lengths; the first problem is a one-line error naming ``source`` and the field."""
+
+    def bad(field: str, why: str) -> ValueError:
+        return ValueError(f"{source}: field {field!r} {why}; re-export the encoder or fix it")
+
+    if not isinstance(config, dict):
+        raise ValueError(f"{source} must hold a JSON object, got {type(config).__name__}")
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{source} is not a salt encoder config (format {config.get('format')!r})")
+    for field in ("architecture", "num_frames", "image_size", "patch_size", "tubelet_size"):
+        if field not in config:
+            raise bad(field, "is missing")
+    if not isinstance(config["architecture"], str) or not config["architecture"]:
+        raise bad("architecture", f"must be a student name, got {config['architecture']!r}")
+    for field, default in (
+        ("num_frames", None),
+        ("image_size", None),
+        ("patch_size", None),
+        ("tubelet_size", None),
+        ("frame_step", 1),
+    ):
+        value = config.get(field, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad(field, f"must be a positive integer, got {value!r}")
+    if config["image_size"] % config["patch_size"]:
+        raise bad("image_size", f"({config['image_size']}) must be a multiple of patch_size")
+    if config["num_frames"] % config["tubelet_size"]:
+        raise bad("num_frames", f"({config['num_frames']}) must be a multiple of tubelet_size")
+    fps = config.get("fps", 0.0)
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 <= fps < math.inf:
+        raise bad("fps", f"must be a number >= 0, got {fps!r}")
+    if config.get("pos_embed", "sincos") not in ("sincos", "learned"):
+        raise bad("pos_embed", f"must be 'sincos' or 'learned', got {config['pos_embed']!r}")
+    for field in ("mean", "std"):
+        value = config.get(field)
+        numbers = isinstance(value, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
+        if not numbers or len(value) != 3:
+            raise bad(
+                field, f"must be a list of 3 finite numbers (one per RGB channel), got {value!r}"
+            )
+    if any(v <= 0 for v in config["std"]):
+        raise bad("std", f"must be > 0 in every channel, got {config['std']!r}")
+    return config
+
+
+def read_export_weights(folder: Path, config: dict) -> dict[str, torch.Tensor]:
+    """An export's weights, checked against the SHA-256 its config records (exports written
+    before checksums have none to check)."""
+    from safetensors.torch import load
+
+    file = folder / WEIGHTS
+    expected = config.get("weights_sha256")
+    if expected is None:
+        return read_safetensors(file)
+    data = file.read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise UnreadableFileError(
+            f"{file} does not match the checksum in {folder / CONFIG} (damaged or modified "
+            f"since export); export the encoder again"
+        )
+    try:
+        return load(data)
+    except Exception as err:  # a checksummed file that still fails was written broken
+        raise UnreadableFileError(f"{file} is not a readable safetensors file ({err})") from None
 
 
 def build_encoder(config: dict) -> nn.Module:
@@ -99,13 +180,9 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, dict]:
     path = Path(path)
     folder = path.parent if path.suffix == ".safetensors" else path
     if (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file():
-        config = json.loads((folder / CONFIG).read_text())
-        if config.get("format") != FORMAT:
-            raise ValueError(
-                f"{folder / CONFIG} is not a salt encoder config (format {config.get('format')!r})"
-            )
+        config = check_encoder_config(read_json(folder / CONFIG), str(folder / CONFIG))
         model = build_encoder(config)
-        load_strict(model, load_file(str(folder / WEIGHTS)), str(folder / WEIGHTS))
+        load_strict(model, read_export_weights(folder, config), str(folder / WEIGHTS))
     elif path.exists():
         state = load_checkpoint(path)
         config = encoder_config(state["config"], {"checkpoint_step": int(state["step"])})

@@ -2,26 +2,91 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 
+class UnreadableFileError(ValueError):
+    """A file that exists but cannot be read as what it should be (truncated, damaged, or
+    of another kind)."""
+
+
+class WriteError(OSError):
+    """A file could not be written (read-only folder, full disk, ...); nothing half-written
+    is left behind."""
+
+
+TEMP_SUFFIX = ".tmp"
+
+
 def atomic_write_bytes(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write through a temp file in the same folder, then rename: never a half-written file.
+    A failed write (full disk, read-only folder) removes its temp file and raises a
+    :class:`WriteError` that names ``path``."""
+    path = Path(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's files are owner-only
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, RuntimeError) and "inline_container" not in str(err):
+            raise  # not a write failure (torch.save reports a full disk as a RuntimeError)
+        raise WriteError(
+            getattr(err, "errno", None) or errno.EIO,
+            f"cannot write {path}: {_reason(err, path.parent)}",
+        ) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temp files that interrupted atomic writes left in ``folder`` (a writer
+    killed before its rename); call it only where no other process is writing."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _reason(err: BaseException, folder: Path) -> str:
+    """Why a write failed, with the fix."""
+    code = getattr(err, "errno", None)
+    if code == errno.ENOSPC or "inline_container" in str(err):
+        try:
+            free = shutil.disk_usage(folder).free / 1e9
+            space = f", {free:.2f} GB free there"
+        except OSError:
+            space = ""
+        return f"no space left on the device{space}; free some space or choose another folder"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{os.strerror(code)}; choose a folder you can write to"
+    return _first_line(err)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -34,5 +99,51 @@ def read_json(path: Path) -> Any:
     """Parse a JSON file; a damaged one is a ValueError that names it."""
     try:
         return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); it may be damaged") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UnreadableFileError(f"{path} is not valid JSON ({err}); it may be damaged") from None
+
+
+def read_safetensors(path: Path) -> dict:
+    """Every tensor of a safetensors file; a truncated or damaged one names itself."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        raise UnreadableFileError(
+            f"{path} is not a readable safetensors file ({_first_line(err)}); it is truncated or "
+            f"damaged - write it again (export, save_pretrained or convert it)"
+        ) from None
+
+
+def torch_load(path: Path, map_location="cpu", safe_globals: tuple = ()):
+    """``torch.load(weights_only=True)``: tensors and plain containers only, nothing unpickled.
+    A file that holds anything else, or is truncated, is a one-line error that names it."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
+        raise UnreadableFileError(
+            f"{path} cannot be read safely as tensors ({_first_line(err)}); only plain "
+            f"weights files are read (torch.load weights_only=True) - re-save its state dict "
+            f"alone (torch.save(model.state_dict(), ...)) or convert it to safetensors"
+        ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    """The line of an error message that says what went wrong."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:  # torch buries the reason under advice
+        text = text.split("WeightsUnpickler error:", 1)[1]
+        text = f"it holds more than tensors: {text.strip().splitlines()[0]}"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(err).__name__

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from salt import __version__
 from salt.config import Config
-from salt.data import build_source, steps_per_epoch
+from salt.data import build_source, check_readable, steps_per_epoch
 from salt.distributed import DistInfo, resolve_device, setup_distributed
 from salt.losses import Objective
 from salt.masking import sample_keys
@@ -110,6 +110,7 @@ def dry_run(cfg: Config) -> TrainPlan:
         device = resolve_device(cfg.train.device, info.local_rank)
         teacher = teacher_of(cfg)
         clips = build_source(cfg.data, "train", cfg.train.seed, cache=teacher.cache)
+        check_readable(clips, cfg.data, cfg.train.seed)
         with torch.device("meta"):
             student = student_of(cfg)
             model = SaltModel(student, predictor_of(cfg, student.embed_dim, teacher.teacher_dim))

@@ -44,8 +44,9 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 class Registry:
     """Names of one kind (students, teachers, ...) gathered from every loaded plugin."""
 
-    def __init__(self, kind: str, hook: str):
-        self.kind = kind
+    def __init__(self, kind: str, hook: str, noun: str):
+        self.kind = kind  # plural: "losses"
+        self.noun = noun  # one of them: "loss"
         self.hook = hook
 
     def entries(self) -> dict[str, Entry]:
@@ -59,7 +60,7 @@ class Registry:
             def register(name, factory, description="", aliases=(), _plugin=plugin_name):
                 if name in entries:
                     raise DuplicateNameError(
-                        f"{self.kind[:-1]} {name!r} is registered by both plugin "
+                        f"{self.noun} {name!r} is registered by both plugin "
                         f"{entries[name].plugin!r} and plugin {_plugin!r}; "
                         f"uninstall one or restrict plugins with SALT_LOAD_PLUGINS"
                     )
@@ -88,7 +89,7 @@ class Registry:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         listing = ", ".join(sorted(entries)) or "(none: are the salt plugins installed?)"
         raise UnknownNameError(
-            f"unknown {self.kind[:-1]} {name!r}.{hint} Registered {self.kind}: {listing}. "
+            f"unknown {self.noun} {name!r}.{hint} Registered {self.kind}: {listing}. "
             f"`salt plugins` lists them with the plugins that provide them."
         )
 
@@ -102,11 +103,11 @@ class Registry:
         return self.get(name).factory(arg, **kwargs)
 
 
-students = Registry("students", "register_students")
-teachers = Registry("teachers", "register_teachers")
-predictors = Registry("predictors", "register_predictors")
-maskers = Registry("maskers", "register_maskers")
-losses = Registry("losses", "register_losses")
+students = Registry("students", "register_students", "student")
+teachers = Registry("teachers", "register_teachers", "teacher")
+predictors = Registry("predictors", "register_predictors", "predictor")
+maskers = Registry("maskers", "register_maskers", "masker")
+losses = Registry("losses", "register_losses", "loss")
 
 REGISTRIES: dict[str, Registry] = {
     r.kind: r for r in (students, teachers, predictors, maskers, losses)

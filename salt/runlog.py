@@ -12,7 +12,7 @@ import attrs
 
 from salt import __version__
 from salt.config import Config
-from salt.io import write_json
+from salt.io import remove_stale_temps, write_json
 from salt.metrics import MetricsLog, summarize
 
 log = logging.getLogger("salt.train")
@@ -78,7 +78,11 @@ class RunLog:
     """A run directory's log file, ``config.json``, ``metrics.jsonl``, progress bar and
     ``summary.json``; a no-op on every process but the main one."""
 
-    def __init__(self, run_dir: Path, cfg: Config, main: bool = True, world: int = 1):
+    def __init__(
+        self, run_dir: Path, cfg: Config, main: bool = True, world: int = 1, fresh: bool = True
+    ):
+        """``fresh``: a run starting at step 0, whose folder may hold what an earlier start
+        that stopped before its first checkpoint wrote (that is removed)."""
         self.run_dir = run_dir
         self.cfg = cfg
         self.main = main
@@ -91,6 +95,14 @@ class RunLog:
         self._handler = None
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            for folder in (run_dir, run_dir / "checkpoints"):
+                for tmp in remove_stale_temps(folder):
+                    log.info("removed %s, left by an interrupted write", tmp)
+            if fresh:
+                for stale in (self.metrics.path, run_dir / "summary.json"):
+                    if stale.exists():
+                        stale.unlink()
+                        log.info("removed %s of an earlier start that saved no checkpoint", stale)
             self._handler = attach_log_file(run_dir, run_dir.name)
             write_json(run_dir / "config.json", cfg.to_dict())
 

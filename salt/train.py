@@ -96,7 +96,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
                 f"run directory {str(run_dir)!r} already has checkpoints; continue it with "
                 f"--resume {run_dir}, or choose another --run-name"
             )
-    runlog = RunLog(run_dir, cfg, main=info.main, world=info.world)
+    runlog = RunLog(run_dir, cfg, main=info.main, world=info.world, fresh=state is None)
     try:
         return _train(cfg, info, device, runlog, state)
     finally:

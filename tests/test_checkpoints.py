@@ -30,11 +30,15 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
 
 def test_checkpoints_are_pruned_and_the_newest_is_resolved(tmp_path):
     for step in (10, 20, 30):
-        save_checkpoint(tmp_path, step, {"step": step, "w": torch.ones(2) * step}, keep=2)
+        state = {"step": step, "student": {"w": torch.ones(2) * step}, "config": {}}
+        save_checkpoint(tmp_path, step, state, keep=2)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [20, 30]
     assert resolve_checkpoint(tmp_path).name == "step_00000030.pt"
     state = load_checkpoint(tmp_path)
-    assert state["step"] == 30 and torch.equal(state["w"], torch.full((2,), 30.0))
+    assert state["step"] == 30 and torch.equal(state["student"]["w"], torch.full((2,), 30.0))
+    torch.save({"w": torch.ones(2)}, tmp_path / "weights.pt")  # weights, not a checkpoint
+    with pytest.raises(ValueError, match="weights.pt is not a salt training checkpoint"):
+        load_checkpoint(tmp_path / "weights.pt")
 
 
 class Evil:

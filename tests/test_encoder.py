@@ -172,6 +172,11 @@ def test_a_tampered_export_is_refused(trained, tmp_path):
     state.pop("norm.bias")
     state["extra.weight"] = torch.zeros(1)
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="model.safetensors does not match the checksum"):
+        VideoEncoder.from_pretrained(out)
+    config = json.loads((out / "config.json").read_text())
+    del config["weights_sha256"]  # as an export written before checksums: keys still checked
+    (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(
         ValueError, match=r"missing keys \['norm.bias'\], unexpected keys \['extra.weight'\]"
     ):

@@ -55,6 +55,7 @@ def _cached(arg: str | None, geometry: ClipGeometry) -> CachedTeacher:
     cache = open_cache(resolve_cache(arg))
     spec = f"cached:{arg}"
     if isinstance(cache, LatentCache):
+        cache.check_readable()
         _check_geometry(cache, geometry, spec)
         return CachedTeacher(cache, cache.grid, spec)
     if cache.latent_shape[0] != geometry.num_tokens:

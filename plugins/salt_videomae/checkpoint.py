@@ -21,15 +21,14 @@ Pickled files are only read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
+from salt.io import read_json, read_safetensors, torch_load
 from salt_videomae.encoder import VideoMAEArch, VideoMAEEncoder, default_num_heads
 
 logger = logging.getLogger(__name__)
@@ -124,17 +123,9 @@ def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
             state.update(read_state_dict(file.parent / shard))
         return state
     if file.suffix == ".safetensors":
-        return load_file(str(file))
-    try:
-        # Training checkpoints also pickle their argparse options next to the weights.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"cannot read {str(file)!r} with torch.load(weights_only=True): {err}. "
-            f"Re-save its state dict alone, or convert it to safetensors"
-        ) from None
-    return _unwrap(obj, file)
+        return read_safetensors(file)
+    # Training checkpoints also pickle their argparse options next to the weights.
+    return _unwrap(torch_load(file, safe_globals=(argparse.Namespace,)), file)
 
 
 def _unwrap(obj: Any, file: Path) -> dict[str, torch.Tensor]:
@@ -163,10 +154,7 @@ def _weights_in(directory: Path) -> Path | None:
 
 
 def _read_json(file: Path) -> dict:
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{str(file)!r} is not valid JSON: {err}") from None
+    data = read_json(file)
     if not isinstance(data, dict):
         raise ValueError(f"{str(file)!r} must hold a JSON object")
     return data

@@ -24,7 +24,7 @@ from salt.cache.store import (
     write_shard,
 )
 from salt.config import Config
-from salt.io import read_json
+from salt.io import UnreadableFileError, read_json, torch_load
 from salt.video import discover, read_centre_view
 
 
@@ -99,8 +99,13 @@ class LegacySplit(LatentMeta):
             raise FileNotFoundError(
                 f"older-layout cache: {file} is listed in metadata.json but missing"
             )
-        obj = torch.load(file, map_location="cpu", weights_only=True)
-        latents = obj["latents"] if isinstance(obj, dict) else obj
+        obj = torch_load(file)
+        latents = obj.get("latents") if isinstance(obj, dict) else obj
+        if not isinstance(latents, torch.Tensor):
+            raise UnreadableFileError(
+                f"{file} holds no latents tensor (a tensor, or a dict with 'latents'); "
+                f"rebuild this clip's cache file"
+            )
         if list(latents.shape[-2:]) != list(self.latent_shape):
             raise ValueError(
                 f"{file}: latents {tuple(latents.shape)}, metadata says {self.latent_shape}"

@@ -16,8 +16,10 @@ read, as a cache with one split, ``train``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,20 @@ class MissingSplitError(KeyError):
         return str(self.args[0])
 
 
+class CacheError(ValueError):
+    """A cache that is damaged, incomplete or inconsistent with its index; the message
+    names the file and the fix."""
+
+
+class IncompleteCacheError(CacheError):
+    """A cache split whose build did not finish."""
+
+
+def row_checksum(row: torch.Tensor) -> int:
+    """CRC-32 of one stored row's bytes (``zlib``: ~GB/s, catches any flipped byte)."""
+    return zlib.crc32(row.contiguous().view(torch.uint8).numpy())
+
+
 @attrs.define
 class ShardRecord:
     """What ``shard_NNNNN.json`` says about its tensor file."""
@@ -101,6 +117,9 @@ class ShardRecord:
     sha256: str
     samples: list[dict]  # per row: {"view": View.as_dict(), "label": int, ...}
     skipped: list[str] = attrs.Factory(list)  # why each unreadable clip was left out
+    # Per tensor key, each row's CRC-32, checked on every read (records written before
+    # row checksums have none: their shard's SHA-256 is checked when first opened).
+    row_crc32: dict[str, list[int]] | None = None
 
     @property
     def rows(self) -> int:
@@ -114,8 +133,21 @@ class ShardRecord:
         return {**attrs.asdict(self), "rows": self.rows}
 
     @classmethod
-    def from_dict(cls, d: dict) -> ShardRecord:
-        return cls(d["file"], d["split"], d["sha256"], list(d["samples"]), list(d["skipped"]))
+    def from_dict(cls, d: dict, source: Path | None = None) -> ShardRecord:
+        try:
+            return cls(
+                str(d["file"]),
+                str(d["split"]),
+                str(d["sha256"]),
+                list(d["samples"]),
+                list(d.get("skipped", [])),
+                d.get("row_crc32"),
+            )
+        except (KeyError, TypeError) as err:
+            raise CacheError(
+                f"{source or 'a shard record'} is damaged ({type(err).__name__}: {err}); run "
+                f"`salt cache verify` on the cache, then rebuild it"
+            ) from None
 
 
 @attrs.define
@@ -144,8 +176,11 @@ class CacheIndex:
     def read(cls, path: Path) -> CacheIndex:
         d = read_json(path / INDEX)
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ValueError(f"{path / INDEX} is not a salt latent cache index")
-        return cls(d["meta"], d.get("splits", {}), d["format"], d["version"])
+            raise CacheError(f"{path / INDEX} is not a salt latent cache index")
+        meta, splits = d.get("meta"), d.get("splits", {})
+        if not isinstance(meta, dict) or not isinstance(splits, dict):
+            raise CacheError(f"{path / INDEX} is damaged: 'meta' and 'splits' must be objects")
+        return cls(meta, splits, d["format"], d.get("version", FORMAT_VERSION))
 
     def write(self, path: Path) -> None:
         write_json(path / INDEX, self.to_dict())
@@ -198,7 +233,8 @@ def write_shard(
     name = shard_name(number)
     data = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": "pt"})
     atomic_write_bytes(out / name, lambda f: f.write(data))
-    record = ShardRecord(name, split, hashlib.sha256(data).hexdigest(), samples, skipped)
+    crcs = {k: [row_checksum(row) for row in v] for k, v in tensors.items()}
+    record = ShardRecord(name, split, hashlib.sha256(data).hexdigest(), samples, skipped, crcs)
     write_json(out / record.record_path, record.to_dict())
     return record
 
@@ -206,26 +242,43 @@ def write_shard(
 def read_shard_records(path: Path) -> list[ShardRecord]:
     """Every complete shard of a cache (a record per tensor file), in build order."""
     return [
-        ShardRecord.from_dict(read_json(p)) for p in sorted(path.glob("shard_[0-9]*[0-9].json"))
+        ShardRecord.from_dict(read_json(p), p) for p in sorted(path.glob("shard_[0-9]*[0-9].json"))
     ]
 
 
 def _read_v1(path: Path) -> tuple[CacheIndex, list[ShardRecord]]:
     """The first layout: one ``index.json`` of meta, shards and samples; one split, train."""
-    d = read_json(path / V1_INDEX)
+    file = path / V1_INDEX
+    d = read_json(file)
     if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise ValueError(f"{path / V1_INDEX} is not a salt latent cache index")
-    meta = dict(d["meta"])
-    data = {k: meta.pop(k, None) for k in ("data_spec", "data_root", "data_kind")}
-    data["views_per_video"] = meta.pop("views_per_video", 1)
-    by_shard: dict[int, list[dict]] = {}
-    for s in d["samples"]:
-        by_shard.setdefault(s["shard"], []).append(s)
+        raise CacheError(f"{file} is not a salt latent cache index")
+    try:
+        meta = dict(d["meta"])
+        data = {k: meta.pop(k, None) for k in ("data_spec", "data_root", "data_kind")}
+        data["views_per_video"] = meta.pop("views_per_video", 1)
+        by_shard: dict[int, list[dict]] = {}
+        for s in d["samples"]:
+            by_shard.setdefault(int(s["shard"]), []).append(s)
+        files = [(str(shard["file"]), str(shard["sha256"])) for shard in d["shards"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise CacheError(
+            f"{file} is damaged ({type(err).__name__}: {err}); rebuild the cache"
+        ) from None
+    stray = sorted(set(by_shard) - set(range(len(files))))
+    if stray:
+        raise CacheError(
+            f"{file}: samples name shard {stray[0]}, which it does not list; rebuild the cache"
+        )
     shards = []
-    for i, shard in enumerate(d["shards"]):
+    for i, (name, digest) in enumerate(files):
         rows = sorted(by_shard.get(i, []), key=lambda s: s["row"])
+        if [s["row"] for s in rows] != list(range(len(rows))):
+            raise CacheError(
+                f"{file}: the samples of {name} are not rows 0..{len(rows) - 1} (rows moved, "
+                f"missing or repeated); rebuild the cache"
+            )
         samples = [{k: v for k, v in s.items() if k not in ("shard", "row")} for s in rows]
-        shards.append(ShardRecord(shard["file"], "train", shard["sha256"], samples, []))
+        shards.append(ShardRecord(name, "train", digest, samples, []))
     if shards:
         shards[-1].skipped = list(d.get("skipped", []))
     total = sum(s.rows for s in shards) + len(d.get("skipped", []))
@@ -252,10 +305,12 @@ class LatentCache(LatentMeta):
             rows = self._rows.setdefault(shard.split, [])
             rows.extend((number, row) for row in range(shard.rows))
         self._handles: dict[int, Any] = {}
+        self._verified: set[int] = set()  # shards whose SHA-256 this process has checked
 
     def __getstate__(self):  # DataLoader workers reopen the memory maps themselves
         state = dict(self.__dict__)
         state["_handles"] = {}
+        state["_verified"] = set()
         return state
 
     def __len__(self) -> int:
@@ -288,13 +343,144 @@ class LatentCache(LatentMeta):
     def _shard(self, number: int):
         handle = self._handles.get(number)
         if handle is None:
-            handle = safe_open(str(self.path / self.shards[number].file), framework="pt")
+            shard = self.shards[number]
+            file = self.path / shard.file
+            if shard.row_crc32 is None and number not in self._verified:
+                # No row checksums (an older record): check the whole shard once.
+                if not file.is_file() or sha256(file) != shard.sha256:
+                    raise CacheError(_damaged(file, "does not match its recorded checksum"))
+                self._verified.add(number)
+            try:
+                handle = safe_open(str(file), framework="pt")
+            except Exception as err:  # SafetensorError, OSError: missing, truncated, damaged
+                raise CacheError(_damaged(file, _why(err))) from None
             self._handles[number] = handle
         return handle
 
     def read(self, number: int, row: int, key: str = "latents") -> torch.Tensor:
-        """Row ``row`` of a shard's ``latents`` (or ``clips``): a memory-mapped slice."""
-        return self._shard(number).get_slice(key)[row]
+        """Row ``row`` of a shard's ``latents`` (or ``clips``): a memory-mapped slice, checked
+        against the row's recorded CRC-32 before it is returned."""
+        shard = self.shards[number]
+        try:
+            tensor = self._shard(number).get_slice(key)[row]
+        except CacheError:
+            raise
+        except Exception as err:
+            raise CacheError(_damaged(self.path / shard.file, _why(err))) from None
+        crcs = (shard.row_crc32 or {}).get(key)
+        if crcs is not None and row_checksum(tensor) != crcs[row]:
+            raise CacheError(
+                _damaged(self.path / shard.file, f"row {row} of {key!r} fails its checksum")
+            )
+        return tensor
+
+    def structure_problems(self) -> list[str]:
+        """What is wrong with the cache's structure, found cheaply (index fields, each shard's
+        header: present, readable, shapes and dtypes as recorded); no data is read."""
+        problems = _meta_problems(self.meta, self.path)
+        if problems:
+            return problems
+        expected = list(self.latent_shape)
+        for name in sorted({s.split for s in self.shards} - set(self.splits)):
+            problems.append(f"shard records name split {name!r}, which {INDEX} does not list")
+        for shard in self.shards:
+            file = self.path / shard.file
+            if not file.is_file():
+                problems.append(f"{shard.file}: missing")
+                continue
+            try:
+                with safe_open(str(file), framework="pt") as f:
+                    shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+                    dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+            except Exception as err:
+                problems.append(f"{shard.file}: unreadable ({_why(err)})")
+                continue
+            if "latents" not in shapes:
+                problems.append(f"{shard.file}: holds no 'latents' tensor")
+                continue
+            if shapes["latents"] != [shard.rows, *expected]:
+                problems.append(
+                    f"{shard.file}: latents {shapes['latents']}, but its record has {shard.rows} "
+                    f"rows of {expected}"
+                )
+            stored = SAFETENSORS_DTYPES.get(dtypes["latents"], dtypes["latents"])
+            if stored != self.meta["dtype"]:
+                problems.append(f"{shard.file}: dtype {stored}, {INDEX} says {self.meta['dtype']}")
+            if self.meta.get("store_clips") and shapes.get("clips", [None])[0] != shard.rows:
+                problems.append(f"{shard.file}: stored clips do not match its {shard.rows} rows")
+            for key, crcs in (shard.row_crc32 or {}).items():
+                if len(crcs) != shard.rows:
+                    problems.append(
+                        f"{shard.record_path}: {len(crcs)} {key} checksums for {shard.rows} rows"
+                    )
+        recorded = {s.file for s in self.shards}
+        if (self.path / INDEX).is_file():
+            for orphan in sorted(self.path.glob("shard_[0-9]*[0-9].safetensors")):
+                if orphan.name not in recorded:
+                    problems.append(f"{orphan.name}: no shard record (an interrupted write)")
+        return problems
+
+    def incomplete(self) -> dict[str, str]:
+        """Split -> why it is not complete (a build that did not finish), for every such split."""
+        found = {}
+        for name, info in self.splits.items():
+            done = sum(s.rows + len(s.skipped) for s in self.shards if s.split == name)
+            if not info.get("complete") or done < info.get("total", done):
+                found[name] = (
+                    f"split {name!r}: {done} of {info.get('total', '?')} clips cached; the build "
+                    f"did not finish - run the same `salt cache build` again to complete it"
+                )
+        return found
+
+    def check_readable(self) -> None:
+        """Raise a :class:`CacheError` naming the first structural problem (cheap: headers
+        only; the data is checked row by row as it is read)."""
+        problems = self.structure_problems()
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise CacheError(
+                f"cache {self.path} is damaged: {problems[0]}{more}; `salt cache verify "
+                f"{self.path}` lists every problem - rebuild the damaged shards with "
+                f"`salt cache build` (delete them and their .json records first)"
+            )
+
+
+SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}
+
+
+def _meta_problems(meta: dict, path: Path) -> list[str]:
+    """Index fields a cache cannot be read without, checked for type and consistency."""
+    where = path / (INDEX if (path / INDEX).is_file() else V1_INDEX)
+    shape = meta.get("latent_shape")
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+    ):
+        return [f"{where}: latent_shape must be [tokens, dim], got {shape!r}"]
+    if meta.get("dtype") not in DTYPES:
+        return [f"{where}: dtype must be one of {', '.join(DTYPES)}, got {meta.get('dtype')!r}"]
+    problems = []
+    if "teacher_dim" in meta and meta["teacher_dim"] != shape[1]:
+        problems.append(f"{where}: teacher_dim {meta['teacher_dim']} but latent_shape {shape}")
+    grid = meta.get("grid")
+    if grid is not None and (not isinstance(grid, list) or math.prod(grid) != shape[0]):
+        problems.append(
+            f"{where}: grid {grid} makes {math.prod(grid) if isinstance(grid, list) else '?'} tokens, latent_shape says {shape[0]}"
+        )
+    return problems
+
+
+def _damaged(file: Path, why: str) -> str:
+    return (
+        f"{file} is damaged: {why}; `salt cache verify` lists every problem - rebuild it "
+        f"(delete the shard and its .json record, then run the same `salt cache build`)"
+    )
+
+
+def _why(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
 
 
 class CacheSplit:
@@ -336,6 +522,10 @@ class CacheSplit:
     def view(self, i: int) -> View:
         return View.from_dict(self.sample(i)["view"])
 
+    def incomplete(self) -> str | None:
+        """Why this split is not complete (its build did not finish), or None."""
+        return self.cache.incomplete().get(self.name)
+
     def label(self, i: int) -> int:
         label = self.sample(i).get("label", -1)
         return label if isinstance(label, int) else -1
@@ -347,41 +537,16 @@ def new_index(meta: dict[str, Any]) -> CacheIndex:
 
 
 def verify_cache(path: str | Path) -> list[str]:
-    """Problems found in a cache (checksums, shapes, row counts, unfinished builds); empty
-    when it is sound."""
+    """Problems found in a cache (structure, checksums, unfinished builds); empty when it is
+    sound. Every byte is read."""
     cache = LatentCache(path)
-    problems = []
-    expected = list(cache.latent_shape)
+    problems = cache.structure_problems()
+    broken = {p.split(":")[0] for p in problems}
     for shard in cache.shards:
         file = cache.path / shard.file
-        if not file.is_file():
-            problems.append(f"{shard.file}: missing")
-            continue
-        if sha256(file) != shard.sha256:
+        if shard.file not in broken and sha256(file) != shard.sha256:
             problems.append(f"{shard.file}: checksum mismatch (corrupted or modified)")
-            continue
-        with safe_open(str(file), framework="pt") as f:
-            shape = list(f.get_slice("latents").get_shape())
-            dtype = f.get_slice("latents").get_dtype()
-        if shape[1:] != expected or shape[0] != shard.rows:
-            problems.append(
-                f"{shard.file}: latents {shape}, expected [{shard.rows}, {expected[0]}, {expected[1]}]"
-            )
-        stored = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(dtype, dtype)
-        if stored != cache.meta["dtype"]:
-            problems.append(f"{shard.file}: dtype {stored}, expected {cache.meta['dtype']}")
-    recorded = {s.file for s in cache.shards}
-    for orphan in sorted(cache.path.glob("shard_[0-9]*[0-9].safetensors")):
-        if orphan.name not in recorded and (cache.path / INDEX).is_file():
-            problems.append(f"{orphan.name}: no shard record (an interrupted write)")
-    for name, info in cache.splits.items():
-        done = sum(s.rows + len(s.skipped) for s in cache.shards if s.split == name)
-        if not info.get("complete") or done < info.get("total", done):
-            problems.append(
-                f"split {name!r}: {done} of {info.get('total', '?')} clips cached; the build did "
-                f"not finish - run the same `salt cache build` again to complete it"
-            )
-    return problems
+    return problems + list(cache.incomplete().values())
 
 
 def list_caches() -> list[dict]:
