@@ -91,8 +91,8 @@ def training_draws(paths: list[Path]) -> list[tuple[Path, tuple[float, float, fl
 
 def decord_clip(path: Path, u: tuple[float, float, float]) -> tuple[View, torch.Tensor]:
     """salt's path: what ``VideoDataset.getitem`` does for a training sample."""
-    reader = open_video(path)
-    height, width = reader[0].shape[:2]
+    reader = open_video(path, "decord")
+    height, width = reader.size
     view = sample_view(path.name, len(reader), height, width, NUM_FRAMES, STEP, SIZE, u=u)
     return view, decode_view(reader, view)
 

@@ -33,17 +33,22 @@ from salt.synthetic import DIRECTIONS, SyntheticMotion
 CODECS = {".mp4": ("libx264", "mpeg4"), ".webm": ("libvpx-vp9", "libvpx")}
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
-    """Encode ``uint8 [T, H, W, 3]`` frames to ``path`` (the suffix picks the codec)."""
+def write_video(
+    path: Path, frames: np.ndarray, fps: int, codecs: tuple[str, ...] = (), gop: int = 0
+) -> None:
+    """Encode ``uint8 [T, H, W, 3]`` frames to ``path`` with the first of ``codecs`` this
+    FFmpeg has (default: by the suffix), a keyframe every ``gop`` frames (0: the codec's)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     errors = []
-    for codec in CODECS[path.suffix]:
+    for codec in codecs or CODECS[path.suffix]:
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
         try:
             with av.open(str(tmp), mode="w") as container:
                 stream = container.add_stream(codec, rate=fps)
                 stream.height, stream.width = frames.shape[1:3]
                 stream.pix_fmt = "yuv420p"
+                if gop:
+                    stream.codec_context.gop_size = gop
                 for frame in frames:
                     container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
                 container.mux(stream.encode())

@@ -803,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plugins)
 
     d = sub.add_parser(
-        "doctor", help="check torch, CUDA/NVML, decord and DataLoader worker support"
+        "doctor", help="check torch, CUDA/NVML, video decoders and DataLoader worker support"
     )
     d.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(func=cmd_doctor)

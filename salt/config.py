@@ -10,6 +10,9 @@ from typing import Any
 import attrs
 from attrs import field, validators
 
+# The video decoders (salt/decoders.py) a data config may name; auto picks per file.
+DECODER_CHOICES = ("auto", "decord", "pyav", "torchcodec")
+
 _pos_int = [validators.instance_of(int), validators.gt(0)]
 _nonneg_int = [validators.instance_of(int), validators.ge(0)]
 
@@ -51,6 +54,8 @@ class DataConfig:
         default=0.0, validator=_nonneg_float
     )  # > 0: sample at this rate, not frame_step
     num_workers: int = field(default=4, validator=_nonneg_int)
+    # auto: the fastest installed decoder that reads each file; or decord, pyav, torchcodec
+    decoder: str = field(default="auto", validator=validators.in_(DECODER_CHOICES))
     # Unreadable videos are skipped; above this share of those seen the run stops.
     max_bad_fraction: float = field(default=0.05, validator=_fraction)
     # Train from a cache whose build did not finish (on purpose); otherwise that is an error.

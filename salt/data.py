@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from salt.batch import Batch, MaskCollator, Sample
 from salt.config import Config, DataConfig
+from salt.lerobot import split_spec
 from salt.masking import Masker, sample_keys, uniforms
 from salt.motion import MotionClasses
 from salt.synthetic import ProceduralClips, SyntheticMotion
@@ -199,17 +200,19 @@ class VideoDataset(Dataset):
         """The view sample ``index`` takes in ``epoch`` (readers give length and size)."""
         d = self.data
         geometry = (self.record(index).source, d.num_frames, d.frame_step, d.image_size, d.fps)
+        segment = self.record(index).segment
         if self.train:
             u = uniforms(sample_keys(self.seed, epoch, index), 3, stream=11)[0]
-            return view_of(reader, *geometry, u=tuple(u))
+            return view_of(reader, *geometry, u=tuple(u), segment=segment)
         k, s = divmod(index % self.views, self.spatial_views)
         crop = 0.5 if self.spatial_views == 1 else s / (self.spatial_views - 1)
-        return view_of(reader, *geometry, position=(k + 0.5) / self.views_per_video, crop=crop)
+        position = (k + 0.5) / self.views_per_video
+        return view_of(reader, *geometry, position=position, crop=crop, segment=segment)
 
     def getitem(self, index: int, epoch: int = 0) -> Sample:
         record = self.record(index)
         try:
-            reader = open_video(self.collection.path(record))
+            reader = open_video(self.collection.path(record), self.data.decoder)
             view = self.view(index, reader, epoch)
             clip = decode_view(reader, view)
         except VideoDecodeError as err:
@@ -273,6 +276,8 @@ class CachedClips(Dataset):
         # --data says where the training videos are now; another split moves with it only
         # when its own recorded folder is gone.
         relocated = None if spec.synthetic else spec.path
+        if relocated and relocated.startswith("lerobot:"):  # the dataset's folder
+            relocated = split_spec(relocated[len("lerobot:") :])[0]
         recorded = info.get("data_root")
         if split.name != "train" and recorded and Path(recorded).is_dir():
             relocated = None
@@ -373,7 +378,7 @@ class CachedClips(Dataset):
                 f"pass --data DIR if the videos moved"
             )
         try:
-            return view.as_dict(), decode_view(open_video(path), view)
+            return view.as_dict(), decode_view(open_video(path, self.data.decoder), view)
         except ViewMismatchError as err:
             raise ViewMismatchError(f"cache sample {i}: {err}") from None
 

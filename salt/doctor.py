@@ -85,17 +85,18 @@ def check_nvml() -> Check:
     return Check("nvml", "OK", f"NVML sees {count.value} device(s)")
 
 
-def check_decord() -> Check:
-    try:
-        import decord
-    except Exception as err:  # noqa: BLE001 - an import can fail in many ways
-        return Check(
-            "decord",
-            "WARN",
-            f"decord is not importable ({err}); video files cannot be read",
-            "pip install decord (a salt-vla dependency; reinstall it if missing)",
-        )
-    return Check("decord", "OK", f"decord {getattr(decord, '__version__', '?')}")
+def check_decoders() -> Check:
+    """Which video decoders are installed (``auto`` uses them in this order)."""
+    from salt.decoders import AUTO_ORDER, DECODERS, available_decoders
+
+    found = available_decoders()
+    missing = [name for name in AUTO_ORDER if name not in found]
+    detail = f"installed: {', '.join(found) or 'none'}" + (
+        f"; not installed: {', '.join(missing)}" if missing else ""
+    )
+    if "pyav" not in found:
+        return Check("decoders", "FAIL" if not found else "WARN", detail, DECODERS["pyav"].install)
+    return Check("decoders", "OK", detail)
 
 
 def check_shared_memory() -> Check:
@@ -152,7 +153,7 @@ CHECKS: tuple[Callable[[], Check], ...] = (
     check_torch,
     check_cuda,
     check_nvml,
-    check_decord,
+    check_decoders,
     check_shared_memory,
     check_semaphores,
 )

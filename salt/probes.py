@@ -157,15 +157,24 @@ class VideoSource:
         """``uint8 [T, C, H, W]``, decoded through a ``salt.video.View``."""
         reader = self.reader(spec.video)
         size = self.image_size
-        source = self.collection.records[spec.video].source
+        record = self.collection.records[spec.video]
+        source, segment = record.source, record.segment
         if spec.shift is None:
-            view = view_of(reader, source, num_frames, spec.step, size, position=spec.position)
+            view = view_of(
+                reader, source, num_frames, spec.step, size, position=spec.position, segment=segment
+            )
             return decode_view(reader, view)
         # Shifted crops come from a slightly larger resize so that they stay inside the frame:
         # the centre view at that size, cropped to ``size`` around its centre plus the shift.
         margin = crop_jitter(size)
         view = view_of(
-            reader, source, num_frames, spec.step, size + 2 * margin, position=spec.position
+            reader,
+            source,
+            num_frames,
+            spec.step,
+            size + 2 * margin,
+            position=spec.position,
+            segment=segment,
         )
         top, left = view.crop[0] + margin + spec.shift[0], view.crop[1] + margin + spec.shift[1]
         return decode_view(reader, attrs.evolve(view, crop=(top, left, size, size)))

@@ -17,6 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from salt.decoders import VideoDecodeError, VideoReader, open_reader
+from salt.lerobot import is_lerobot, read_dataset, split_spec
+
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
 
 
@@ -26,6 +29,13 @@ class VideoRecord:
 
     source: str
     label: int | str | None = None
+    # A segment of the file (seconds, end exclusive): one episode of a multi-episode video.
+    start: float | None = None
+    end: float | None = None
+
+    @property
+    def segment(self) -> tuple[float, float] | None:
+        return None if self.start is None else (self.start, self.end)
 
 
 @attrs.frozen
@@ -34,7 +44,7 @@ class VideoCollection:
 
     root: Path
     records: tuple[VideoRecord, ...]
-    kind: str  # "folder", "csv" or "ssv2"
+    kind: str  # "folder", "csv", "ssv2" or "lerobot"
 
     def path(self, record: VideoRecord) -> Path:
         return self.root / record.source
@@ -63,17 +73,21 @@ class View:
         return cls(d["source"], tuple(d["frames"]), tuple(d["crop"]), tuple(d["resized"]))
 
 
-class VideoDecodeError(RuntimeError):
-    """A video could not be opened or decoded: the sample is skipped, never fatal."""
-
-
 class ViewMismatchError(ValueError):
     """Data no longer matches a stored view (moved, re-encoded or resized videos): fatal."""
 
 
 def discover(spec: str) -> VideoCollection:
-    """The videos a data spec names: a folder, a CSV/TXT manifest or an SSv2 JSON list."""
+    """The videos a data spec names: a folder, a CSV/TXT manifest, an SSv2 JSON list or a
+    LeRobot dataset (``lerobot:PATH[:CAMERA]``, or its folder)."""
+    camera = ""
+    if str(spec).startswith("lerobot:"):
+        spec, camera = split_spec(str(spec)[len("lerobot:") :])
+        if not Path(spec).expanduser().is_dir():
+            raise FileNotFoundError(f"LeRobot dataset folder {spec!r} does not exist")
     path = Path(spec).expanduser()
+    if path.is_dir() and (camera or is_lerobot(path)):
+        return _lerobot(path, camera)
     if path.is_dir():
         return _folder(path)
     if path.is_file() and path.suffix.lower() in (".csv", ".txt"):
@@ -89,6 +103,12 @@ def discover(spec: str) -> VideoCollection:
         f"data spec {spec!r} is a file of an unknown kind; use a folder of videos, a .csv/.txt "
         f"manifest ('path label' lines) or an SSv2 .json list"
     )
+
+
+def _lerobot(root: Path, camera: str) -> VideoCollection:
+    rows, _ = read_dataset(root, camera)
+    records = tuple(VideoRecord(r["source"], None, r["start"], r["end"]) for r in rows)
+    return VideoCollection(root.resolve(), records, "lerobot")
 
 
 def _folder(root: Path) -> VideoCollection:
@@ -175,16 +195,10 @@ def _ssv2(path: Path) -> VideoCollection:
     return VideoCollection(path.parent.resolve(), tuple(records), "ssv2")
 
 
-def open_video(path: Path):
-    """A decord reader (one thread: parallelism comes from DataLoader workers)."""
-    import decord
-
-    if not path.is_file():
-        raise VideoDecodeError(f"video file {str(path)!r} does not exist")
-    try:
-        return decord.VideoReader(str(path), num_threads=1)
-    except Exception as err:  # decord raises its own DECORDError and RuntimeError
-        raise VideoDecodeError(f"cannot open video {str(path)!r}: {err}") from None
+def open_video(path: Path, decoder: str = "auto") -> VideoReader:
+    """A reader of ``path`` with the ``decoder`` backend (``auto``: the fastest installed one
+    that reads it; see :mod:`salt.decoders`). One thread: parallelism comes from workers."""
+    return open_reader(Path(path), decoder)
 
 
 def frame_indices(length: int, num_frames: int, step: int, start: int) -> tuple[int, ...]:
@@ -244,19 +258,25 @@ def view_of(
     u: tuple[float, float, float] | None = None,
     position: float = 0.5,
     crop: float = 0.5,
+    segment: tuple[float, float] | None = None,
 ) -> View:
     """The view of an open video: its length and frame size read from ``reader``, the step
     from ``fps`` when set (> 0), else ``frame_step``; random (``u``) or at ``position`` and
-    ``crop`` (see :func:`sample_view`)."""
-    if len(reader) == 0:
-        raise VideoDecodeError(f"video {source!r} has no frames")
-    height, width = reader[0].shape[:2]
+    ``crop`` (see :func:`sample_view`). With a ``segment`` (seconds), only the frames whose
+    timestamps fall inside it are drawn from."""
+    first, stop = (0, len(reader)) if segment is None else reader.frame_range(*segment)
+    if stop <= first:
+        where = "" if segment is None else f" in {segment[0]:.3f}-{segment[1]:.3f} s"
+        raise VideoDecodeError(f"video {source!r} has no frames{where}")
+    height, width = reader.size
     step = frame_step
     if fps > 0:
-        step = max(1, round(reader.get_avg_fps() / fps))
-    return sample_view(
+        if reader.fps <= 0:
+            raise VideoDecodeError(f"video {source!r} has no frame rate; sample it by frame_step")
+        step = max(1, round(reader.fps / fps))
+    view = sample_view(
         source,
-        len(reader),
+        stop - first,
         height,
         width,
         num_frames,
@@ -266,6 +286,7 @@ def view_of(
         position=position,
         crop=crop,
     )
+    return attrs.evolve(view, frames=tuple(first + f for f in view.frames)) if first else view
 
 
 def read_centre_view(
@@ -278,7 +299,7 @@ def read_centre_view(
     """Open ``path`` and take the evaluation view of ``data`` (a ``DataConfig``): the window
     at ``position`` of the free range, centre crop. Returns the view and its clip
     ``uint8 [T, C, H, W]`` (None when ``decode`` is False)."""
-    reader = open_video(Path(path))
+    reader = open_video(Path(path), getattr(data, "decoder", "auto"))
     view = view_of(
         reader,
         source,
@@ -299,7 +320,9 @@ def decode_view(reader, view: View) -> torch.Tensor:
             f"{view.source}: the view needs frame {max(view.frames)} but the video has {length} frames"
         )
     try:
-        frames = reader.get_batch(list(view.frames)).asnumpy()  # [T, H, W, 3]
+        frames = reader.read(view.frames)  # [T, H, W, 3]
+    except VideoDecodeError:
+        raise
     except Exception as err:
         raise VideoDecodeError(f"cannot decode frames of {view.source}: {err}") from None
     height, width = frames.shape[1:3]

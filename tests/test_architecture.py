@@ -25,6 +25,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "salt.contracts",
     ),
     "data": (
+        "salt.decoders",
+        "salt.lerobot",
         "salt.video",
         "salt.synthetic",
         "salt.motion",
