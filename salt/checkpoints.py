@@ -15,6 +15,7 @@ import torch
 
 from salt import __version__
 from salt.io import UnreadableFileError, atomic_write_bytes, torch_load
+from salt.models import load_strict
 
 CHECKPOINT_RE = re.compile(r"^step_(\d+)\.pt$")
 
@@ -55,12 +56,40 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if path.is_dir():
         found = list_checkpoints(path)
         if not found:
-            raise FileNotFoundError(
-                f"run directory {str(path)!r} has no checkpoints (checkpoints/step_*.pt); "
-                f"was it stopped before its first checkpoint?"
-            )
+            raise FileNotFoundError(f"{str(path)!r} {_what_instead(path)}")
         return found[-1][1]
     raise FileNotFoundError(f"no checkpoint or run directory at {str(path)!r}")
+
+
+def _what_instead(folder: Path) -> str:
+    """Why a folder given as a run holds no checkpoint: what it is instead."""
+    if (folder / "config.json").is_file() and (
+        (folder / "model.safetensors").is_file()
+        or '"salt-encoder"' in _head(folder / "config.json")
+    ):
+        return (
+            "is an exported encoder, not a run: this command needs a run directory (or one of "
+            "its checkpoints/step_*.pt); an export is for VideoEncoder, salt eval probes and "
+            "salt eval classify"
+            + (
+                ""
+                if (folder / "model.safetensors").is_file()
+                else " - and its model.safetensors is missing"
+            )
+        )
+    if (folder / "cache.json").is_file() or (folder / "index.json").is_file():
+        return "is a latent cache, not a run: give a run directory (or a checkpoint file)"
+    return (
+        "has no checkpoints (checkpoints/step_*.pt): not a run directory, or a run stopped "
+        "before its first checkpoint"
+    )
+
+
+def _head(path: Path) -> str:
+    try:
+        return path.read_text()[:4096]
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -98,8 +127,8 @@ def training_state(model, optimizer, step: int, config: dict, nonfinite_total: i
 
 def restore_weights(state: dict, model, optimizer) -> int:
     """Load a checkpoint's weights and optimizer state; returns its step."""
-    model.student.load_state_dict(state["student"])
-    model.predictor.load_state_dict(state["predictor"])
+    load_strict(model.student, state["student"], "the checkpoint's student")
+    load_strict(model.predictor, state["predictor"], "the checkpoint's predictor")
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"])
 

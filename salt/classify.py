@@ -117,6 +117,12 @@ def labelled_splits(
     names = sorted({str(label) for label in labels if not isinstance(label, int)})
     if names and any(isinstance(label, int) for label in labels):
         raise ValueError(f"{train} and {test} mix class names and class numbers; use one")
+    unseen = {r.label for r in test_records.records} - {r.label for r in train_records.records}
+    if unseen:
+        raise ValueError(
+            f"{test} has classes that {train} never shows ({', '.join(sorted(map(str, unseen)))}): "
+            f"a probe cannot learn them; give every test class training clips"
+        )
     train_set = VideoDataset(train_records, data, train=True, classes=names or None)
     test_set = VideoDataset(
         test_records,

@@ -49,6 +49,25 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def _typed(convert, ok, what: str):
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _typed(int, lambda v: v > 0, "a positive integer")
+nonneg_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _typed(float, lambda v: 0 < v < float("inf"), "a finite number > 0")
+
+
 # Flags that stand for config fields, by argparse destination.
 FLAG_FIELDS = {
     "student": "student.name",
@@ -592,9 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--student", help="student spec, e.g. vit_l (see `salt plugins`)")
     t.add_argument("--teacher", help="teacher spec, e.g. cached:v1huge, pixels, random:vit_tiny")
     t.add_argument("--data", help="data spec; 'synthetic' or 'synthetic:N' is the built-in data")
-    t.add_argument("--steps", type=int, help="optimizer steps")
-    t.add_argument("--epochs", type=int, help="passes over the data (overrides --steps)")
-    t.add_argument("--batch-size", type=int, help="clips per process per micro-step")
+    t.add_argument("--steps", type=positive_int, help="optimizer steps")
+    t.add_argument("--epochs", type=positive_int, help="passes over the data (overrides --steps)")
+    t.add_argument("--batch-size", type=positive_int, help="clips per process per micro-step")
     t.add_argument("--run-name", help="run directory name (default: student-teacher-time)")
     t.add_argument("--out", help="folder holding run directories (default: runs)")
     _add_config_flags(t)
@@ -641,11 +660,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="which split these clips are: build 'val' from held-out data into the same cache "
         "for `salt eval distill` (default: train)",
     )
-    b.add_argument("--views", type=int, default=1, help="clips per video (evenly spaced)")
+    b.add_argument("--views", type=positive_int, default=1, help="clips per video (evenly spaced)")
     b.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
-    b.add_argument("--batch-size", type=int, default=8)
-    b.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding videos")
-    b.add_argument("--shard-size", type=int, default=256, help="clips per shard file")
+    b.add_argument("--batch-size", type=positive_int, default=8)
+    b.add_argument(
+        "--workers", type=nonneg_int, default=2, help="DataLoader workers decoding videos"
+    )
+    b.add_argument("--shard-size", type=positive_int, default=256, help="clips per shard file")
     b.add_argument("--store-clips", action="store_true", help="also store each view's uint8 clip")
     b.add_argument("--device", default="cpu", help="where the teacher runs (cpu, cuda)")
     b.add_argument("--no-progress", action="store_true")
@@ -673,8 +694,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("run", help="run directory or checkpoint")
     dl.add_argument("--teacher", help="teacher spec (default: the run's teacher)")
     dl.add_argument("--data", help="held-out data spec (default: the run's data, held-out split)")
-    dl.add_argument("--batches", type=int, default=8)
-    dl.add_argument("--batch-size", type=int, help="clips per batch (default: the run's)")
+    dl.add_argument("--batches", type=positive_int, default=8)
+    dl.add_argument("--batch-size", type=positive_int, help="clips per batch (default: the run's)")
     dl.add_argument("--seed", type=int, default=0, help="fixes the clips' masks")
     dl.add_argument("--device", default="cpu")
     dl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -692,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--probe", choices=["linear", "attentive"], default="linear")
     pr.add_argument(
-        "--videos", type=int, help="videos per task (default: 256, 5-fold cross-validated)"
+        "--videos", type=positive_int, help="videos per task (default: 256, 5-fold cross-validated)"
     )
     pr.add_argument("--seed", type=int, default=0, help="fixes videos, folds and probes")
     pr.add_argument("--json", action="store_true", help="print JSON")
@@ -722,24 +743,28 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="random: the same protocol on a randomly initialized encoder too",
     )
-    cl.add_argument("--seeds", type=int, help="probe seeds (default 3)")
-    cl.add_argument("--epochs", type=int, help="probe training epochs (default 20)")
-    cl.add_argument("--lr", type=float, help="probe peak learning rate (default 1e-3)")
-    cl.add_argument("--batch-size", type=int, help="clips per encoder forward (default 16)")
-    cl.add_argument("--views", type=int, help="temporal views per test video (default 1)")
+    cl.add_argument("--seeds", type=positive_int, help="probe seeds (default 3)")
+    cl.add_argument("--epochs", type=positive_int, help="probe training epochs (default 20)")
+    cl.add_argument("--lr", type=positive_float, help="probe peak learning rate (default 1e-3)")
+    cl.add_argument(
+        "--batch-size", type=positive_int, help="clips per encoder forward (default 16)"
+    )
+    cl.add_argument("--views", type=positive_int, help="temporal views per test video (default 1)")
     cl.add_argument(
         "--spatial-views",
-        type=int,
+        type=positive_int,
         help="crops along the long side per temporal view (default 1; V-JEPA uses 3)",
     )
-    cl.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding clips")
+    cl.add_argument(
+        "--workers", type=nonneg_int, default=2, help="DataLoader workers decoding clips"
+    )
     cl.add_argument(
         "--feature-memory",
-        type=float,
+        type=positive_float,
         help="GB of tokens kept in memory; above it the encoder runs every epoch (default 4)",
     )
-    cl.add_argument("--max-train", type=int, help="use at most this many training clips")
-    cl.add_argument("--max-test", type=int, help="use at most this many test clips")
+    cl.add_argument("--max-train", type=positive_int, help="use at most this many training clips")
+    cl.add_argument("--max-test", type=positive_int, help="use at most this many test clips")
     cl.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda ...")
     cl.add_argument(
         "--dry-run",
@@ -760,11 +785,13 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--probe", choices=["attentive", "linear"], default="attentive")
     cu.add_argument("--teacher", help="teacher for the distillation loss (default: the run's)")
     cu.add_argument("--distill-data", help="held-out data for the distillation loss")
-    cu.add_argument("--batches", type=int, default=8, help="distillation batches per checkpoint")
-    cu.add_argument("--seeds", type=int, help="probe seeds (default 3)")
-    cu.add_argument("--epochs", type=int, help="probe epochs (default 20)")
-    cu.add_argument("--lr", type=float, help="probe peak learning rate (default 1e-3)")
-    cu.add_argument("--workers", type=int, default=2)
+    cu.add_argument(
+        "--batches", type=positive_int, default=8, help="distillation batches per checkpoint"
+    )
+    cu.add_argument("--seeds", type=positive_int, help="probe seeds (default 3)")
+    cu.add_argument("--epochs", type=positive_int, help="probe epochs (default 20)")
+    cu.add_argument("--lr", type=positive_float, help="probe peak learning rate (default 1e-3)")
+    cu.add_argument("--workers", type=nonneg_int, default=2)
     cu.add_argument("--seed", type=int, default=0, help="fixes the distillation masks")
     cu.add_argument("--png", help="where to draw the curve (default: RUN/distill_vs_probe.png)")
     cu.add_argument("--device", default="auto")
@@ -790,9 +817,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--fast", action="store_true", help="tiny sizes: seconds, not minutes (for tests)"
     )
-    q.add_argument("--teacher-steps", type=int, help="teacher training steps")
-    q.add_argument("--student-steps", type=int, help="student training steps")
-    q.add_argument("--probe-videos", type=int, help="videos per probe task (at least 4)")
+    q.add_argument("--teacher-steps", type=positive_int, help="teacher training steps")
+    q.add_argument("--student-steps", type=positive_int, help="student training steps")
+    q.add_argument("--probe-videos", type=positive_int, help="videos per probe task (at least 4)")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_quickstart)
 

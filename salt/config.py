@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -13,23 +14,77 @@ from attrs import field, validators
 # The video decoders (salt/decoders.py) a data config may name; auto picks per file.
 DECODER_CHOICES = ("auto", "decord", "pyav", "torchcodec")
 
-_pos_int = [validators.instance_of(int), validators.gt(0)]
-_nonneg_int = [validators.instance_of(int), validators.ge(0)]
+
+def _number(value) -> bool:
+    """A finite int or float (not a bool, not nan or inf)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(inst, attr, value, low: int):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        kind = "a positive integer" if low else "an integer >= 0"
+        raise ValueError(f"{attr.name} must be {kind}, got {value!r}")
+
+
+def _pos_int(inst, attr, value):
+    _int(inst, attr, value, 1)
+
+
+def _nonneg_int(inst, attr, value):
+    _int(inst, attr, value, 0)
 
 
 def _pos_float(inst, attr, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{attr.name} must be a positive number, got {value!r}")
+    if not _number(value) or value <= 0:
+        raise ValueError(f"{attr.name} must be a finite number > 0, got {value!r}")
 
 
 def _nonneg_float(inst, attr, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{attr.name} must be a number >= 0, got {value!r}")
+    if not _number(value) or value < 0:
+        raise ValueError(f"{attr.name} must be a finite number >= 0, got {value!r}")
 
 
 def _fraction(inst, attr, value):
-    if not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if not _number(value) or not 0 <= value < 1:
         raise ValueError(f"{attr.name} must be in [0, 1), got {value!r}")
+
+
+def _rgb(positive: bool):
+    """Three finite numbers, one per RGB channel (all > 0 for a std)."""
+
+    def check(inst, attr, value):
+        if len(value) != 3 or not all(_number(v) for v in value):
+            raise ValueError(f"{attr.name} must be 3 numbers (R, G, B), got {list(value)!r}")
+        if positive and min(value) <= 0:
+            raise ValueError(f"{attr.name} must be > 0 in every channel, got {list(value)!r}")
+
+    return check
+
+
+def _betas(inst, attr, value):
+    if len(value) != 2 or not all(_number(v) and 0 <= v < 1 for v in value):
+        raise ValueError(f"{attr.name} must be 2 numbers in [0, 1), got {list(value)!r}")
+
+
+def _run_name(inst, attr, value):
+    if not isinstance(value, str) or "/" in value or "\\" in value or value in (".", ".."):
+        raise ValueError(
+            f"run.name must be a folder name (no '/' or '..'; --out picks the parent), "
+            f"got {value!r}"
+        )
+
+
+def _one_of(*choices: str):
+    def check(inst, attr, value):
+        if value not in choices:
+            raise ValueError(f"{attr.name} must be one of {', '.join(choices)}, got {value!r}")
+
+    return check
+
+
+def _tuple(value):
+    """A list or tuple as a tuple; anything else is kept for the validator to refuse."""
+    return tuple(value) if isinstance(value, list | tuple) else (value,)
 
 
 def _spec(inst, attr, value):
@@ -55,13 +110,17 @@ class DataConfig:
     )  # > 0: sample at this rate, not frame_step
     num_workers: int = field(default=4, validator=_nonneg_int)
     # auto: the fastest installed decoder that reads each file; or decord, pyav, torchcodec
-    decoder: str = field(default="auto", validator=validators.in_(DECODER_CHOICES))
+    decoder: str = field(default="auto", validator=_one_of(*DECODER_CHOICES))
     # Unreadable videos are skipped; above this share of those seen the run stops.
     max_bad_fraction: float = field(default=0.05, validator=_fraction)
     # Train from a cache whose build did not finish (on purpose); otherwise that is an error.
     allow_incomplete_cache: bool = field(default=False, validator=validators.instance_of(bool))
-    mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406), converter=tuple)
-    std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225), converter=tuple)
+    mean: tuple[float, float, float] = field(
+        default=(0.485, 0.456, 0.406), converter=_tuple, validator=_rgb(False)
+    )
+    std: tuple[float, float, float] = field(
+        default=(0.229, 0.224, 0.225), converter=_tuple, validator=_rgb(True)
+    )
 
 
 @attrs.frozen
@@ -71,7 +130,7 @@ class StudentConfig:
     name: str = field(default="vit_l", validator=_spec)
     patch_size: int = field(default=16, validator=_pos_int)
     tubelet_size: int = field(default=2, validator=_pos_int)
-    pos_embed: str = field(default="sincos", validator=validators.in_(["sincos", "learned"]))
+    pos_embed: str = field(default="sincos", validator=_one_of("sincos", "learned"))
     drop_path: float = field(default=0.0, validator=_fraction)
     grad_checkpointing: bool = field(default=False, validator=validators.instance_of(bool))
 
@@ -119,11 +178,15 @@ class OptimConfig:
     warmup_steps: int = field(default=2000, validator=_nonneg_int)
     # Short runs (demos, tests) would otherwise spend all their steps warming up.
     max_warmup_fraction: float = field(default=0.1, validator=_fraction)
-    betas: tuple[float, float] = field(default=(0.9, 0.95), converter=tuple)
+    betas: tuple[float, float] = field(default=(0.9, 0.95), converter=_tuple, validator=_betas)
     eps: float = field(default=1e-8, validator=_pos_float)
     weight_decay: float = field(default=0.04, validator=_nonneg_float)
     final_weight_decay: float = field(default=0.4, validator=_nonneg_float)
     grad_clip: float = field(default=10.0, validator=_nonneg_float)  # 0 disables clipping
+
+    def __attrs_post_init__(self):
+        if self.min_lr > self.lr:
+            raise ValueError(f"optim.min_lr ({self.min_lr}) must not exceed optim.lr ({self.lr})")
 
 
 @attrs.frozen
@@ -136,7 +199,7 @@ class TrainConfig:
     accum_steps: int = field(default=1, validator=_pos_int)
     seed: int = field(default=0, validator=_nonneg_int)
     device: str = field(default="auto", validator=_spec)
-    precision: str = field(default="bf16", validator=validators.in_(["bf16", "fp32"]))
+    precision: str = field(default="bf16", validator=_one_of("bf16", "fp32"))
     compile: bool = field(default=False, validator=validators.instance_of(bool))
     log_every: int = field(default=10, validator=_pos_int)
     checkpoint_every: int = field(default=1000, validator=_pos_int)
@@ -153,7 +216,7 @@ class RunConfig:
     """Where the run directory goes."""
 
     out: str = field(default="runs", validator=_spec)
-    name: str = field(default="", validator=validators.instance_of(str))
+    name: str = field(default="", validator=_run_name)
 
 
 @attrs.frozen
@@ -344,22 +407,35 @@ def from_dict(tree: dict[str, Any]) -> Config:
             )
         try:
             kwargs[key] = cls(**value)
-        except TypeError as err:  # attrs type validators: (message, attribute, type, value)
-            raise ValueError(f"config [{key}]: {err.args[0]}") from None
+        except (TypeError, ValueError) as err:  # attrs: (message, attribute, type, value)
+            message = str(err.args[0]) if err.args else str(err)
+            name, _, rest = message.partition(" ")
+            if name.strip("'") in known:  # "lr must be ..." -> "optim.lr must be ..."
+                raise ValueError(f"{key}.{name.strip(chr(39))} {rest}") from None
+            if message.startswith(f"{key}."):
+                raise ValueError(message) from None
+            raise ValueError(f"config [{key}]: {message}") from None
     return Config(**kwargs)
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a ``.toml`` or ``.json`` config file into nested dicts."""
+    """Read a ``.toml`` or ``.json`` config file into nested dicts; a file that does not
+    parse (or holds no table) is an error naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
-    if path.suffix == ".json":
-        return json.loads(text)
-    if path.suffix == ".toml":
-        return tomllib.loads(text)
-    raise ValueError(f"config file {str(path)!r} must end in .toml or .json")
+    if path.suffix not in (".json", ".toml"):
+        raise ValueError(f"config file {str(path)!r} must end in .toml or .json")
+    try:
+        text = path.read_text()
+        tree = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError, TOMLDecodeError
+        raise ValueError(f"config file {str(path)!r} does not parse: {err}") from None
+    if not isinstance(tree, dict):
+        raise ValueError(
+            f"config file {str(path)!r} must hold a table of sections, got a {type(tree).__name__}"
+        )
+    return tree
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -9,6 +9,7 @@ top-1 (:mod:`salt.classify`), their Spearman rank correlation, and a PNG of both
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import attrs
@@ -79,7 +80,8 @@ class CurveReport:
         return spearman(losses, [p.accuracy for p in self.points])
 
     def to_dict(self) -> dict:
-        return {**attrs.asdict(self), "spearman": self.spearman}
+        rho = self.spearman
+        return {**attrs.asdict(self), "spearman": None if math.isnan(rho) else rho}
 
     def table(self) -> str:
         lines = [
@@ -90,9 +92,13 @@ class CurveReport:
             lines.append(
                 f"{p.step:>8}  {p.distill_loss:>12.5f}  {p.accuracy:.3f} +- {p.stderr:.3f}"
             )
-        lines.append(
-            f"Spearman(-loss, top-1) = {self.spearman:+.3f} over {len(self.points)} checkpoints"
+        rho = self.spearman
+        value = (
+            "undefined (the loss or the accuracy is the same at every checkpoint)"
+            if math.isnan(rho)
+            else f"{rho:+.3f}"
         )
+        lines.append(f"Spearman(-loss, top-1) = {value} over {len(self.points)} checkpoints")
         return "\n".join(lines)
 
 

@@ -43,7 +43,12 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> this process's GPU if there is one, else the CPU."""
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(
+            f"train.device {spec!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(

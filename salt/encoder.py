@@ -18,7 +18,7 @@ from torch import nn
 from salt.config import DataConfig
 from salt.data import normalize_clips
 from salt.export import build_encoder, load_encoder, write_export
-from salt.video import read_centre_view
+from salt.video import VideoDecodeError, read_centre_view
 
 LAYOUTS = ("BTCHW", "BCTHW")
 POOLS = ("mean", "frames", "none")
@@ -143,6 +143,8 @@ class VideoEncoder(nn.Module):
         frames ``frame_step`` apart, short side resized to ``image_size``, centre crop; the
         window starts at ``position`` of the free range) and encode it with a batch of one."""
         path = Path(path)
+        if path.is_dir():
+            raise VideoDecodeError(f"{str(path)!r} is a folder; give one video file")
         fps = float(self.config.get("fps", 0) or 0)  # trained at a frame rate, as VideoDataset
         data = DataConfig(
             num_frames=self.num_frames,

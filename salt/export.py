@@ -12,16 +12,17 @@ import torch
 from torch import nn
 
 from salt import __version__
-from salt.checkpoints import load_checkpoint, resolve_checkpoint, run_dir_of
+from salt.checkpoints import list_checkpoints, load_checkpoint, resolve_checkpoint, run_dir_of
 from salt.config import ClipGeometry, from_dict
 from salt.io import (
     UnreadableFileError,
     atomic_write_bytes,
+    check_folder,
     read_json,
     read_safetensors,
     write_json,
 )
-from salt.models import build_student
+from salt.models import build_student, load_strict
 
 FORMAT = "salt-encoder"
 CONFIG = "config.json"
@@ -55,7 +56,7 @@ def export_encoder(
     run: str | Path, out: str | Path, checkpoint: str | Path | None = None, force: bool = False
 ) -> Path:
     """Write the student encoder of a run (its newest, or the given, checkpoint) to ``out``."""
-    out = Path(out)
+    out = check_folder(Path(out), "--out")
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and is not empty; pass --force to overwrite it")
     ckpt = resolve_checkpoint(checkpoint or run)
@@ -163,17 +164,6 @@ def build_encoder(config: dict) -> nn.Module:
     )
 
 
-def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load weights, naming every missing or unexpected key."""
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"{source} does not match the {type(model).__name__} it describes: "
-            f"missing keys {result.missing_keys or 'none'}, unexpected keys "
-            f"{result.unexpected_keys or 'none'}"
-        )
-
-
 def load_encoder(path: str | Path) -> tuple[nn.Module, dict]:
     """A trained encoder from an export directory, its ``model.safetensors``, a run
     directory or a checkpoint; returns the module (eval mode) and its config."""
@@ -183,6 +173,10 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, dict]:
         config = check_encoder_config(read_json(folder / CONFIG), str(folder / CONFIG))
         model = build_encoder(config)
         load_strict(model, read_export_weights(folder, config), str(folder / WEIGHTS))
+    elif (folder / CONFIG).is_file() and not list_checkpoints(folder):
+        raise FileNotFoundError(
+            f"{folder} holds {CONFIG} but no {WEIGHTS}: an incomplete export; export it again"
+        )
     elif path.exists():
         state = load_checkpoint(path)
         config = encoder_config(state["config"], {"checkpoint_step": int(state["step"])})

@@ -54,6 +54,20 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
+def check_folder(path: Path, what: str) -> Path:
+    """``path`` as a folder to write into: it, or its nearest existing parent, must be a
+    folder (not a file)."""
+    path = Path(path)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise FileExistsError(
+                    f"{what} {str(path)!r}: {existing} is a file, not a folder; choose another"
+                )
+            return path
+    return path
+
+
 def remove_stale_temps(folder: Path) -> list[Path]:
     """Delete the temp files that interrupted atomic writes left in ``folder`` (a writer
     killed before its rename); call it only where no other process is writing."""
@@ -128,15 +142,27 @@ def torch_load(path: Path, map_location="cpu", safe_globals: tuple = ()):
     import torch
 
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist" + (" (a folder)" if path.is_dir() else ""))
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
+    except pickle.UnpicklingError as err:
         raise UnreadableFileError(
             f"{path} cannot be read safely as tensors ({_first_line(err)}); only plain "
             f"weights files are read (torch.load weights_only=True) - re-save its state dict "
             f"alone (torch.save(model.state_dict(), ...)) or convert it to safetensors"
         ) from None
+    except Exception as err:  # truncated, not a torch file at all: torch raises many kinds
+        raise UnreadableFileError(
+            f"{path} is not a readable torch file ({_kind_and_line(err)}); "
+            f"it may be truncated or of another kind - write it again"
+        ) from None
+
+
+def _kind_and_line(err: BaseException) -> str:
+    line, kind = _first_line(err), type(err).__name__
+    return kind if line in (kind, "") else f"{kind}: {line}"
 
 
 def _first_line(err: BaseException) -> str:

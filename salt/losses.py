@@ -28,6 +28,18 @@ class Objective:
         for part in parts:
             name, _ = parse_spec(part)
             opts = options.get(name, {})
+            if not isinstance(opts, dict):
+                raise ValueError(f"loss.options.{name} must be a table of settings, got {opts!r}")
+            weight = opts.get("weight", 1.0)
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, int | float)
+                or not 0 <= weight < 1e30
+            ):
+                raise ValueError(
+                    f"loss.options.{name}.weight must be a finite number >= 0, got {weight!r} (a "
+                    f"negative weight would maximize the term)"
+                )
             try:
                 self.terms.append(losses.create(part, **opts))
             except TypeError as err:

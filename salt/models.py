@@ -80,6 +80,27 @@ class SaltModel(nn.Module):
         return 3.0 * batch_size * total
 
 
+def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights, naming every missing or unexpected key and the first tensor whose shape
+    differs (weights of another architecture or width)."""
+    mine = model.state_dict()
+    for key, value in state.items():
+        if key in mine and tuple(mine[key].shape) != tuple(value.shape):
+            raise ValueError(
+                f"{source} does not fit this {type(model).__name__}: {key} is "
+                f"{tuple(value.shape)} there but {tuple(mine[key].shape)} here (another "
+                f"architecture, width or geometry); build the model with the settings it was "
+                f"trained with"
+            )
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{source} does not match the {type(model).__name__} it describes: "
+            f"missing keys {result.missing_keys or 'none'}, unexpected keys "
+            f"{result.unexpected_keys or 'none'}"
+        )
+
+
 def load_trained_pair(state: dict, cfg: Config) -> tuple[Teacher, SaltModel]:
     """The teacher named by ``cfg`` and a checkpoint's student + predictor (eval mode).
 
@@ -87,10 +108,10 @@ def load_trained_pair(state: dict, cfg: Config) -> tuple[Teacher, SaltModel]:
     teacher = teacher_of(cfg)
     student = student_of(cfg)
     predictor = predictor_of(cfg, student.embed_dim, teacher.teacher_dim)
-    student.load_state_dict(state["student"])
+    load_strict(student, state["student"], "the checkpoint's student")
     try:
-        predictor.load_state_dict(state["predictor"])
-    except RuntimeError:
+        load_strict(predictor, state["predictor"], "the checkpoint's predictor")
+    except ValueError:
         trained = state["config"]["teacher"]["spec"]
         raise ValueError(
             f"the checkpoint's predictor was trained to predict teacher {trained!r} and does not "

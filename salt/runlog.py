@@ -104,7 +104,6 @@ class RunLog:
                         stale.unlink()
                         log.info("removed %s of an earlier start that saved no checkpoint", stale)
             self._handler = attach_log_file(run_dir, run_dir.name)
-            write_json(run_dir / "config.json", cfg.to_dict())
 
     def resumed(self, step: int) -> None:
         """Drop metrics past ``step``: the resumed run logs those steps again."""
@@ -118,6 +117,9 @@ class RunLog:
         self.steps = steps
         if not self.main:
             return
+        # Written once everything was built: a run that fails to start (or a resume with
+        # settings that do not fit its checkpoint) leaves the run's config as it was.
+        write_json(self.run_dir / "config.json", self.cfg.to_dict())
         for line in plan_lines:
             log.info("%s", line)
         log.info(

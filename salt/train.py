@@ -31,6 +31,7 @@ from salt.checkpoints import (
 from salt.config import Config, from_dict
 from salt.data import ReadableBatches, TooManyBadVideos, build_loader, build_source
 from salt.distributed import any_rank, resolve_device, setup_distributed
+from salt.io import check_folder
 from salt.losses import Objective
 from salt.models import SaltModel, masker_of, predictor_of, student_of, teacher_of
 from salt.optim import apply_schedules, build_optimizer, lr_at, wd_at
@@ -90,7 +91,9 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
         state = load_checkpoint(ckpt_path)
         run_dir = run_dir_of(ckpt_path)
     else:
-        run_dir = Path(cfg.run.out) / (cfg.run.name or default_run_name(cfg))
+        run_dir = check_folder(
+            Path(cfg.run.out) / (cfg.run.name or default_run_name(cfg)), "the run folder"
+        )
         if info.main and list_checkpoints(run_dir):
             raise FileExistsError(
                 f"run directory {str(run_dir)!r} already has checkpoints; continue it with "

@@ -8,7 +8,6 @@ later sees the very pixels the teacher saw.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from salt.decoders import VideoDecodeError, VideoReader, open_reader
+from salt.io import read_json
 from salt.lerobot import is_lerobot, read_dataset, split_spec
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
@@ -127,7 +127,10 @@ def _folder(root: Path) -> VideoCollection:
 
 
 def _manifest(path: Path) -> VideoCollection:
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise ValueError(f"manifest {str(path)!r} is not UTF-8 text") from None
     if not rows:
         raise ValueError(f"manifest {str(path)!r} is empty")
     records = []
@@ -139,7 +142,12 @@ def _manifest(path: Path) -> VideoCollection:
             table = table[1:]
         else:
             col, lab = 0, 1
-        for row in table:
+        for n, row in enumerate(table, 2 if "path" in header else 1):
+            if col >= len(row) or not row[col].strip():
+                raise ValueError(
+                    f"{path} row {n} has no path (column {col + 1}): {','.join(row)!r}; each row "
+                    f"is path,label"
+                )
             label = row[lab] if lab is not None and lab < len(row) else None
             records.append(VideoRecord(row[col].strip(), _label(label)))
     else:
@@ -175,8 +183,8 @@ def _label(value) -> int | str | None:
 
 
 def _ssv2(path: Path) -> VideoCollection:
-    items = json.loads(path.read_text())
-    if not isinstance(items, list) or (items and "id" not in items[0]):
+    items = read_json(path)
+    if not isinstance(items, list):
         raise ValueError(
             f"{str(path)!r} is not a Something-Something-v2 list (a JSON list of objects with "
             f"'id', 'label', 'template')"
@@ -184,11 +192,23 @@ def _ssv2(path: Path) -> VideoCollection:
     candidates = [path.parent / "20bn-something-something-v2", path.parent / "videos", path.parent]
     folder = next((c for c in candidates if c.is_dir() and any(c.glob("*.webm"))), path.parent)
     labels_file = path.parent / "labels.json"
-    mapping = json.loads(labels_file.read_text()) if labels_file.is_file() else None
+    mapping = read_json(labels_file) if labels_file.is_file() else None
+    if mapping is not None and not isinstance(mapping, dict):
+        raise ValueError(f"{labels_file} must map each template to a class id (a JSON object)")
     records = []
-    for item in items:
-        template = item.get("template")
-        name = template.replace("[", "").replace("]", "") if template else item.get("label")
+    for n, item in enumerate(items):
+        ok = isinstance(item, dict) and isinstance(item.get("id"), str | int)
+        template, label = (item.get("template"), item.get("label")) if ok else (None, None)
+        if (
+            not ok
+            or not isinstance(template, str | type(None))
+            or not isinstance(label, str | int | type(None))
+        ):
+            raise ValueError(
+                f"{path}: entry {n} is not an SSv2 item (an object with a string or number "
+                f"'id', and a string 'template' or 'label'): {str(item)[:80]}"
+            )
+        name = template.replace("[", "").replace("]", "") if template else label
         label = int(mapping[name]) if mapping and name in mapping else name
         source = str((folder / f"{item['id']}.webm").relative_to(path.parent))
         records.append(VideoRecord(source, label))

@@ -418,3 +418,96 @@ def test_a_misspelled_loss_reads_well(tmp_path, capsys):
     )
     line = one_line_error(code, err, "unknown loss 'msee'", "Did you mean 'mse'?")
     assert "unknown losse" not in line
+
+
+# ----------------------------------------------------------------------------- more records
+
+
+def test_a_copied_shard_record_and_bad_rows_are_caught(cache, tmp_path, capsys):
+    shutil.copy(cache / "shard_00000.json", cache / "shard_00003.json")
+    code, err = run_cli(capsys, "cache", "verify", str(cache))
+    one_line_error(code, err, "shard_00003.json describes shard_00000.safetensors")
+    (cache / "shard_00003.json").unlink()
+    record = json.loads((cache / "shard_00001.json").read_text())
+    del record["samples"][2]["view"]
+    (cache / "shard_00001.json").write_text(json.dumps(record))
+    assert any("shard_00001.json: row 2 has no valid view" in p for p in verify_cache(cache))
+    code, err = train_from(capsys, cache, tmp_path / "runs")
+    one_line_error(code, err, "shard_00001.json: row 2")
+
+
+def test_one_damaged_cache_does_not_hide_the_others(cache, tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"
+    (home / "latents").mkdir(parents=True)
+    shutil.copytree(cache, home / "latents" / "good")
+    shutil.copytree(cache, home / "latents" / "bad")
+    (home / "latents" / "bad" / "cache.json").write_text('{"format": "salt-latent-cache"}')
+    monkeypatch.setenv("SALT_CACHE_DIR", str(home))
+    capsys.readouterr()
+    assert main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "good" in out and "24 clips" in out and "bad" in out and "damaged" in out
+
+
+def test_settings_that_do_not_fit_a_checkpoint_leave_the_run_as_it_was(run_dir, capsys):
+    before = (run_dir / "config.json").read_text()
+    code, err = run_cli(
+        capsys,
+        "train",
+        "--resume",
+        str(run_dir),
+        "--no-progress",
+        "--steps",
+        "6",
+        "--set",
+        "predictor.width=64",
+    )
+    one_line_error(code, err, "predictor", "build the model with the settings it was trained with")
+    assert (run_dir / "config.json").read_text() == before
+
+
+def test_an_export_whose_geometry_was_edited_is_named(export):
+    config = json.loads((export / "config.json").read_text())
+    (export / "config.json").write_text(json.dumps({**config, "patch_size": 8}))
+    with pytest.raises(ValueError, match=r"model.safetensors does not fit this .*patch_embed"):
+        VideoEncoder.from_pretrained(export)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello world\n", b"PK\x03\x04" + bytes(64)])
+def test_a_broken_pt_file_is_one_line(tmp_path, capsys, content):
+    bad = tmp_path / "step_00000001.pt"
+    bad.write_bytes(content)
+    code, err = run_cli(capsys, "export", str(bad), "--out", str(tmp_path / "out"))
+    one_line_error(code, err, "step_00000001.pt", "not a readable torch file")
+
+
+def test_output_paths_that_are_files_are_named(run_dir, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    code, err = run_cli(capsys, "export", str(run_dir), "--out", str(taken / "enc"))
+    one_line_error(code, err, "is a file, not a folder")
+    overrides = settings(taken, **{"train.steps": 1})
+    code, err = run_cli(capsys, "train", "--no-progress", *set_flags(overrides))
+    one_line_error(code, err, "the run folder", "is a file, not a folder")
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (("eval", "probes", "x", "--videos", "0"), ("--videos", "a positive integer")),
+        (("cache", "build", "--teacher", "pixels", "--shard-size", "0"), ("--shard-size",)),
+        (("eval", "classify", "x", "--lr", "-1"), ("--lr", "a finite number > 0")),
+    ],
+)
+def test_counts_and_rates_are_checked_by_the_parser(capsys, argv, names):
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert all(name in err for name in names), err
+
+
+def test_a_negative_loss_weight_is_refused(tmp_path, capsys):
+    flags = [*set_flags(settings(tmp_path)), "--set", "loss.options.mse.weight=-1"]
+    code, err = run_cli(capsys, "train", "--dry-run", *flags)
+    one_line_error(code, err, "loss.options.mse.weight must be a finite number >= 0")

@@ -249,10 +249,19 @@ def test_an_empty_manifest_or_a_json_that_is_not_ssv2_is_an_error(tmp_path):
     (tmp_path / "empty.csv").write_text("\n\n")
     with pytest.raises(ValueError, match="empty"):
         discover(str(tmp_path / "empty.csv"))
-    for content in ({"id": "1"}, [{"video": "a.webm"}]):
+    (tmp_path / "other.json").write_text(json.dumps({"id": "1"}))
+    with pytest.raises(ValueError, match="not a Something-Something-v2 list"):
+        discover(str(tmp_path / "other.json"))
+    for content in ([{"video": "a.webm"}], ["idx"], [{"id": "1", "template": 3}]):
         (tmp_path / "other.json").write_text(json.dumps(content))
-        with pytest.raises(ValueError, match="not a Something-Something-v2 list"):
+        with pytest.raises(ValueError, match="other.json: entry 0 is not an SSv2 item"):
             discover(str(tmp_path / "other.json"))
+    (tmp_path / "broken.json").write_text('[{"id": "1",')
+    with pytest.raises(ValueError, match="broken.json is not valid JSON"):
+        discover(str(tmp_path / "broken.json"))
+    (tmp_path / "short.csv").write_text("label,path\npush,a.mp4\npull\n")
+    with pytest.raises(ValueError, match="short.csv row 3 has no path"):
+        discover(str(tmp_path / "short.csv"))
 
 
 # --- frame_indices, resized_shape, sample_view -----------------------------------------------

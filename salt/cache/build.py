@@ -24,7 +24,7 @@ from salt.cache.store import (
 from salt.config import Config
 from salt.contracts import Teacher
 from salt.data import build_eval_loader, build_source, normalize_clips, parse_data_spec
-from salt.io import remove_stale_temps
+from salt.io import check_folder, remove_stale_temps
 from salt.video import discover
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def build_cache(
     source = build_source(cfg.data, split, fixed_views=views)
     meta = cache_meta(cfg, teacher, dtype, store_clips)
     info = split_info(cfg, views)
-    out.mkdir(parents=True, exist_ok=True)
+    check_folder(out, "the cache folder").mkdir(parents=True, exist_ok=True)
     for tmp in remove_stale_temps(out):
         log.info("removed %s, left by an interrupted write", tmp)
     index = _open_for_build(out, meta)

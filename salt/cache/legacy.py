@@ -71,12 +71,23 @@ class LegacySplit(LatentMeta):
     def __init__(self, path: Path, name: str):
         self.path = path
         self.name = name
-        meta = read_json(path / "metadata.json")
+        file = path / "metadata.json"
+        meta = read_json(file)
+        if not isinstance(meta, dict):
+            raise ValueError(f"{file} must hold a JSON object")
         missing = [k for k in ("latent_shape", "video_ids") if k not in meta]
         if missing:
-            raise ValueError(f"{path / 'metadata.json'} lacks {', '.join(missing)}")
-        self.video_ids: list[str] = [str(v) for v in meta["video_ids"]]
-        shape = list(meta["latent_shape"])
+            raise ValueError(f"{file} lacks {', '.join(missing)}")
+        shape, ids = meta["latent_shape"], meta["video_ids"]
+        if not (
+            isinstance(shape, list)
+            and len(shape) >= 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+        ):
+            raise ValueError(f"{file}: latent_shape must list [tokens, dim], got {shape!r}")
+        if not isinstance(ids, list) or not ids:
+            raise ValueError(f"{file}: video_ids must be a non-empty list, got {ids!r}")
+        self.video_ids: list[str] = [str(v) for v in ids]
         self.meta = {
             "teacher": meta.get("model", "unknown"),
             "latent_shape": shape[-2:],

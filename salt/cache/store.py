@@ -241,9 +241,16 @@ def write_shard(
 
 def read_shard_records(path: Path) -> list[ShardRecord]:
     """Every complete shard of a cache (a record per tensor file), in build order."""
-    return [
-        ShardRecord.from_dict(read_json(p), p) for p in sorted(path.glob("shard_[0-9]*[0-9].json"))
-    ]
+    records = []
+    for p in sorted(path.glob("shard_[0-9]*[0-9].json")):
+        record = ShardRecord.from_dict(read_json(p), p)
+        if record.record_path != p.name:
+            raise CacheError(
+                f"{p} describes {record.file}, not its own tensor file {p.stem}.safetensors (a "
+                f"copied or renamed record); delete it and rebuild that shard"
+            )
+        records.append(record)
+    return records
 
 
 def _read_v1(path: Path) -> tuple[CacheIndex, list[ShardRecord]]:
@@ -378,11 +385,25 @@ class LatentCache(LatentMeta):
         """What is wrong with the cache's structure, found cheaply (index fields, each shard's
         header: present, readable, shapes and dtypes as recorded); no data is read."""
         problems = _meta_problems(self.meta, self.path)
+        for name, info in self.splits.items():
+            if not isinstance(info, dict) or not isinstance(info.get("data_kind"), str):
+                problems.append(f"{INDEX}: split {name!r} does not say what data it holds")
         if problems:
             return problems
         expected = list(self.latent_shape)
         for name in sorted({s.split for s in self.shards} - set(self.splits)):
             problems.append(f"shard records name split {name!r}, which {INDEX} does not list")
+        for name, info in self.splits.items():
+            rows = sum(s.rows + len(s.skipped) for s in self.shards if s.split == name)
+            if isinstance(info.get("total"), int) and rows > info["total"]:
+                problems.append(
+                    f"split {name!r}: shard records hold {rows} clips, {INDEX} says {info['total']}"
+                )
+        num_frames = self.meta.get("num_frames")
+        for shard in self.shards:
+            bad = _bad_sample(shard.samples, num_frames)
+            if bad is not None:
+                problems.append(f"{shard.record_path}: {bad}")
         for shard in self.shards:
             file = self.path / shard.file
             if not file.is_file():
@@ -461,6 +482,8 @@ def _meta_problems(meta: dict, path: Path) -> list[str]:
     if meta.get("dtype") not in DTYPES:
         return [f"{where}: dtype must be one of {', '.join(DTYPES)}, got {meta.get('dtype')!r}"]
     problems = []
+    if not isinstance(meta.get("grid", []), list):
+        problems.append(f"{where}: grid must be a list, got {meta.get('grid')!r}")
     if "teacher_dim" in meta and meta["teacher_dim"] != shape[1]:
         problems.append(f"{where}: teacher_dim {meta['teacher_dim']} but latent_shape {shape}")
     grid = meta.get("grid")
@@ -469,6 +492,33 @@ def _meta_problems(meta: dict, path: Path) -> list[str]:
             f"{where}: grid {grid} makes {math.prod(grid) if isinstance(grid, list) else '?'} tokens, latent_shape says {shape[0]}"
         )
     return problems
+
+
+def _bad_sample(samples: list, num_frames: int | None) -> str | None:
+    """What is wrong with the first malformed row record (its view and label), or None."""
+    for row, sample in enumerate(samples):
+        view = sample.get("view") if isinstance(sample, dict) else None
+        if view is None and isinstance(sample, dict) and "video_id" in sample:
+            continue  # imported from the older layout: located by its video id
+        ok = (
+            isinstance(view, dict)
+            and isinstance(view.get("source"), str)
+            and _ints(view.get("frames"), num_frames or len(view.get("frames") or []))
+            and _ints(view.get("crop"), 4)
+            and _ints(view.get("resized"), 2)
+            and isinstance(sample.get("label", -1), int)
+        )
+        if not ok:
+            return f"row {row} has no valid view (source, {num_frames} frames, crop, resized)"
+    return None
+
+
+def _ints(value, length: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == length
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    )
 
 
 def _damaged(file: Path, why: str) -> str:
@@ -554,17 +604,19 @@ def list_caches() -> list[dict]:
     found = []
     for path in sorted(cache_home().glob("*")):
         if is_cache(path):
-            cache = LatentCache(path)
-            found.append(
-                {
-                    "name": path.name,
+            try:
+                cache = LatentCache(path)
+                entry = {
                     "samples": len(cache),
                     "splits": {name: len(cache.split(name)) for name in cache.splits},
-                    "teacher": cache.meta["teacher"],
-                    "latent_shape": cache.meta["latent_shape"],
-                    "path": str(path),
+                    "teacher": str(cache.meta.get("teacher", "?")),
+                    "latent_shape": cache.meta.get("latent_shape"),
                 }
-            )
+            except (ValueError, KeyError, TypeError, OSError) as err:  # listed, not fatal
+                why = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+                entry = {"samples": None, "splits": {}, "latent_shape": None}
+                entry["teacher"] = f"(damaged: {why}; see salt cache verify {path.name})"
+            found.append({"name": path.name, **entry, "path": str(path)})
         elif (path / "metadata.json").is_file() or any(path.glob("*/metadata.json")):
             found.append(
                 {
