@@ -23,7 +23,7 @@ import av
 import numpy as np
 import pytest
 
-from salt.decoders import DECODERS, VideoDecodeError, available_decoders
+from salt.decoders import _INDEX, DECODERS, VideoDecodeError, available_decoders
 from salt.masking import sample_keys, uniforms
 from salt.video import decode_view, open_video, view_of
 
@@ -82,6 +82,9 @@ def reference(path: Path) -> np.ndarray:
 
 
 def clip(path: Path, decoder: str, u) -> tuple:
+    """salt's path for one training clip, from a cold open: the per-process packet index
+    is dropped first, as a worker meets most files of a large dataset once per epoch."""
+    _INDEX.clear()
     reader = open_video(path, decoder)
     view = view_of(reader, path.name, NUM_FRAMES, STEP, SIZE, u=u)
     return view, decode_view(reader, view)
