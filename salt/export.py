@@ -94,6 +94,12 @@ def check_encoder_config(config: Any, source: str) -> dict:
         raise ValueError(f"{source} must hold a JSON object, got {type(config).__name__}")
     if config.get("format") != FORMAT:
         raise ValueError(f"{source} is not a salt encoder config (format {config.get('format')!r})")
+    version = config.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version > 1:
+        raise ValueError(
+            f"{source}: version {version!r} is not one this salt-vla ({__version__}) reads (1); "
+            f"upgrade salt-vla or export the encoder again"
+        )
     for field in ("architecture", "num_frames", "image_size", "patch_size", "tubelet_size"):
         if field not in config:
             raise bad(field, "is missing")

@@ -7,8 +7,8 @@ Both layouts of the format are read from their ``meta/``:
 - v2.x: one video per episode and camera, ``meta/episodes.jsonl`` giving each episode's
   length;
 - v3.x: several episodes per video file, ``meta/episodes/chunk-*/file-*.parquet`` giving
-  each episode's file and its ``from_timestamp``/``to_timestamp`` in it (reading it needs
-  ``pyarrow``: ``pip install 'salt-vla[lerobot]'``).
+  each episode's file and its ``from_timestamp``/``to_timestamp`` in it (read with
+  pyarrow).
 
 Each (episode, camera) becomes one record whose segment is the episode's time span in its
 video, so a clip never crosses an episode boundary: frames are picked by their timestamps
@@ -126,7 +126,8 @@ def _episodes_v3(root: Path) -> list[dict]:
         import pyarrow.parquet as pq
     except ModuleNotFoundError:
         raise RuntimeError(
-            f"reading the v3 LeRobotDataset {root} needs pyarrow: pip install 'salt-vla[lerobot]'"
+            f"reading the v3 LeRobotDataset {root} needs pyarrow (a salt-vla dependency): "
+            f"pip install pyarrow"
         ) from None
     episodes = []
     for file in files:

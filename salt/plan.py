@@ -27,6 +27,12 @@ def default_run_name(cfg: Config) -> str:
 
 def total_steps(cfg: Config, dataset_size: int, world: int) -> int:
     """``train.epochs`` passes over the data when set, else ``train.steps``."""
+    if dataset_size // world < cfg.train.batch_size:
+        raise ValueError(
+            f"the dataset has {dataset_size} clips, fewer than one batch of "
+            f"{cfg.train.batch_size} per process on {world} process(es); lower "
+            f"train.batch_size or add data"
+        )
     if cfg.train.epochs > 0:
         return cfg.train.epochs * steps_per_epoch(dataset_size, cfg, world)
     if cfg.train.steps <= 0:

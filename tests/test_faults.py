@@ -247,6 +247,7 @@ def test_stale_temp_files_of_a_killed_shard_write_are_removed(pristine, tmp_path
         (lambda c: {**c, "mean": [0, 0]}, ("config.json", "mean", "3 finite numbers")),
         (lambda c: {**c, "std": [0, 0, 0]}, ("config.json", "std", "> 0")),
         (lambda c: {**c, "patch_size": 7}, ("image_size", "multiple of patch_size")),
+        (lambda c: {**c, "version": 99}, ("config.json", "version 99", "upgrade")),
     ],
 )
 def test_export_config_fields_are_validated(export, capsys, edit, names):
@@ -511,3 +512,9 @@ def test_a_negative_loss_weight_is_refused(tmp_path, capsys):
     flags = [*set_flags(settings(tmp_path)), "--set", "loss.options.mse.weight=-1"]
     code, err = run_cli(capsys, "train", "--dry-run", *flags)
     one_line_error(code, err, "loss.options.mse.weight must be a finite number >= 0")
+
+
+def test_a_dry_run_finds_data_smaller_than_one_batch(tmp_path, capsys):
+    overrides = settings(tmp_path, **{"data.spec": "synthetic:2", "train.batch_size": 4})
+    code, err = run_cli(capsys, "train", "--dry-run", *set_flags(overrides))
+    one_line_error(code, err, "2 clips, fewer than one batch of 4", "train.batch_size")
