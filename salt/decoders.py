@@ -5,8 +5,10 @@ A reader gives a video's frame count, frame rate, frame size and codec, and read
 index as ``uint8 [T, H, W, 3]``; every backend is frame-exact (frame ``i`` is the ``i``-th
 frame in presentation order, as a full decode would give it). ``auto`` opens a file with
 the first backend of :data:`AUTO_ORDER` that is installed and reads it, and falls back to
-the next one when opening or reading fails (decord 0.6 opens no AV1 and fails on some
-frame widths; PyAV reads every codec its FFmpeg build has). The order comes from measured
+the next one when opening or reading fails (torchcodec needs FFmpeg's shared libraries;
+decord 0.6 opens no AV1 and fails on some frame widths; PyAV reads every codec its bundled
+FFmpeg has). torchcodec finds an episode's frames by the frame rate (LeRobot's videos are
+constant-rate); PyAV by each frame's timestamp. The order comes from measured
 speed (``docs/data.md``, ``benchmarks/test_bench_decode.py``).
 
 Readers are opened in the process that reads (a DataLoader worker), never held across a
@@ -187,7 +189,8 @@ def _packet_index(path: Path, container, stream) -> tuple[list[int], list[int]]:
 
 
 class TorchCodecReader(VideoReader):
-    """torchcodec's ``VideoDecoder`` (exact seek mode); it needs FFmpeg's shared libraries."""
+    """torchcodec's ``VideoDecoder`` (exact seek mode: frame-exact); it needs FFmpeg's shared
+    libraries on the system."""
 
     backend = "torchcodec"
 
@@ -232,9 +235,10 @@ DECODERS: dict[str, Decoder] = {
         ),
     )
 }
-# Frame-exact first, then fastest (measured: docs/data.md, benchmarks/test_bench_decode.py);
-# decord is last: it reads some HEVC frames wrong and opens no AV1.
-AUTO_ORDER = ("pyav", "torchcodec", "decord")
+# Frame-exact ones first, fastest first (measured: docs/data.md,
+# benchmarks/test_bench_decoders.py): torchcodec where installed (it needs a system FFmpeg),
+# then PyAV; decord last: it reads some HEVC frames wrong and opens no AV1.
+AUTO_ORDER = ("torchcodec", "pyav", "decord")
 
 
 def check_decoder(name: str) -> str:
