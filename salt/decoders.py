@@ -43,7 +43,10 @@ class Decoder:
     description: str
 
     def available(self) -> bool:
-        return importlib.util.find_spec(self.module) is not None
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except (ImportError, ValueError):  # a broken install counts as none
+            return False
 
 
 class VideoReader:
