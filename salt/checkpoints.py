@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from salt import __version__
-from salt.io import UnreadableFileError, atomic_write_bytes, torch_load
+from salt.io import UnreadableFileError, atomic_write_bytes, read_json, torch_load
 from salt.models import load_strict
 
 CHECKPOINT_RE = re.compile(r"^step_(\d+)\.pt$")
@@ -65,7 +65,7 @@ def _what_instead(folder: Path) -> str:
     """Why a folder given as a run holds no checkpoint: what it is instead."""
     if (folder / "config.json").is_file() and (
         (folder / "model.safetensors").is_file()
-        or '"salt-encoder"' in _head(folder / "config.json")
+        or _format(folder / "config.json") == "salt-encoder"
     ):
         return (
             "is an exported encoder, not a run: this command needs a run directory (or one of "
@@ -85,11 +85,13 @@ def _what_instead(folder: Path) -> str:
     )
 
 
-def _head(path: Path) -> str:
+def _format(path: Path) -> str | None:
+    """The ``format`` field of a JSON file, if it has one."""
     try:
-        return path.read_text()[:4096]
-    except (OSError, UnicodeDecodeError):
-        return ""
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data.get("format") if isinstance(data, dict) else None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from salt.batch import Batch, MaskCollator, Sample
 from salt.config import Config, DataConfig
-from salt.lerobot import split_spec
+from salt.lerobot import parse_spec as parse_lerobot
 from salt.masking import Masker, sample_keys, uniforms
 from salt.motion import MotionClasses
 from salt.synthetic import ProceduralClips, SyntheticMotion
@@ -276,8 +276,9 @@ class CachedClips(Dataset):
         # --data says where the training videos are now; another split moves with it only
         # when its own recorded folder is gone.
         relocated = None if spec.synthetic else spec.path
-        if relocated and relocated.startswith("lerobot:"):  # the dataset's folder
-            relocated = split_spec(relocated[len("lerobot:") :])[0]
+        lerobot = parse_lerobot(relocated) if relocated else None
+        if lerobot is not None:  # the dataset's folder
+            relocated = lerobot[0]
         recorded = info.get("data_root")
         if split.name != "train" and recorded and Path(recorded).is_dir():
             relocated = None
@@ -313,7 +314,7 @@ class CachedClips(Dataset):
 
     def _check_complete(self) -> None:
         """A split whose build did not finish is refused unless allowed on purpose."""
-        why = getattr(self.split, "incomplete", lambda: None)()
+        why = self.split.incomplete()
         if why is None:
             return
         if not self.data.allow_incomplete_cache:
@@ -459,6 +460,15 @@ class KeyedDataset(Dataset):
         return attrs.evolve(sample, index=index, epoch=epoch)
 
 
+def check_one_batch(size: int, batch_size: int, world: int = 1) -> None:
+    """Refuse data that holds less than one batch per process (a run could take no step)."""
+    if size // world < batch_size:
+        raise ValueError(
+            f"the dataset has {size} clips, fewer than one batch of {batch_size} per "
+            f"process on {world} process(es); lower train.batch_size or add data"
+        )
+
+
 class EpochBatchSampler(Sampler):
     """An endless stream of batches of ``(epoch, index)`` keys, resumable at any batch.
 
@@ -475,12 +485,8 @@ class EpochBatchSampler(Sampler):
         self.rank = rank
         self.world = world
         self.start = start
+        check_one_batch(size, batch_size, world)
         self.batches_per_epoch = (size // world) // batch_size
-        if self.batches_per_epoch == 0:
-            raise ValueError(
-                f"the dataset has {size} clips, fewer than one batch of {batch_size} per "
-                f"process on {world} process(es); lower train.batch_size or add data"
-            )
 
     def __len__(self) -> int:
         return self.batches_per_epoch

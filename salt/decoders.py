@@ -26,6 +26,7 @@ import attrs
 import numpy as np
 
 from salt.config import DECODER_CHOICES
+from salt.io import first_line
 
 
 class VideoDecodeError(RuntimeError):
@@ -83,7 +84,7 @@ class VideoReader:
         return first, min(self.length, max(first, round(end * self.fps)))
 
     def close(self) -> None:
-        pass
+        """Release the file; readers whose library closes it itself have nothing to do."""
 
 
 class DecordReader(VideoReader):
@@ -355,12 +356,9 @@ def _codec_of(path: Path) -> str:
 
 
 def _line(err: BaseException) -> str:
-    """An error's message on one line, without decoders' log prefixes."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(err).__name__
-    line = lines[0]
-    if line.startswith("[") and "] " in line:  # decord: "[12:00:00] src/file.cc:83: message"
+    """An error's first line, without decord's log prefix ("[12:00:00] src/x.cc:83: ")."""
+    line = first_line(err)
+    if line.startswith("[") and "] " in line:
         line = line.split("] ", 1)[1]
         line = line.split(": ", 1)[1] if ".cc:" in line.split(": ", 1)[0] else line
-    return line[:200]
+    return line

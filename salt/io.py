@@ -100,7 +100,7 @@ def _reason(err: BaseException, folder: Path) -> str:
         return f"no space left on the device{space}; free some space or choose another folder"
     if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"{os.strerror(code)}; choose a folder you can write to"
-    return _first_line(err)
+    return first_line(err)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -129,7 +129,7 @@ def read_safetensors(path: Path) -> dict:
         return load_file(str(path))
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
         raise UnreadableFileError(
-            f"{path} is not a readable safetensors file ({_first_line(err)}); it is truncated or "
+            f"{path} is not a readable safetensors file ({first_line(err)}); it is truncated or "
             f"damaged - write it again (export, save_pretrained or convert it)"
         ) from None
 
@@ -149,7 +149,7 @@ def torch_load(path: Path, map_location="cpu", safe_globals: tuple = ()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise UnreadableFileError(
-            f"{path} cannot be read safely as tensors ({_first_line(err)}); only plain "
+            f"{path} cannot be read safely as tensors ({first_line(err)}); only plain "
             f"weights files are read (torch.load weights_only=True) - re-save its state dict "
             f"alone (torch.save(model.state_dict(), ...)) or convert it to safetensors"
         ) from None
@@ -161,12 +161,12 @@ def torch_load(path: Path, map_location="cpu", safe_globals: tuple = ()):
 
 
 def _kind_and_line(err: BaseException) -> str:
-    line, kind = _first_line(err), type(err).__name__
+    line, kind = first_line(err), type(err).__name__
     return kind if line in (kind, "") else f"{kind}: {line}"
 
 
-def _first_line(err: BaseException) -> str:
-    """The line of an error message that says what went wrong."""
+def first_line(err: BaseException) -> str:
+    """The line of an error message that says what went wrong (at most 200 characters)."""
     text = str(err)
     if "WeightsUnpickler error:" in text:  # torch buries the reason under advice
         text = text.split("WeightsUnpickler error:", 1)[1]

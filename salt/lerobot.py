@@ -29,6 +29,15 @@ def is_lerobot(path: Path) -> bool:
     return (path / "meta" / "info.json").is_file()
 
 
+PREFIX = "lerobot:"
+
+
+def parse_spec(spec: str) -> tuple[str, str] | None:
+    """``lerobot:PATH[:CAMERA]`` -> (path, camera or ""); None for any other spec."""
+    spec = str(spec)
+    return split_spec(spec[len(PREFIX) :]) if spec.startswith(PREFIX) else None
+
+
 def split_spec(arg: str) -> tuple[str, str]:
     """``PATH`` or ``PATH:CAMERA`` (the part after ``lerobot:``) -> (path, camera or "")."""
     path, sep, camera = arg.rpartition(":")

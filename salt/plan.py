@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from salt import __version__
 from salt.config import Config
-from salt.data import build_source, check_readable, steps_per_epoch
+from salt.data import build_source, check_one_batch, check_readable, steps_per_epoch
 from salt.distributed import DistInfo, resolve_device, setup_distributed
 from salt.losses import Objective
 from salt.masking import sample_keys
@@ -27,12 +27,7 @@ def default_run_name(cfg: Config) -> str:
 
 def total_steps(cfg: Config, dataset_size: int, world: int) -> int:
     """``train.epochs`` passes over the data when set, else ``train.steps``."""
-    if dataset_size // world < cfg.train.batch_size:
-        raise ValueError(
-            f"the dataset has {dataset_size} clips, fewer than one batch of "
-            f"{cfg.train.batch_size} per process on {world} process(es); lower "
-            f"train.batch_size or add data"
-        )
+    check_one_batch(dataset_size, cfg.train.batch_size, world)
     if cfg.train.epochs > 0:
         return cfg.train.epochs * steps_per_epoch(dataset_size, cfg, world)
     if cfg.train.steps <= 0:

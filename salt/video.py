@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from salt.decoders import VideoDecodeError, VideoReader, open_reader
 from salt.io import read_json
-from salt.lerobot import is_lerobot, read_dataset, split_spec
+from salt.lerobot import is_lerobot, parse_spec, read_dataset
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
 
@@ -81,8 +81,9 @@ def discover(spec: str) -> VideoCollection:
     """The videos a data spec names: a folder, a CSV/TXT manifest, an SSv2 JSON list or a
     LeRobot dataset (``lerobot:PATH[:CAMERA]``, or its folder)."""
     camera = ""
-    if str(spec).startswith("lerobot:"):
-        spec, camera = split_spec(str(spec)[len("lerobot:") :])
+    lerobot = parse_spec(spec)
+    if lerobot is not None:
+        spec, camera = lerobot
         if not Path(spec).expanduser().is_dir():
             raise FileNotFoundError(f"LeRobot dataset folder {spec!r} does not exist")
     path = Path(spec).expanduser()

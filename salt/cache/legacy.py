@@ -125,6 +125,10 @@ class LegacySplit(LatentMeta):
 
     stores_clips = False
 
+    def incomplete(self) -> None:
+        """Older-layout caches record no build progress: always taken as complete."""
+        return None
+
     def clip(self, i: int) -> None:
         return None
 

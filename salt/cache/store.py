@@ -29,7 +29,7 @@ from safetensors import safe_open
 
 from salt import __version__
 from salt.config import Config
-from salt.io import atomic_write_bytes, read_json, write_json
+from salt.io import atomic_write_bytes, first_line, read_json, write_json
 from salt.video import View
 
 FORMAT = "salt-latent-cache"
@@ -360,7 +360,7 @@ class LatentCache(LatentMeta):
             try:
                 handle = safe_open(str(file), framework="pt")
             except Exception as err:  # SafetensorError, OSError: missing, truncated, damaged
-                raise CacheError(_damaged(file, _why(err))) from None
+                raise CacheError(_damaged(file, first_line(err))) from None
             self._handles[number] = handle
         return handle
 
@@ -373,7 +373,7 @@ class LatentCache(LatentMeta):
         except CacheError:
             raise
         except Exception as err:
-            raise CacheError(_damaged(self.path / shard.file, _why(err))) from None
+            raise CacheError(_damaged(self.path / shard.file, first_line(err))) from None
         crcs = (shard.row_crc32 or {}).get(key)
         if crcs is not None and row_checksum(tensor) != crcs[row]:
             raise CacheError(
@@ -414,7 +414,7 @@ class LatentCache(LatentMeta):
                     shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
                     dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
             except Exception as err:
-                problems.append(f"{shard.file}: unreadable ({_why(err)})")
+                problems.append(f"{shard.file}: unreadable ({first_line(err)})")
                 continue
             if "latents" not in shapes:
                 problems.append(f"{shard.file}: holds no 'latents' tensor")
@@ -526,11 +526,6 @@ def _damaged(file: Path, why: str) -> str:
         f"{file} is damaged: {why}; `salt cache verify` lists every problem - rebuild it "
         f"(delete the shard and its .json record, then run the same `salt cache build`)"
     )
-
-
-def _why(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0][:200] if lines else type(err).__name__
 
 
 class CacheSplit:
