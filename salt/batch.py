@@ -12,6 +12,9 @@ import numpy as np
 import torch
 
 from salt.masking import Masker, MaskGroup, sample_keys
+from salt.quant import QuantizedLatents
+
+Targets = torch.Tensor | QuantizedLatents  # stored teacher latents: dense, or 8-bit
 
 
 @attrs.frozen
@@ -21,7 +24,7 @@ class Sample:
     video: torch.Tensor | None  # uint8 [T, C, H, W]
     label: int = -1  # class index, -1 when unlabelled
     view: dict | None = None  # salt.video.View.as_dict(): where the clip came from
-    targets: torch.Tensor | None = None  # [N, D] stored teacher latents (cached sources)
+    targets: Targets | None = None  # [N, D] stored teacher latents (cached sources)
     error: str | None = None
     index: int = 0  # position in its dataset
     epoch: int = 0
@@ -41,7 +44,7 @@ class Batch:
     indices: torch.Tensor  # [B] int64
     labels: torch.Tensor  # [B] int64
     views: list[dict | None]
-    targets: torch.Tensor | None = None  # [B, N, D], present for cached sources
+    targets: Targets | None = None  # [B, N, D], present for cached sources
     masks: list[MaskGroup] = attrs.field(factory=list)
     errors: list[str] = attrs.field(factory=list)
 
@@ -87,10 +90,14 @@ def collate(samples: list[Sample]) -> Batch:
     else:
         video = torch.empty(0, dtype=torch.uint8)
     targets = None
-    if good and all(s.targets is not None for s in good):
-        targets = torch.stack([torch.as_tensor(s.targets) for s in good])
+    if good and all(isinstance(s.targets, QuantizedLatents) for s in good):
+        targets = QuantizedLatents.stack([s.targets for s in good])
+    elif good and all(isinstance(s.targets, torch.Tensor) for s in good):
+        targets = torch.stack([s.targets for s in good])
     elif any(s.targets is not None for s in good):
-        raise ValueError("a batch mixes samples with and without stored targets")
+        raise ValueError(
+            "a batch mixes samples with and without stored targets (or 8-bit and dense)"
+        )
     return Batch(
         video=video,
         epochs=torch.tensor([s.epoch for s in good], dtype=torch.int64),

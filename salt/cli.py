@@ -242,6 +242,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
     if args.cache_command == "build":
         from salt.cache.build import build_cache
+        from salt.distributed import leave_process_group
         from salt.models import teacher_of
 
         cfg = _cache_config(args)
@@ -260,6 +261,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.no_progress,
         )
+        if leave_process_group() > 0:
+            return 0  # rank 0 reports for the job
         skipped = len(built.skipped)
         note = f", {skipped} unreadable videos skipped" if skipped else ""
         splits = ", ".join(f"{name} {len(built.split(name))}" for name in built.splits)
@@ -293,6 +296,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         return 0
     path = cache.resolve_cache(args.cache)
     if args.cache_command == "info":
+        from salt.cache.store import quantization_error
+
         opened = cache.open_cache(path)
         info = {"path": str(path), **opened.meta}
         if isinstance(opened, cache.LatentCache):
@@ -303,6 +308,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
             }
             info["shards"] = len(opened.shards)
             info["skipped"] = len(opened.skipped)
+            error = quantization_error(opened)
+            if error is not None:
+                info["int8_relative_mse"] = error  # against the fp16 latents it replaces
         else:
             info["splits"] = {name: {"samples": len(opened.split(name))} for name in opened.splits}
             info["samples"] = sum(s["samples"] for s in info["splits"].values())
@@ -661,14 +669,25 @@ def build_parser() -> argparse.ArgumentParser:
         "for `salt eval distill` (default: train)",
     )
     b.add_argument("--views", type=positive_int, default=1, help="clips per video (evenly spaced)")
-    b.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
+    b.add_argument(
+        "--dtype",
+        choices=["float16", "bfloat16", "float32", "int8"],
+        default="float16",
+        help="how latents are stored (int8: half of float16's bytes; `salt cache info` reports "
+        "its relative error)",
+    )
     b.add_argument("--batch-size", type=positive_int, default=8)
     b.add_argument(
         "--workers", type=nonneg_int, default=2, help="DataLoader workers decoding videos"
     )
     b.add_argument("--shard-size", type=positive_int, default=256, help="clips per shard file")
     b.add_argument("--store-clips", action="store_true", help="also store each view's uint8 clip")
-    b.add_argument("--device", default="cpu", help="where the teacher runs (cpu, cuda)")
+    b.add_argument(
+        "--device",
+        default="cpu",
+        help="where the teacher runs (cpu, cuda, auto); under torchrun each process builds "
+        "every N-th shard on its own GPU",
+    )
     b.add_argument("--no-progress", action="store_true")
     _add_config_flags(b)
     csub.add_parser("list", help="named caches under $SALT_CACHE_DIR/latents")

@@ -15,6 +15,7 @@ from salt.data import build_eval_loader, build_source, normalize_clips
 from salt.losses import Objective, masked_loss
 from salt.masking import gather_tokens
 from salt.models import load_trained_pair, masker_of
+from salt.quant import dense
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def distill_loss(
             batch = batch.to(device)
             video = normalize_clips(batch.video, cfg.data.mean, cfg.data.std)
             masks = batch.masks
-            targets = (batch.targets if batch.targets is not None else teacher(video)).float()
+            targets = dense(batch.targets) if batch.targets is not None else teacher(video).float()
             loss, parts = masked_loss(model(video, masks), targets, masks, objective)
             n = video.shape[0]
             total += float(loss) * n

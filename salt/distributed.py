@@ -77,3 +77,12 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
 def every_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank only when it is True on all of them (e.g. a finite step)."""
     return _reduce(flag, info, device, dist.ReduceOp.MIN)
+
+
+def leave_process_group() -> int:
+    """Leave the ``torchrun`` process group if this process joined one; its rank (0 alone)."""
+    if not dist.is_initialized():
+        return 0
+    rank = dist.get_rank()
+    dist.destroy_process_group()
+    return rank

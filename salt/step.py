@@ -17,6 +17,7 @@ from salt.data import normalize_clips
 from salt.distributed import DistInfo, every_rank
 from salt.losses import Objective, masked_loss
 from salt.models import SaltModel
+from salt.quant import dense
 
 log = logging.getLogger("salt.train")
 
@@ -58,7 +59,7 @@ class StepResult:
 def targets_of(parts: StepParts, batch: Batch, video: torch.Tensor) -> torch.Tensor:
     """The teacher's latents ``[B, N, D]``: stored with the batch (a cache) or computed."""
     if batch.targets is not None:
-        return batch.targets.float()
+        return dense(batch.targets)
     with torch.no_grad(), parts.autocast():
         return parts.teacher(video)
 

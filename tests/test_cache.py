@@ -4,7 +4,11 @@ layout."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -463,3 +467,37 @@ def test_a_build_refuses_shards_left_without_their_index(cfg, tmp_path):
     (out / "cache.json").unlink()
     with pytest.raises(CacheBuildError, match="holds shards but no cache.json"):
         build_cache(cfg, out, workers=0, progress=False)
+
+
+def test_a_two_process_build_equals_one_process_and_resumes_after_a_kill(tmp_path):
+    """torchrun, 2 CPU processes: each writes every other shard of the same plan; one dies
+    after its first shard; the same command completes it; every shard (bytes and record)
+    is the one a single process writes."""
+    args = ["cache", "build", "--teacher", "random:vit_tiny", "--data", "synthetic:22"]
+    args += ["--shard-size", "4", "--workers", "0", "--no-progress", "--profile", "demo"]
+    for key, value in GEOMETRY.items():
+        args += ["--set", f"{key}={value}"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+
+    def torchrun(die_on_rank: str = "") -> subprocess.CompletedProcess:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "DIE_ON_RANK": die_on_rank}
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        command += ["--nproc_per_node", "2", str(Path(__file__).parent / "ddp_cache.py")]
+        command += [*args, "--out", str(tmp_path / "two")]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+    killed = torchrun(die_on_rank="1")
+    assert killed.returncode != 0
+    partial = LatentCache(tmp_path / "two")
+    assert 0 < len(partial.shards) < 6 and partial.incomplete()
+    done = torchrun()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("cache ") == 1  # rank 0 alone reports
+
+    one, two = LatentCache(tmp_path / "one"), LatentCache(tmp_path / "two")
+    assert verify_cache(two.path) == [] and not two.incomplete()
+    assert [s.to_dict() for s in two.shards] == [s.to_dict() for s in one.shards]
+    assert [s.rows for s in one.shards] == [4, 4, 4, 4, 4, 2]
+    for shard in one.shards:
+        assert (two.path / shard.file).read_bytes() == (one.path / shard.file).read_bytes()
+    assert two.splits == one.splits

@@ -4,10 +4,12 @@ its latents with each clip's view. Builds resume where they stopped."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import attrs
 import torch
+import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from salt.cache.store import (
@@ -17,14 +19,17 @@ from salt.cache.store import (
     LatentCache,
     check_split,
     clip_meta,
+    encode_latents,
     new_index,
     read_shard_records,
+    shard_number,
     write_shard,
 )
 from salt.config import Config
 from salt.contracts import Teacher
 from salt.data import build_eval_loader, build_source, normalize_clips, parse_data_spec
-from salt.io import check_folder, remove_stale_temps
+from salt.distributed import resolve_device, setup_distributed
+from salt.io import check_folder, first_line, remove_stale_temps
 from salt.video import discover
 
 log = logging.getLogger(__name__)
@@ -114,17 +119,85 @@ def build_cache(
 
     ``cfg`` gives the data, the clip geometry and the teacher's spec (recorded in the
     metadata). Building another split into an existing cache adds it; a build that was
-    stopped resumes at its first unwritten shard.
+    stopped resumes with the shards it has not written. Under ``torchrun`` each process
+    computes every world-th shard of the same plan (on its own GPU with ``device`` cuda or
+    auto), so the cache is the one a single process would write, whatever the number of
+    processes that built or resumed it.
     """
     if dtype not in DTYPES:
         raise ValueError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     check_split(split)
     if teacher.cache is not None:
         raise CacheBuildError("a cache is built with a live teacher, not with cached:...")
-    teacher = teacher.to(device)
+    ranks = setup_distributed(device)
+    on = resolve_device(device, ranks.local_rank)
+    teacher = teacher.to(on)
     source = build_source(cfg.data, split, fixed_views=views)
     meta = cache_meta(cfg, teacher, dtype, store_clips)
-    info = split_info(cfg, views)
+    plan = _agreed(
+        ranks, lambda: _prepare(out, meta, split_info(cfg, views), split, len(source), shard_size)
+    )
+    if plan.done:
+        log.info("cache %s split %s is already complete (%d clips)", out, split, plan.total)
+        return LatentCache(out)
+    mine = [k for k in plan.todo if k % ranks.world == ranks.rank]
+    if ranks.main:
+        _log_start(out, split, plan, meta, cfg, store_clips, ranks.world)
+    bar = None
+    if progress and ranks.main:
+        from tqdm.auto import tqdm
+
+        rows = sum(len(plan.rows(k)) for k in mine)
+        bar = tqdm(total=rows, desc="cache", unit="clip", dynamic_ncols=True)
+    job = ShardJob(teacher, source, cfg, dtype, batch_size, workers, store_clips, str(on))
+    for k in mine:
+        shard = compute_shard(job, plan.rows(k), bar)
+        write_shard(out, plan.first + k, split, *attrs.astuple(shard, recurse=False))
+    if bar is not None:
+        bar.close()
+    if ranks.enabled:
+        dist.barrier()  # every shard of the plan is written
+    if ranks.main:
+        index = CacheIndex.read(out)
+        written = {shard_number(s.file) for s in read_shard_records(out)}
+        index.splits[split]["complete"] = all(plan.first + k in written for k in plan.todo)
+        index.write(out)
+    if ranks.enabled:
+        dist.barrier()  # the index says so before any process reads it
+    built = LatentCache(out)
+    if ranks.main:
+        for message in built.skipped:
+            log.warning("not cached (unreadable): %s", message)
+    return built
+
+
+@attrs.frozen
+class SplitPlan:
+    """A split's shards: shard k holds clips ``[k * size, (k + 1) * size)`` of the source and
+    is file number ``first + k``; ``todo`` are those without a record yet."""
+
+    first: int
+    size: int
+    total: int
+    todo: tuple[int, ...]
+
+    @property
+    def done(self) -> bool:
+        return not self.todo
+
+    @property
+    def count(self) -> int:
+        return math.ceil(self.total / self.size)
+
+    def rows(self, k: int) -> range:
+        return range(k * self.size, min((k + 1) * self.size, self.total))
+
+
+def _prepare(
+    out: Path, meta: dict, info: dict, split: str, total: int, shard_size: int
+) -> SplitPlan:
+    """Open (or start) the cache, check it was built with these settings, drop what an
+    interrupted write left, record the split's plan in the index and return it."""
     check_folder(out, "the cache folder").mkdir(parents=True, exist_ok=True)
     for tmp in remove_stale_temps(out):
         log.info("removed %s, left by an interrupted write", tmp)
@@ -139,46 +212,81 @@ def build_cache(
                 f"differ); build it into another cache, or delete that one"
             )
     shards = _complete_shards(out)
-    done = sum(s.rows + len(s.skipped) for s in shards if s.split == split)
-    total = len(source)
-    index.splits[split] = {**info, "total": total, "complete": done >= total}
+    first, size = _layout(index, split, shards, shard_size)
+    if size != shard_size and previous is not None:
+        log.info("continuing split %s with its recorded shard size %d", split, size)
+    written = {shard_number(s.file) for s in shards if s.split == split}
+    count = math.ceil(total / size)
+    todo = tuple(k for k in range(count) if first + k not in written)
+    index.splits[split] = {
+        **info,
+        "total": total,
+        "complete": not todo,
+        "first_shard": first,
+        "shard_size": size,
+    }
     index.write(out)
-    if done >= total:
-        log.info("cache %s split %s is already complete (%d clips)", out, split, done)
-        return LatentCache(out)
-    if done:
-        log.info("resuming cache build in %s: split %s after %d clips", out, split, done)
-    bytes_per = meta["latent_shape"][0] * teacher.teacher_dim * DTYPES[dtype].itemsize
+    return SplitPlan(first, size, total, todo)
+
+
+def _layout(index: CacheIndex, split: str, shards: list, shard_size: int) -> tuple[int, int]:
+    """The split's first shard number and shard size: as recorded, as an older build left
+    them (its shards are contiguous), or - for a new split - after every number another
+    split holds or has planned."""
+    entry = index.splits.get(split) or {}
+    own = sorted((shard_number(s.file), s) for s in shards if s.split == split)
+    if isinstance(entry.get("first_shard"), int) and isinstance(entry.get("shard_size"), int):
+        return entry["first_shard"], entry["shard_size"]
+    if own:
+        return own[0][0], own[0][1].rows + len(own[0][1].skipped)
+    taken = [shard_number(s.file) + 1 for s in shards]
+    for name, other in index.splits.items():
+        if name != split and isinstance(other.get("first_shard"), int):
+            planned = math.ceil(other.get("total", 0) / max(other.get("shard_size", 1), 1))
+            taken.append(other["first_shard"] + planned)
+    return max(taken, default=0), shard_size
+
+
+def _agreed(ranks, prepare):
+    """``prepare()`` on rank 0 alone; every process gets its result, or its error."""
+    if not ranks.enabled:
+        return prepare()
+    box: list = [None]
+    if ranks.main:
+        try:
+            box[0] = prepare()
+        except Exception as err:  # every rank must hear of it, or the others wait forever
+            box[0] = err
+    dist.broadcast_object_list(box, src=0)
+    if isinstance(box[0], Exception):
+        if ranks.main:
+            raise box[0]
+        raise CacheBuildError(f"the cache build stopped on rank 0: {first_line(box[0])}")
+    return box[0]
+
+
+def _log_start(out, split, plan, meta, cfg, store_clips, world) -> None:
+    left = sum(len(plan.rows(k)) for k in plan.todo)
+    if left < plan.total:
+        log.info(
+            "resuming cache build in %s: split %s, %d of %d clips left",
+            out,
+            split,
+            left,
+            plan.total,
+        )
+    bytes_per = math.prod(meta["latent_shape"]) * DTYPES[meta["dtype"]].itemsize
     clip_bytes = cfg.data.num_frames * 3 * cfg.data.image_size**2 if store_clips else 0
     log.info(
-        "building cache %s (%s): %d clips, %.1f MB of latents%s",
+        "building cache %s (%s): %d clips in %d shards on %d process(es), %.1f MB of latents%s",
         out,
         split,
-        total,
-        total * bytes_per / 1e6,
-        f" + {total * clip_bytes / 1e6:.1f} MB of stored clips" if store_clips else "",
+        plan.total,
+        plan.count,
+        world,
+        plan.total * bytes_per / 1e6,
+        f" + {plan.total * clip_bytes / 1e6:.1f} MB of stored clips" if store_clips else "",
     )
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=done, desc="cache", unit="clip", dynamic_ncols=True)
-    job = ShardJob(teacher, source, cfg, dtype, batch_size, workers, store_clips, device)
-    number = len(shards)
-    for start in range(done, total, shard_size):
-        tensors, samples, skipped = compute_shard(
-            job, range(start, min(start + shard_size, total)), bar
-        )
-        write_shard(out, number, split, tensors, samples, skipped)
-        number += 1
-    if bar is not None:
-        bar.close()
-    index.splits[split]["complete"] = True
-    index.write(out)
-    built = LatentCache(out)
-    for message in built.skipped:
-        log.warning("not cached (unreadable): %s", message)
-    return built
 
 
 def _complete_shards(out: Path):
@@ -189,6 +297,16 @@ def _complete_shards(out: Path):
         if path.name not in recorded:
             path.unlink()
     return shards
+
+
+@attrs.frozen
+class Shard:
+    """One computed shard, ready for :func:`write_shard`."""
+
+    tensors: dict[str, torch.Tensor]
+    samples: list[dict]
+    skipped: list[str]
+    quant_error: list[float] | None  # int8 caches: [sum squared error, sum squares]
 
 
 @attrs.frozen
@@ -205,11 +323,9 @@ class ShardJob:
     device: str
 
 
-def compute_shard(
-    job: ShardJob, indices: range, bar=None
-) -> tuple[dict[str, torch.Tensor], list[dict], list[str]]:
-    """The teacher's latents (and clips) for ``indices`` of the source, each row's view and
-    label, and why each unreadable clip was skipped."""
+def compute_shard(job: ShardJob, indices: range, bar=None) -> Shard:
+    """The teacher's latents (and clips) for ``indices`` of the source, in the stored dtype,
+    each row's view and label, and why each unreadable clip was skipped."""
     d = job.cfg.data
     loader = build_eval_loader(job.source, job.batch_size, indices, None, 0, job.workers)
     latents, clips, samples, skipped = [], [], [], []
@@ -218,7 +334,8 @@ def compute_shard(
         if batch.size:
             video = normalize_clips(batch.video.to(job.device), d.mean, d.std)
             with torch.no_grad():
-                latents.append(job.teacher(video).to(DTYPES[job.dtype]).cpu())
+                out = job.teacher(video).float().cpu()
+            latents.append(out if job.dtype == "int8" else out.to(DTYPES[job.dtype]))
             if job.store_clips:
                 clips.append(batch.video)
             for view, label in zip(batch.views, batch.labels.tolist(), strict=True):
@@ -226,9 +343,8 @@ def compute_shard(
         if bar is not None:
             bar.update(batch.size + len(batch.errors))
     shape = [0, job.cfg.geometry.num_tokens, job.teacher.teacher_dim]
-    tensors = {
-        "latents": torch.cat(latents) if latents else torch.empty(shape, dtype=DTYPES[job.dtype])
-    }
+    stacked = torch.cat(latents) if latents else torch.empty(shape)
+    tensors, error = encode_latents(stacked, job.dtype)
     if job.store_clips:
         tensors["clips"] = torch.cat(clips) if clips else torch.empty(0, dtype=torch.uint8)
-    return tensors, samples, skipped
+    return Shard(tensors, samples, skipped, error)

@@ -14,11 +14,11 @@ import attrs
 import torch
 
 from salt.cache.store import (
-    DTYPES,
     LatentCache,
     LatentMeta,
     MissingSplitError,
     clip_meta,
+    encode_latents,
     is_cache,
     new_index,
     write_shard,
@@ -199,8 +199,9 @@ def import_legacy(
             )
             label = record.label if isinstance(record.label, int) else -1
             samples.append({"view": view.as_dict(), "label": label, "video_id": vid})
-            latents.append(split.latents(i).to(DTYPES[dtype]))
-        write_shard(out, number, "train", {"latents": torch.stack(latents)}, samples, [])
+            latents.append(split.latents(i))
+        tensors, error = encode_latents(torch.stack(latents), dtype)
+        write_shard(out, number, "train", tensors, samples, [], error)
         index.splits["train"] = {
             "data_spec": data,
             "data_root": str(collection.root),

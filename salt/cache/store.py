@@ -4,7 +4,8 @@ writes and verification.
 On disk a cache is a folder::
 
     cache.json                  CacheIndex: format, metadata, one entry per split
-    shard_00000.safetensors     latents [rows, N, D] (and clips uint8 [rows, T, C, H, W])
+    shard_00000.safetensors     latents [rows, N, D] (and clips uint8 [rows, T, C, H, W];
+                                an int8 cache adds token_scale [rows, N], channel_scale [rows, D])
     shard_00000.json            ShardRecord: its split, rows, sha256, per-row view and label
 
 Each shard's record is written once, right after its tensors, so the cost of writing a shard
@@ -30,13 +31,21 @@ from safetensors import safe_open
 from salt import __version__
 from salt.config import Config
 from salt.io import atomic_write_bytes, first_line, read_json, write_json
+from salt.quant import QuantizedLatents, quantize, squared_error
 from salt.video import View
 
 FORMAT = "salt-latent-cache"
 FORMAT_VERSION = 2
 INDEX = "cache.json"
 V1_INDEX = "index.json"  # the first layout's single index
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# "int8": codes with per-channel and per-token scales (salt.quant), half the bytes of fp16.
+DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "int8": torch.int8,
+}
+KEYS_INT8 = ("latents", "token_scale", "channel_scale")  # an int8 shard's tensors
 SPLITS = ("train", "val", "test")
 
 
@@ -80,6 +89,11 @@ def shard_name(number: int) -> str:
     return f"shard_{number:05d}.safetensors"
 
 
+def shard_number(file: str) -> int:
+    """The number in a shard's file name (``shard_00012.safetensors`` -> 12)."""
+    return int(Path(file).name.split("_")[1].split(".")[0])
+
+
 def check_split(split: str) -> str:
     """A split name the store accepts."""
     if split not in SPLITS:
@@ -120,6 +134,8 @@ class ShardRecord:
     # Per tensor key, each row's CRC-32, checked on every read (records written before
     # row checksums have none: their shard's SHA-256 is checked when first opened).
     row_crc32: dict[str, list[int]] | None = None
+    # An int8 shard's [sum (x - x_hat)^2, sum x^2] against the fp16 latents it replaces.
+    quant_error: list[float] | None = None
 
     @property
     def rows(self) -> int:
@@ -142,6 +158,7 @@ class ShardRecord:
                 list(d["samples"]),
                 list(d.get("skipped", [])),
                 d.get("row_crc32"),
+                d.get("quant_error"),
             )
         except (KeyError, TypeError) as err:
             raise CacheError(
@@ -218,6 +235,22 @@ class LatentMeta:
     def latent_shape(self) -> tuple[int, int]:
         return tuple(self.meta["latent_shape"])
 
+    @property
+    def quantized(self) -> bool:
+        """Whether latents are stored in 8 bits (codes and scales, read as QuantizedLatents)."""
+        return self.meta.get("dtype") == "int8"
+
+
+def encode_latents(
+    latents: torch.Tensor, dtype: str
+) -> tuple[dict[str, torch.Tensor], list[float] | None]:
+    """The tensors a shard stores for ``latents [rows, N, D]`` in ``dtype`` and, for int8,
+    ``[sum (x - x_hat)^2, sum x^2]`` against the fp16 latents it replaces."""
+    if dtype != "int8":
+        return {"latents": latents.to(DTYPES[dtype])}, None
+    q = quantize(latents)
+    return q.tensors(), list(squared_error(latents.to(torch.float16), q))
+
 
 def write_shard(
     out: Path,
@@ -226,6 +259,7 @@ def write_shard(
     tensors: dict[str, torch.Tensor],
     samples: list[dict],
     skipped: list[str],
+    quant_error: list[float] | None = None,
 ) -> ShardRecord:
     """Atomically write a shard's tensors, then its record (the record marks it complete)."""
     from safetensors.torch import save
@@ -234,7 +268,8 @@ def write_shard(
     data = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": "pt"})
     atomic_write_bytes(out / name, lambda f: f.write(data))
     crcs = {k: [row_checksum(row) for row in v] for k, v in tensors.items()}
-    record = ShardRecord(name, split, hashlib.sha256(data).hexdigest(), samples, skipped, crcs)
+    digest = hashlib.sha256(data).hexdigest()
+    record = ShardRecord(name, split, digest, samples, skipped, crcs, quant_error)
     write_json(out / record.record_path, record.to_dict())
     return record
 
@@ -427,6 +462,15 @@ class LatentCache(LatentMeta):
             stored = SAFETENSORS_DTYPES.get(dtypes["latents"], dtypes["latents"])
             if stored != self.meta["dtype"]:
                 problems.append(f"{shard.file}: dtype {stored}, {INDEX} says {self.meta['dtype']}")
+            if self.quantized:
+                tokens, dim = expected
+                scales = {"token_scale": [shard.rows, tokens], "channel_scale": [shard.rows, dim]}
+                for key, shape in scales.items():
+                    if shapes.get(key) != shape:
+                        problems.append(
+                            f"{shard.file}: {key} {shapes.get(key, 'missing')}, an int8 cache "
+                            f"needs {shape}"
+                        )
             if self.meta.get("store_clips") and shapes.get("clips", [None])[0] != shard.rows:
                 problems.append(f"{shard.file}: stored clips do not match its {shard.rows} rows")
             for key, crcs in (shard.row_crc32 or {}).items():
@@ -466,7 +510,7 @@ class LatentCache(LatentMeta):
             )
 
 
-SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}
+SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "I8": "int8"}
 
 
 def _meta_problems(meta: dict, path: Path) -> list[str]:
@@ -554,8 +598,11 @@ class CacheSplit:
         number, row = self.rows[i]
         return self.cache.shards[number].samples[row]
 
-    def latents(self, i: int) -> torch.Tensor:
-        """Sample ``i``'s latents ``[N, D]`` in the stored dtype."""
+    def latents(self, i: int) -> torch.Tensor | QuantizedLatents:
+        """Sample ``i``'s latents ``[N, D]`` in the stored dtype (int8 ones as codes and
+        scales: the loop dequantizes them on its device)."""
+        if self.cache.quantized:
+            return QuantizedLatents(*(self.cache.read(*self.rows[i], key=k) for k in KEYS_INT8))
         return self.cache.read(*self.rows[i])
 
     def clip(self, i: int) -> torch.Tensor | None:
@@ -574,6 +621,16 @@ class CacheSplit:
     def label(self, i: int) -> int:
         label = self.sample(i).get("label", -1)
         return label if isinstance(label, int) else -1
+
+
+def quantization_error(cache: LatentCache) -> float | None:
+    """An int8 cache's relative MSE against the fp16 latents it replaces (sum of squared
+    errors over sum of squares, over every shard that recorded them); None otherwise."""
+    errors = [s.quant_error for s in cache.shards if s.quant_error]
+    if not cache.quantized or not errors:
+        return None
+    reference = sum(e[1] for e in errors)
+    return sum(e[0] for e in errors) / reference if reference > 0 else 0.0
 
 
 def new_index(meta: dict[str, Any]) -> CacheIndex:
