@@ -159,6 +159,10 @@ class MaskConfig:
 
     name: str = field(default="multiblock", validator=_spec)
     options: dict = field(factory=dict, validator=_options)
+    # "batch": each batch's contexts cut to its shortest (V-JEPA); "fixed": one context
+    # length per group for the whole run, so shapes never change (what a compiled step
+    # wants); "auto": fixed when train.compile is on, else batch.
+    lengths: str = field(default="auto", validator=_one_of("auto", "batch", "fixed"))
 
 
 @attrs.frozen

@@ -61,22 +61,15 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def _reduce(flag: bool, info: DistInfo, device: torch.device, op) -> bool:
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1 if flag else 0], device=device)
-    dist.all_reduce(t, op=op)
-    return bool(t.item())
-
-
-def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank when it is True on at least one (e.g. a stop signal)."""
-    return _reduce(flag, info, device, dist.ReduceOp.MAX)
-
-
-def every_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank only when it is True on all of them (e.g. a finite step)."""
-    return _reduce(flag, info, device, dist.ReduceOp.MIN)
+def agree(finite: torch.Tensor, stop: bool, info: DistInfo) -> tuple[bool, bool]:
+    """``(finite on every rank, stop asked on any rank)`` for one optimizer step, with one
+    host-device synchronisation (and, under torchrun, one all-reduce). ``finite`` is a
+    0-dim bool tensor on the step's device; ``stop`` whether this process got a signal."""
+    flags = torch.stack([~finite, torch.zeros_like(finite) | stop]).to(torch.int32)
+    if info.enabled:
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    bad, stop_any = flags.tolist()  # the step's one synchronisation
+    return not bad, bool(stop_any)
 
 
 def leave_process_group() -> int:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from salt.config import ClipGeometry, Config
-from salt.masking import Masker, MaskGroup
+from salt.masking import Masker, MaskGroup, fix_lengths
 from salt.registry import maskers, predictors, students
 from salt.teachers import Teacher, build_teacher
 
@@ -45,8 +45,17 @@ def predictor_of(cfg: Config, embed_dim: int, teacher_dim: int) -> nn.Module:
 
 
 def masker_of(cfg: Config) -> Masker:
-    """The masker named by ``cfg.mask`` on the config's token grid."""
-    return maskers.create(cfg.mask.name, grid=cfg.grid, **cfg.mask.options)
+    """The masker named by ``cfg.mask`` on the config's token grid, its context lengths
+    fixed for the run when ``mask.lengths`` asks (or ``auto`` and the step is compiled)."""
+    masker = maskers.create(cfg.mask.name, grid=cfg.grid, **cfg.mask.options)
+    if fixed_lengths(cfg):
+        return fix_lengths(masker, cfg.train.batch_size)
+    return masker
+
+
+def fixed_lengths(cfg: Config) -> bool:
+    """Whether a run's mask lengths are fixed (``mask.lengths``, ``auto`` follows compile)."""
+    return cfg.mask.lengths == "fixed" or (cfg.mask.lengths == "auto" and cfg.train.compile)
 
 
 def teacher_of(cfg: Config) -> Teacher:

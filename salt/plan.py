@@ -15,7 +15,14 @@ from salt.data import build_source, check_one_batch, check_readable, steps_per_e
 from salt.distributed import DistInfo, resolve_device, setup_distributed
 from salt.losses import Objective
 from salt.masking import sample_keys
-from salt.models import SaltModel, masker_of, predictor_of, student_of, teacher_of
+from salt.models import (
+    SaltModel,
+    fixed_lengths,
+    masker_of,
+    predictor_of,
+    student_of,
+    teacher_of,
+)
 from salt.optim import warmup_steps
 
 
@@ -51,6 +58,8 @@ class TrainPlan:
     predictor_params: int
     teacher_dim: int
     flops_per_step: float  # forward + backward of one optimizer step on all processes
+    context: tuple[int, ...] = ()  # per mask group, the first batch's context tokens
+    fixed_lengths: bool = False  # the same in every batch (mask.lengths)
 
     @property
     def global_batch(self) -> int:
@@ -70,7 +79,8 @@ class TrainPlan:
             f"(dim {self.teacher_dim})",
             f"data {cfg.data.spec} ({self.dataset_size} clips), {cfg.data.num_frames}x"
             f"{cfg.data.image_size}px clips, grid {cfg.grid} = {tokens} tokens, masks "
-            f"{cfg.mask.name}",
+            f"{cfg.mask.name}, context {'+'.join(map(str, self.context))} tokens "
+            f"({'fixed' if self.fixed_lengths else 'first batch; each batch its own'})",
             f"{self.steps} steps (warmup {self.warmup}, ~{epochs:.1f} epochs), batch "
             f"{cfg.train.batch_size} x accum {cfg.train.accum_steps} x {self.world} = "
             f"{self.global_batch} clips/step, {self.flops_per_step / 1e12:.2f} TFLOP/step",
@@ -99,6 +109,8 @@ def make_plan(
         predictor_params=count(model.predictor),
         teacher_dim=teacher_dim,
         flops_per_step=flops * cfg.train.accum_steps * info.world,
+        context=tuple(g.context.shape[1] for g in masks),
+        fixed_lengths=fixed_lengths(cfg),
     )
 
 

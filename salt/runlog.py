@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -14,6 +15,9 @@ from salt import __version__
 from salt.config import Config
 from salt.io import remove_stale_temps, write_json
 from salt.metrics import MetricsLog, summarize
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("salt.train")
 # Per-step lines go to the run's log file; the CLI hides them on the console behind the bar.
@@ -41,7 +45,7 @@ def attach_log_file(run_dir: Path, run_name: str) -> logging.Handler:
 class MetricsWindow:
     """Sums over the steps since the last metrics line."""
 
-    loss: float = 0.0
+    loss: float | torch.Tensor = 0.0
     terms: dict = attrs.Factory(dict)
     steps: int = 0  # finite steps: the ones whose loss counts
     clips: int = 0
@@ -52,10 +56,10 @@ class MetricsWindow:
         """One optimizer step's ``salt.step.StepResult`` (its loss only when finite)."""
         self.clips += result.clips
         self.flops += result.flops
-        if result.finite:
-            self.loss += float(result.loss)
+        if result.finite:  # summed on the device: read once per metrics line
+            self.loss = self.loss + result.loss.detach()
             for name, value in result.terms.items():
-                self.terms[name] = self.terms.get(name, 0.0) + float(value)
+                self.terms[name] = self.terms.get(name, 0.0) + value.detach()
             self.steps += 1
 
     def record(self, step: int, optimizer: dict, tokens: int, world: int, peak: float) -> dict:
@@ -64,8 +68,8 @@ class MetricsWindow:
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
         n = self.steps
         clips_per_s = self.clips * world / elapsed
-        record = {"step": step, "loss": self.loss / n}
-        record.update({f"loss/{k}": v / n for k, v in self.terms.items()})
+        record = {"step": step, "loss": float(self.loss) / n}
+        record.update({f"loss/{k}": float(v) / n for k, v in self.terms.items()})
         record.update(optimizer)
         record["clips_per_s"] = clips_per_s
         record["tokens_per_s"] = clips_per_s * tokens

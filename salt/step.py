@@ -14,7 +14,7 @@ from torch import nn
 from salt.batch import Batch
 from salt.contracts import Teacher
 from salt.data import normalize_clips
-from salt.distributed import DistInfo, every_rank
+from salt.distributed import DistInfo, agree
 from salt.losses import Objective, masked_loss
 from salt.models import SaltModel
 from salt.quant import dense
@@ -54,6 +54,7 @@ class StepResult:
     finite: bool  # on every rank: False means the update was skipped
     clips: int
     flops: float
+    stop: bool = False  # a stop signal reached some rank: every rank stops after this step
 
 
 def targets_of(parts: StepParts, batch: Batch, video: torch.Tensor) -> torch.Tensor:
@@ -64,9 +65,11 @@ def targets_of(parts: StepParts, batch: Batch, video: torch.Tensor) -> torch.Ten
         return parts.teacher(video)
 
 
-def train_step(parts: StepParts, batches) -> StepResult:
+def train_step(parts: StepParts, batches, stop: bool = False) -> StepResult:
     """Forward and backward ``accum_steps`` micro-batches, clip, and step the optimizer if
-    the loss and gradients are finite on every rank (else skip it)."""
+    the loss and gradients are finite on every rank (else skip it). ``stop``: this process
+    got a stop signal; the result says whether any rank did. The host waits for the device
+    once per step, for that decision (the loss stays on the device)."""
     step_loss = torch.zeros((), device=parts.device)
     step_terms: dict[str, torch.Tensor] = {}
     clips, flops = 0, 0.0
@@ -88,9 +91,8 @@ def train_step(parts: StepParts, batches) -> StepResult:
         clips += batch.size
         flops += parts.model.train_flops(batch.size, batch.masks)
     grad_norm = torch.nn.utils.clip_grad_norm_(parts.params, parts.grad_clip)
-    finite = bool(torch.isfinite(step_loss)) and bool(torch.isfinite(grad_norm))
-    finite = every_rank(finite, parts.info, parts.device)
+    finite, stop = agree(torch.isfinite(step_loss) & torch.isfinite(grad_norm), stop, parts.info)
     if finite:
         parts.optimizer.step()
     parts.optimizer.zero_grad(set_to_none=True)
-    return StepResult(step_loss, step_terms, grad_norm, finite, clips, flops)
+    return StepResult(step_loss, step_terms, grad_norm, finite, clips, flops, stop)

@@ -30,10 +30,17 @@ from salt.checkpoints import (
 )
 from salt.config import Config, from_dict
 from salt.data import ReadableBatches, TooManyBadVideos, build_loader, build_source
-from salt.distributed import any_rank, resolve_device, setup_distributed
+from salt.distributed import resolve_device, setup_distributed
 from salt.io import check_folder
 from salt.losses import Objective
-from salt.models import SaltModel, masker_of, predictor_of, student_of, teacher_of
+from salt.models import (
+    SaltModel,
+    fixed_lengths,
+    masker_of,
+    predictor_of,
+    student_of,
+    teacher_of,
+)
 from salt.optim import apply_schedules, build_optimizer, lr_at, wd_at
 from salt.perf import measure_peak_tflops
 from salt.plan import default_run_name, dry_run, make_plan, total_steps
@@ -126,7 +133,12 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
         nonfinite_total = int(state.get("nonfinite_total", 0))
         runlog.resumed(start_step)
 
-    net = torch.compile(model) if cfg.train.compile else model
+    # Fixed mask lengths give every step the same shapes: one graph, no dynamic shapes.
+    net = (
+        torch.compile(model, dynamic=False if fixed_lengths(cfg) else None)
+        if cfg.train.compile
+        else model
+    )
     if info.enabled:
         net = DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
@@ -170,7 +182,7 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
         while step < steps:
             lr, wd = lr_at(step, cfg.optim, steps), wd_at(step, cfg.optim, steps)
             apply_schedules(optimizer, lr, wd)
-            result = train_step(parts, batches)
+            result = train_step(parts, batches, stop=stop.signal is not None)
             step += 1
             if result.finite:
                 consecutive_bad = 0
@@ -181,7 +193,7 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
                 check_divergence(consecutive_bad, step, cfg, runlog.run_dir)
             runlog.step(step, result, lr, wd, nonfinite_total, batches.bad)
 
-            stop_now = any_rank(stop.signal is not None, info, device)
+            stop_now = result.stop
             # During a streak of skipped steps the newest checkpoint stays the last good one.
             periodic = step % cfg.train.checkpoint_every == 0 and consecutive_bad == 0
             if (periodic or step == steps or stop_now) and info.main:

@@ -10,10 +10,13 @@ import torch
 
 from salt.batch import MaskCollator, Sample
 from salt.masking import (
+    FixedLengths,
     MaskGroup,
     equalize,
+    fix_lengths,
     gather_tokens,
     sample_keys,
+    typical_lengths,
     uniforms,
 )
 from salt.registry import UnknownNameError, maskers
@@ -302,6 +305,111 @@ def test_equalize_drops_tokens_without_positional_bias():
         survived += equalize(context, rng.random((2, 20)))[0]
     share = survived / draws
     assert share.min() > 0.2 and share.max() < 0.3  # expected 0.25 each
+
+
+def test_equalize_to_a_fixed_length_tops_short_rows_up_with_their_own_targets():
+    rng = np.random.default_rng(2)
+    context = rng.random((64, 40)) < 0.3
+    scores = rng.random(context.shape)
+    out = equalize(context, scores, k=12)
+    assert (out.sum(axis=1) == 12).all()
+    long, short = context.sum(axis=1) >= 12, context.sum(axis=1) < 12
+    assert not (out[long] & ~context[long]).any()  # long rows only lose context
+    assert not (context[short] & ~out[short]).any()  # short rows keep all theirs, gain some
+    with pytest.raises(ValueError, match="leaves no context or target"):
+        equalize(context, scores, k=40)
+
+
+# --- fixed lengths (compiled steps) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [{}, {"temporal_scale": 0.5}], ids=["full-time", "partial"])
+def test_fixed_lengths_give_every_batch_the_same_shapes(options):
+    grid, batch = (4, 8, 8), 8
+    free = make("multiblock", grid=grid, **options)
+    fixed = fix_lengths(free, batch)
+    seen_free, seen_fixed = set(), set()
+    for b in range(50):
+        keys = batch_keys(b, size=batch)
+        seen_free.add(tuple(g.context.shape[1] for g in free(keys)))
+        groups = fixed(keys)
+        seen_fixed.add(tuple(g.context.shape[1] for g in groups))
+        for g in groups:  # still a partition of the grid
+            both = torch.cat([g.context, g.target], dim=1).sort(dim=1).values
+            assert torch.equal(both, torch.arange(math.prod(grid)).expand(batch, -1))
+    assert len(seen_free) >= 5  # what a compiled step would recompile for
+    assert len(seen_fixed) == 1
+    # The fixed length is a typical batch's; the same masker and batch size give the same.
+    (lengths,) = seen_fixed
+    typical = typical_lengths(free, batch)
+    for k, group in zip(lengths, typical, strict=True):
+        assert min(group) <= k <= max(group)
+    assert fix_lengths(free, batch).context_lengths == fixed.context_lengths
+    if not options:  # full-time blocks: whole tubes move, every slice keeps the same context
+        ctx = fixed(batch_keys(3, size=batch))[0].context.numpy()
+        slice_size = grid[1] * grid[2]
+        per_slice = [np.sort(ctx[0][ctx[0] // slice_size == t] % slice_size) for t in range(4)]
+        assert all(np.array_equal(per_slice[0], p) for p in per_slice)
+
+
+def test_maskers_of_constant_lengths_are_left_alone_and_others_are_wrapped():
+    tube = make("tube", grid=(2, 4, 4))
+    assert fix_lengths(tube, 4) is tube
+
+    class Wobbly:  # a plugin masker whose context length varies, with no fixing of its own
+        grid, group_names = (2, 4, 4), ("only",)
+
+        def __call__(self, keys):
+            keep = 4 + int(keys[0] % 5)
+            context = np.zeros((len(keys), 32), dtype=bool)
+            context[:, :keep] = True
+            from salt.masking import split
+
+            return [split(context)]
+
+    fixed = fix_lengths(Wobbly(), 4)
+    assert isinstance(fixed, FixedLengths)
+    lengths = {fixed(batch_keys(b, size=4))[0].context.shape[1] for b in range(20)}
+    assert lengths == set(fixed.lengths)
+
+
+def test_a_compiled_step_compiles_once_over_50_multiblock_batches(tiny_overrides):
+    """torch.compile with a counting backend: with fixed lengths every batch reuses the
+    first batch's graphs; with each batch's own lengths the same model recompiles."""
+    from salt.config import build_config
+    from salt.models import SaltModel, masker_of, predictor_of, student_of
+
+    overrides = {**tiny_overrides, "data.num_frames": 4, "data.image_size": 64}
+    overrides.update({"train.batch_size": 2, "train.compile": True})
+    cfg = build_config(overrides=overrides)
+    assert cfg.mask.lengths == "auto" and cfg.grid == (2, 4, 4)
+    student = student_of(cfg)
+    model = SaltModel(student, predictor_of(cfg, student.embed_dim, 8))
+    video = torch.randn(2, 3, 4, 64, 64)
+
+    def count_graphs(masker, batches: int) -> list[int]:
+        """Graphs compiled so far after each batch (forward and backward run each time)."""
+        graphs, after = [], []
+
+        def backend(gm, example_inputs):
+            graphs.append(gm)
+            return gm.forward
+
+        torch._dynamo.reset()
+        step = torch.compile(model, backend=backend, dynamic=False)
+        for b in range(batches):
+            preds = step(video, masker(batch_keys(b, size=2)))
+            sum(p.square().mean() for p in preds).backward()
+            after.append(len(graphs))
+        return after
+
+    fixed = count_graphs(masker_of(cfg), 50)  # auto: fixed, because train.compile is on
+    assert fixed[0] >= 1 and fixed[-1] == fixed[0], fixed
+    free = count_graphs(
+        masker_of(build_config(overrides={**overrides, "mask.lengths": "batch"})), 6
+    )
+    assert free[-1] > free[0], free
+    torch._dynamo.reset()
 
 
 # --- keys, uniforms, gather ------------------------------------------------------------------

@@ -291,3 +291,50 @@ def test_ddp_two_processes_end_with_identical_parameters(tmp_path, tiny_override
     # Two ranks each saw batch 2, so the logged throughput counts 4 clips per step.
     initial = load_file(tmp_path / "initial.safetensors")
     assert any(not torch.equal(initial[k], rank0[k]) for k in initial)
+
+
+def test_a_step_waits_for_the_device_once_outside_logging_steps(tiny_config, monkeypatch):
+    """Every read of a tensor's value into Python (item, tolist, bool, float, int) that the
+    loop makes between two metrics lines: one per optimizer step, the finite/stop decision.
+    Host-side data work (collate, masks) and torch's own CPU optimizer bookkeeping are not
+    device reads and are not counted."""
+    import traceback
+
+    import salt.runlog
+    import salt.train
+
+    host_side = {"data.py", "batch.py", "masking.py"}
+    reads: list[tuple[int, str]] = []
+    step = {"n": 0}
+
+    def counted(name):
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            caller = traceback.extract_stack(limit=2)[0]
+            path = Path(caller.filename)
+            ours = path.parent.name in ("salt", "salt_vit", "salt_losses", "salt_teachers")
+            if ours and path.name not in host_side:
+                reads.append((step["n"], f"{path.name}:{caller.lineno}"))
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, read)
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        counted(name)
+    real_step = salt.train.train_step
+
+    def numbered(*args, **kwargs):
+        step["n"] += 1
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(salt.train, "train_step", numbered)
+    cfg = apply_overrides(tiny_config, {"train.steps": 6, "train.log_every": 3})
+    train(cfg)
+    per_step = [[where for n, where in reads if n == s] for s in range(1, 7)]
+    for s in (1, 2, 4, 5):  # not logging steps
+        assert len(per_step[s - 1]) == 1 and per_step[s - 1][0].startswith("distributed.py"), (
+            per_step
+        )
+    for s in (3, 6):  # the metrics line reads the window's sums once
+        assert any(w.startswith("runlog.py") for w in per_step[s - 1]), per_step

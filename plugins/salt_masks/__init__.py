@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -31,6 +32,7 @@ class MultiBlockMasker:
         temporal_scale: float = 1.0,
         min_context: int = 1,
         max_tries: int = 20,
+        context_lengths: tuple[int, ...] | None = None,
     ):
         self.grid = tuple(grid)
         self.groups = [self._check_group(dict(g)) for g in groups]
@@ -46,6 +48,20 @@ class MultiBlockMasker:
         self.temporal_scale = float(temporal_scale)
         self.min_context = int(min_context)
         self.max_tries = int(max_tries)
+        # Per group, a fixed context length (tokens); None equalizes each batch to its
+        # shortest context. salt.masking.fix_lengths sets it for compiled runs.
+        self.context_lengths = None if context_lengths is None else tuple(context_lengths)
+        if self.context_lengths is not None and len(self.context_lengths) != len(self.groups):
+            raise ValueError(
+                f"context_lengths needs one length per mask group ({len(self.groups)}), got "
+                f"{list(self.context_lengths)}"
+            )
+
+    def with_context_lengths(self, lengths: tuple[int, ...]) -> MultiBlockMasker:
+        """This masker with each group's context length fixed (see ``context_lengths``)."""
+        fixed = copy.copy(self)
+        fixed.context_lengths = tuple(int(k) for k in lengths)
+        return fixed
 
     @staticmethod
     def _check_group(group: dict) -> dict:
@@ -104,8 +120,12 @@ class MultiBlockMasker:
                 f"after {self.max_tries} redraws; lower spatial_scale or num_blocks"
             )
         scores = uniforms(keys, context.shape[1], stream=index * 1000 + 999)
-        context = equalize(context, scores)
-        if context.shape[1] != t_len * self.grid[1] * self.grid[2]:
+        spatial = context.shape[1] != t_len * self.grid[1] * self.grid[2]
+        k = None
+        if self.context_lengths is not None:  # in tokens; full-time blocks mask whole tubes
+            k = self.context_lengths[index] // t_len if spatial else self.context_lengths[index]
+        context = equalize(context, scores, k)
+        if spatial:
             context = expand_time(context, t_len)
         return split(context)
 
