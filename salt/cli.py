@@ -138,10 +138,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    if args.gpu_memory and not args.dry_run:
+        raise ValueError("--gpu-memory sizes a run for --dry-run; add --dry-run")
     if args.dry_run:
+        from salt.memory import parse_size
+
+        memory = parse_size(args.gpu_memory) if args.gpu_memory else None
         plan = dry_run(cfg)
         if plan.rank == 0:
-            print("\n".join(plan.lines()))
+            print("\n".join(plan.lines() + plan.memory.lines(memory)))
             print("dry run: config, data, teacher and masks check out; nothing was trained")
         return 0
     if cfg.profile == "demo" and not args.resume:
@@ -642,6 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check the config, data, teacher and (under torchrun) the process group, print "
         "the run's plan and exit without training",
+    )
+    t.add_argument(
+        "--gpu-memory",
+        metavar="SIZE",
+        help="with --dry-run: the GPU's memory (e.g. 80GB); prints whether the batch fits and "
+        "the largest batch per GPU that does",
     )
     t.add_argument(
         "--print-config",

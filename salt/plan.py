@@ -15,6 +15,7 @@ from salt.data import build_source, check_one_batch, check_readable, steps_per_e
 from salt.distributed import DistInfo, resolve_device, setup_distributed
 from salt.losses import Objective
 from salt.masking import sample_keys
+from salt.memory import MemoryPlan, plan_memory
 from salt.models import (
     SaltModel,
     fixed_lengths,
@@ -60,6 +61,7 @@ class TrainPlan:
     flops_per_step: float  # forward + backward of one optimizer step on all processes
     context: tuple[int, ...] = ()  # per mask group, the first batch's context tokens
     fixed_lengths: bool = False  # the same in every batch (mask.lengths)
+    memory: MemoryPlan | None = None  # per process, planned (dry runs)
 
     @property
     def global_batch(self) -> int:
@@ -138,6 +140,9 @@ def dry_run(cfg: Config) -> TrainPlan:
             info=info,
             device=device,
         )
+        masks = masker(sample_keys(cfg.train.seed, 0, np.arange(cfg.train.batch_size)))
+        memory = plan_memory(cfg, model, masks, teacher, cached=teacher.cache is not None)
+        plan = attrs.evolve(plan, memory=memory)
         if info.enabled:
             dist.barrier()  # every rank got here: the rendezvous and the backend work
         return plan
