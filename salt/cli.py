@@ -122,7 +122,7 @@ def _pick_profile(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
 def resolve_train_config(args: argparse.Namespace) -> Config:
     """Recipe -> profile -> --config file -> flags and --set; a resume starts from its run."""
     overrides = _train_overrides(args)
-    if args.resume:
+    if args.resume and args.resume != "auto":
         from salt.train import config_from_checkpoint
 
         cfg = config_from_checkpoint(args.resume)
@@ -633,7 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--resume",
         metavar="RUN_OR_CHECKPOINT",
-        help="continue a run from its newest (or the given) checkpoint",
+        help="continue a run from its newest (or the given) checkpoint; 'auto': continue this "
+        "command's run (--run-name) if it has a checkpoint, else start it (preemptible jobs)",
     )
     t.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

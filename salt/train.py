@@ -28,7 +28,7 @@ from salt.checkpoints import (
     save_checkpoint,
     training_state,
 )
-from salt.config import Config, from_dict
+from salt.config import Config, flatten, from_dict
 from salt.data import ReadableBatches, TooManyBadVideos, build_loader, build_source
 from salt.distributed import resolve_device, setup_distributed
 from salt.io import check_folder
@@ -89,7 +89,14 @@ class StopFlag:
 
 
 def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
-    """Train a student against ``cfg.teacher`` and return where the run was written."""
+    """Train a student against ``cfg.teacher`` and return where the run was written.
+
+    ``resume``: a run directory or checkpoint to continue (its own config is used: pass
+    ``config_from_checkpoint``'s), or ``"auto"``: continue ``cfg``'s run from its newest
+    checkpoint if it has one, else start it - the same call starts a run and, after a
+    preemption, continues it."""
+    if resume == "auto":
+        resume = auto_resume(cfg)
     info = setup_distributed(cfg.train.device)
     device = resolve_device(cfg.train.device, info.local_rank)
     state = None
@@ -215,6 +222,37 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
     if info.enabled:
         dist.barrier()
     return TrainResult(runlog.run_dir, summary, step, stopped_by, model)
+
+
+# Settings a restarted command may change without changing the run.
+RESTART_FREE = ("train.progress", "data.num_workers")
+
+
+def auto_resume(cfg: Config) -> Path | None:
+    """``cfg``'s run directory if it has a checkpoint to continue from (after checking the
+    run was started with these settings), else None: start it."""
+    if not cfg.run.name:
+        raise ValueError(
+            "--resume auto needs a fixed run name (--run-name or run.name): a generated name "
+            "differs on every start, so a restart could not find the run"
+        )
+    run_dir = Path(cfg.run.out) / cfg.run.name
+    found = list_checkpoints(run_dir) if run_dir.is_dir() else []
+    if not found:
+        return None
+    saved = flatten(load_checkpoint(found[-1][1])["config"])
+    mine = flatten(cfg.to_dict())
+    differ = sorted(
+        k for k in set(saved) | set(mine) if k not in RESTART_FREE and saved.get(k) != mine.get(k)
+    )
+    if differ:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {mine.get(k)!r})" for k in differ[:4])
+        raise ValueError(
+            f"run {str(run_dir)!r} was started with other settings: {shown}; restart the same "
+            f"command, continue with the changes through --resume {run_dir} --set ..., or "
+            f"choose another --run-name"
+        )
+    return run_dir
 
 
 def check_divergence(consecutive_bad: int, step: int, cfg: Config, run_dir: Path) -> None:

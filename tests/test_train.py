@@ -338,3 +338,100 @@ def test_a_step_waits_for_the_device_once_outside_logging_steps(tiny_config, mon
         )
     for s in (3, 6):  # the metrics line reads the window's sums once
         assert any(w.startswith("runlog.py") for w in per_step[s - 1]), per_step
+
+
+def test_resume_auto_killed_three_times_ends_like_an_uninterrupted_run(tmp_path):
+    """A preemptible job: the same command line, SIGKILLed (no checkpoint on the way out)
+    after steps 5, 11 and 17 of 24, restarted each time; its metrics equal an uninterrupted
+    run's, step for step."""
+    settings = {
+        "data.spec": "synthetic:32",
+        "data.num_frames": 4,
+        "data.image_size": 32,
+        "data.frame_step": 2,
+        "data.num_workers": 0,
+        "student.name": "vit_tiny",
+        "predictor.depth": 1,
+        "predictor.width": 32,
+        "predictor.heads": 2,
+        "train.batch_size": 2,
+        "train.log_every": 1,
+        "train.checkpoint_every": 4,
+        "train.peak_tflops": 1.0,
+        "train.device": "cpu",
+        "teacher.spec": "pixels",
+    }
+
+    def command(name: str) -> list[str]:
+        args = [sys.executable, "-m", "salt.cli", "train", "--out", str(tmp_path)]
+        args += ["--run-name", name, "--steps", "24", "--no-progress", "--resume", "auto"]
+        for key, value in settings.items():
+            args += ["--set", f"{key}={value}"]
+        return args
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run(command("whole"), capture_output=True, text=True, env=env)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    metrics = tmp_path / "preempted" / "metrics.jsonl"
+    for kill_after in (5, 11, 17):
+        proc = subprocess.Popen(
+            command("preempted"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            lines = metrics.read_text().splitlines() if metrics.exists() else []
+            if lines and json.loads(lines[-1])["step"] >= kill_after:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.kill()
+        proc.wait()
+    checkpoints = [s for s, _ in list_checkpoints(tmp_path / "preempted")]
+    assert checkpoints and checkpoints[-1] < 24  # it was cut short
+    done = subprocess.run(command("preempted"), capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed" in done.stderr
+    ours, theirs = read_metrics(tmp_path / "preempted"), read_metrics(tmp_path / "whole")
+    assert [r["step"] for r in ours] == list(range(1, 25))
+    assert [r["loss"] for r in ours] == [r["loss"] for r in theirs]
+
+
+def test_resume_auto_needs_a_run_name_and_the_same_settings(tiny_config):
+    from salt.train import auto_resume
+
+    with pytest.raises(ValueError, match="needs a fixed run name"):
+        train(apply_overrides(tiny_config, {"run.name": ""}), resume="auto")
+    first = train(apply_overrides(tiny_config, {"train.steps": 4}), resume="auto")
+    assert auto_resume(apply_overrides(tiny_config, {"train.steps": 4})) == first.run_dir
+    with pytest.raises(ValueError, match=r"other settings: optim.lr \(0.001 -> 0.002\)"):
+        auto_resume(apply_overrides(tiny_config, {"train.steps": 4, "optim.lr": 2e-3}))
+
+
+def test_resume_auto_under_torchrun_starts_then_continues(tmp_path):
+    """Two gloo processes: a first start with --resume auto trains; the same command again
+    (a requeued job) continues from the run's checkpoint instead of refusing it."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    args += ["2", "-m", "salt.cli", "train", "--out", str(tmp_path), "--run-name", "requeued"]
+    args += ["--steps", "3", "--no-progress", "--resume", "auto", "--device", "cpu"]
+    for key, value in {
+        "data.spec": "synthetic:16",
+        "data.num_frames": 4,
+        "data.image_size": 32,
+        "data.num_workers": 0,
+        "predictor.depth": 1,
+        "predictor.width": 32,
+        "predictor.heads": 2,
+        "train.batch_size": 2,
+        "train.checkpoint_every": 2,
+        "train.log_every": 1,
+        "train.peak_tflops": 1.0,
+        "teacher.spec": "pixels",
+    }.items():
+        args += ["--set", f"{key}={value}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed" in again.stderr and "already has checkpoints" not in again.stderr
+    assert [r["step"] for r in read_metrics(tmp_path / "requeued")] == [1, 2, 3]
