@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -535,8 +537,8 @@ def cmd_app(args: argparse.Namespace) -> int:
         from salt_app.app import launch
     except ModuleNotFoundError as err:
         raise RuntimeError(
-            f"salt app needs the viewer and gradio ({err}); install them with "
-            f"pip install 'salt-vla[app]'"
+            f"salt app needs the viewer and gradio ({err}); install them from your salt-vla "
+            f"clone with: pip install -e '.[app]'"
         ) from None
 
     page, url = launch(host=args.host, port=args.port, runs=args.runs, allow=tuple(args.allow))
@@ -614,8 +616,65 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+DEVICE = "auto (a GPU when there is one), cpu, cuda, cuda:1 ..."
+NO_PROGRESS = "no progress bar"
+PROBE = "attentive: cross-attention pooling then linear (V-JEPA); linear: on mean-pooled tokens"
+DESCRIPTION = """\
+salt-vla trains video encoders for robot VLA policies with SALT: a student learns to
+predict a frozen teacher's latents (cached once, or computed live) from masked video.
+
+first steps:
+  salt quickstart                 the whole pipeline on built-in data, on a CPU
+  salt train --teacher pixels     stage 1; then salt cache build, salt train --teacher cached:NAME
+  salt export RUN --out DIR       the encoder for VLA code: from salt import VideoEncoder
+"""
+
+
+class SaltParser(argparse.ArgumentParser):
+    """argparse, with a suggestion for a misspelled option or command."""
+
+    def error(self, message: str):
+        match = re.match(r"unrecognized arguments: (.*)", message)
+        if match:
+            message = _unrecognized(self, match.group(1).split())
+        else:
+            choice = re.match(
+                r"argument \S+: invalid choice: '([^']*)' \(choose from (.*)\)", message
+            )
+            if choice:
+                options = re.findall(r"'?([\w.:-]+)'?", choice.group(2))
+                close = difflib.get_close_matches(choice.group(1), options, n=1, cutoff=0.6)
+                if close:
+                    message += f"; did you mean {close[0]!r}?"
+        super().error(message)
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """``unrecognized arguments`` with the closest option of ``parser`` for each."""
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    parts = []
+    for extra in extras:
+        close = difflib.get_close_matches(extra.split("=")[0], options, n=1, cutoff=0.6)
+        parts.append(f"{extra} (did you mean {close[0]}?)" if close else extra)
+    return "unrecognized arguments: " + " ".join(parts)
+
+
+def _leaves(parser: argparse.ArgumentParser):
+    """Every (sub)command parser that takes arguments itself."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield parser
+    for action in subs:
+        for child in dict.fromkeys(action.choices.values()):
+            yield from _leaves(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="salt", description=__doc__)
+    parser = SaltParser(
+        prog="salt",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"salt-vla {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -688,7 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how latents are stored (int8: half of float16's bytes; `salt cache info` reports "
         "its relative error)",
     )
-    b.add_argument("--batch-size", type=positive_int, default=8)
+    b.add_argument(
+        "--batch-size", type=positive_int, default=8, help="clips per teacher forward (default 8)"
+    )
     b.add_argument(
         "--workers", type=nonneg_int, default=2, help="DataLoader workers decoding videos"
     )
@@ -696,11 +757,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--store-clips", action="store_true", help="also store each view's uint8 clip")
     b.add_argument(
         "--device",
-        default="cpu",
-        help="where the teacher runs (cpu, cuda, auto); under torchrun each process builds "
-        "every N-th shard on its own GPU",
+        default="auto",
+        help="where the teacher runs: auto (a GPU when there is one), cpu, cuda; under "
+        "torchrun each process builds every N-th shard on its own GPU",
     )
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     _add_config_flags(b)
     csub.add_parser("list", help="named caches under $SALT_CACHE_DIR/latents")
     for verb, text in (("info", "a cache's metadata"), ("verify", "check checksums and shapes")):
@@ -725,11 +786,19 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("run", help="run directory or checkpoint")
     dl.add_argument("--teacher", help="teacher spec (default: the run's teacher)")
     dl.add_argument("--data", help="held-out data spec (default: the run's data, held-out split)")
-    dl.add_argument("--batches", type=positive_int, default=8)
+    dl.add_argument(
+        "--batches", type=positive_int, default=8, help="held-out batches to score (default 8)"
+    )
     dl.add_argument("--batch-size", type=positive_int, help="clips per batch (default: the run's)")
     dl.add_argument("--seed", type=int, default=0, help="fixes the clips' masks")
-    dl.add_argument("--device", default="cpu")
-    dl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    dl.add_argument("--device", default="auto", help=DEVICE)
+    dl.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the run's config for the evaluation (repeatable)",
+    )
     dl.add_argument("--json", action="store_true", help="print JSON")
     dl.set_defaults(func=cmd_eval_distill)
 
@@ -742,13 +811,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="random: run the same suite on a randomly initialized encoder too",
     )
-    pr.add_argument("--probe", choices=["linear", "attentive"], default="linear")
+    pr.add_argument("--probe", choices=["linear", "attentive"], default="linear", help=PROBE)
     pr.add_argument(
         "--videos", type=positive_int, help="videos per task (default: 256, 5-fold cross-validated)"
     )
     pr.add_argument("--seed", type=int, default=0, help="fixes videos, folds and probes")
     pr.add_argument("--json", action="store_true", help="print JSON")
-    pr.add_argument("--no-progress", action="store_true")
+    pr.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     pr.set_defaults(func=cmd_eval_probes)
 
     cl = esub.add_parser(
@@ -767,7 +836,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cl.add_argument("--train", help="training clips: folder of class folders, CSV or SSv2 list")
     cl.add_argument("--test", help="held-out clips, same kinds as --train")
-    cl.add_argument("--probe", choices=sorted(PROBE_CHOICES), default="both")
+    cl.add_argument(
+        "--probe", choices=sorted(PROBE_CHOICES), default="both", help=PROBE + "; both (default)"
+    )
     cl.add_argument(
         "--baseline",
         choices=["none", "random"],
@@ -796,14 +867,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cl.add_argument("--max-train", type=positive_int, help="use at most this many training clips")
     cl.add_argument("--max-test", type=positive_int, help="use at most this many test clips")
-    cl.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda ...")
+    cl.add_argument("--device", default="auto", help=DEVICE)
     cl.add_argument(
         "--dry-run",
         action="store_true",
         help="print the sizes, memory and compute of the evaluation and exit",
     )
     cl.add_argument("--json", action="store_true", help="print JSON")
-    cl.add_argument("--no-progress", action="store_true")
+    cl.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     cl.set_defaults(func=cmd_eval_classify)
 
     cu = esub.add_parser(
@@ -813,7 +884,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cu.add_argument("run", help="run directory (keep its checkpoints: train.keep_checkpoints=0)")
     cu.add_argument("--data", default="motion:448", help="labelled data for the probe")
-    cu.add_argument("--probe", choices=["attentive", "linear"], default="attentive")
+    cu.add_argument("--probe", choices=["attentive", "linear"], default="attentive", help=PROBE)
     cu.add_argument("--teacher", help="teacher for the distillation loss (default: the run's)")
     cu.add_argument("--distill-data", help="held-out data for the distillation loss")
     cu.add_argument(
@@ -822,12 +893,14 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--seeds", type=positive_int, help="probe seeds (default 3)")
     cu.add_argument("--epochs", type=positive_int, help="probe epochs (default 20)")
     cu.add_argument("--lr", type=positive_float, help="probe peak learning rate (default 1e-3)")
-    cu.add_argument("--workers", type=nonneg_int, default=2)
+    cu.add_argument(
+        "--workers", type=nonneg_int, default=2, help="DataLoader workers decoding clips"
+    )
     cu.add_argument("--seed", type=int, default=0, help="fixes the distillation masks")
     cu.add_argument("--png", help="where to draw the curve (default: RUN/distill_vs_probe.png)")
-    cu.add_argument("--device", default="auto")
-    cu.add_argument("--json", action="store_true")
-    cu.add_argument("--no-progress", action="store_true")
+    cu.add_argument("--device", default="auto", help=DEVICE)
+    cu.add_argument("--json", action="store_true", help="print JSON")
+    cu.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     cu.set_defaults(func=cmd_eval_curve)
 
     e = sub.add_parser("export", help="write a run's student encoder (safetensors + config.json)")
@@ -870,7 +943,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--host", default="127.0.0.1", help="interface to serve on (default: local only)"
     )
-    a.add_argument("--port", type=int, default=7860)
+    a.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
     a.add_argument("--runs", default="runs", help="folder holding run directories")
     a.add_argument(
         "--allow",
@@ -880,12 +953,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="another folder the viewer may read (e.g. where teachers or videos live); repeatable",
     )
     a.set_defaults(func=cmd_app)
+    for leaf in _leaves(parser):
+        # -v works after the command too; SUPPRESS keeps the top-level value when absent.
+        leaf.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+        )
+        leaf.set_defaults(_parser=leaf)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # named by the command that was given, with the closest of its options
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extras)}")
     _setup_logging(args.verbose, progress=not getattr(args, "no_progress", False))
     try:
         return args.func(args)

@@ -110,7 +110,7 @@ def checkpoint_curve(
     distill_overrides: dict | None = None,
     distill_batches: int = 8,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
     progress=None,
 ) -> CurveReport:
     """Distillation loss and ``probe`` top-1 for every checkpoint of ``run``."""

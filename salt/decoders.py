@@ -220,7 +220,7 @@ DECODERS: dict[str, Decoder] = {
             "decord",
             DecordReader,
             "decord",
-            "pip install 'salt-vla[decord]' (Linux and Windows wheels)",
+            "pip install decord (Linux and Windows wheels)",
             "fastest on H.264/HEVC/VP9 at small sizes; no AV1, fails on some frame widths",
         ),
         Decoder(

@@ -12,6 +12,7 @@ from salt.cache import MissingSplitError
 from salt.checkpoints import load_checkpoint, resolve_checkpoint
 from salt.config import Config, apply_overrides, from_dict
 from salt.data import build_eval_loader, build_source, normalize_clips
+from salt.distributed import resolve_device
 from salt.losses import Objective, masked_loss
 from salt.masking import gather_tokens
 from salt.models import load_trained_pair, masker_of
@@ -85,7 +86,7 @@ def distill_loss(
     overrides: dict | None = None,
     batches: int = 8,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> DistillReport:
     """Evaluate a checkpoint's student + predictor on held-out clips with seeded masks.
 
@@ -102,6 +103,7 @@ def distill_loss(
         log.info("%s: using %r from the command line (the checkpoint has %r)", key, new, old)
     torch.manual_seed(seed)
     teacher, model = load_trained_pair(state, cfg)
+    device = resolve_device(device)
     teacher, model = teacher.to(device), model.to(device)
     try:
         clips = build_source(cfg.data, "val", seed, cache=teacher.cache)

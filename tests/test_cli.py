@@ -205,3 +205,72 @@ def test_print_config_is_a_config_file_that_resolves_to_the_same_config(tmp_path
     resolved = json.dumps(resolve_train_config(args).to_dict(), indent=2)
     assert resolved == printed.strip()
     assert json.loads(printed)["optim"]["lr"] == 3e-4
+
+
+# --- rough edges ---------------------------------------------------------------------------
+
+
+def test_a_misspelled_option_or_command_gets_the_closest_name(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--stpes", "3"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "salt train: error: unrecognized arguments: --stpes (did you mean --steps?)" in err
+    with pytest.raises(SystemExit):
+        main(["cache", "build", "--teacher", "pixels", "--shard-sise", "4"])
+    assert "(did you mean --shard-size?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["trian"])
+    assert "did you mean 'train'?" in capsys.readouterr().err
+
+
+def test_verbose_works_after_the_command_too(tmp_path):
+    parser = build_parser()
+    assert parser.parse_args(["cache", "info", "x", "-v"]).verbose is True
+    assert parser.parse_args(["-v", "cache", "info", "x"]).verbose is True
+    assert parser.parse_args(["cache", "info", "x"]).verbose is False
+    # -v shows the traceback instead of one line, wherever it is written.
+    with pytest.raises(FileNotFoundError, match="no latent cache"):
+        main(["cache", "info", str(tmp_path / "nope"), "-v"])
+
+
+def test_help_describes_the_tool_and_every_option_says_what_it_does(capsys):
+    import argparse
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "salt quickstart" in text and "Only this module knows about argv" not in text
+    missing = []
+
+    def walk(p, path):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(child, [*path, name])
+            elif not action.help:
+                missing.append(f"{' '.join(path)} {'/'.join(action.option_strings)}")
+
+    walk(parser, ["salt"])
+    assert missing == []
+
+
+def test_teachers_and_evaluations_default_to_a_gpu_when_there_is_one():
+    parser = build_parser()
+    for argv in (
+        ["cache", "build", "--teacher", "pixels"],
+        ["eval", "distill", "run"],
+        ["eval", "classify", "enc"],
+        ["eval", "curve", "run"],
+    ):
+        assert parser.parse_args(argv).device == "auto", argv
+
+
+def test_install_hints_name_what_pip_can_install():
+    from salt.decoders import DECODERS
+
+    hints = [d.install for d in DECODERS.values()]
+    source = (Path(__file__).parents[1] / "salt" / "cli.py").read_text()
+    assert "salt-vla[" not in source + " ".join(hints)
+    assert "pip install -e '.[app]'" in source

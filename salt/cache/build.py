@@ -112,7 +112,7 @@ def build_cache(
     workers: int = 2,
     store_clips: bool = False,
     shard_size: int = 256,
-    device: str = "cpu",
+    device: str = "auto",
     progress: bool = True,
 ) -> LatentCache:
     """Run ``teacher`` over ``split`` of ``cfg.data`` once and write its latents into ``out``.
