@@ -138,7 +138,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = resolve_train_config(args)
     if args.print_config:
-        print(json.dumps(cfg.to_dict(), indent=2))
+        from salt.registry import check_names
+
+        check_names(cfg)
+        print(cfg.dumps(args.format))
         return 0
     if args.gpu_memory and not args.dry_run:
         raise ValueError("--gpu-memory sizes a run for --dry-run; add --dry-run")
@@ -330,6 +333,30 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"cache {path}: {len(problems)} problem(s); rebuild it with salt cache build")
         return 1
     print(f"cache {path}: OK ({len(cache.LatentCache(path))} clips, checksums and shapes match)")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from salt.config import describe_fields
+
+    rows = [
+        r
+        for r in describe_fields(build_config(profile=args.profile))
+        if args.pattern.lower() in r["field"].lower()
+    ]
+    if not rows:
+        raise ValueError(f"no config field matches {args.pattern!r}; `salt config` lists them all")
+    if args.json:
+        print(json.dumps(rows, indent=2, default=list))
+        return 0
+    width = max(len(r["field"]) for r in rows)
+    kind = max(len(r["type"]) for r in rows)
+    for r in rows:
+        default = json.dumps(r["default"], default=list)
+        print(f"{r['field']:<{width}}  {r['type']:<{kind}}  {default:<14} {r['help']}")
+    print(
+        f"\nset any of them with --set FIELD=VALUE or in a --config file ({args.profile} defaults)"
+    )
     return 0
 
 
@@ -600,7 +627,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="a .toml or .json config file")
+    p.add_argument("--config", help="a .toml, .yaml or .json config file")
     p.add_argument(
         "--set",
         action="append",
@@ -717,7 +744,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--print-config",
         action="store_true",
-        help="print the resolved config as JSON (a valid --config file) and exit",
+        help="print the resolved config (a valid --config file) and exit",
+    )
+    t.add_argument(
+        "--format",
+        choices=["json", "yaml"],
+        default="json",
+        help="--print-config's format (default json)",
     )
     t.set_defaults(func=cmd_train)
 
@@ -902,6 +935,19 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--json", action="store_true", help="print JSON")
     cu.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     cu.set_defaults(func=cmd_eval_curve)
+
+    cf = sub.add_parser("config", help="every config field with its type, default and what it does")
+    cf.add_argument(
+        "pattern", nargs="?", default="", help="only fields whose name contains this, e.g. optim"
+    )
+    cf.add_argument(
+        "--profile",
+        choices=["recipe", "demo"],
+        default="recipe",
+        help="whose defaults to show (default recipe)",
+    )
+    cf.add_argument("--json", action="store_true", help="print JSON")
+    cf.set_defaults(func=cmd_config)
 
     e = sub.add_parser("export", help="write a run's student encoder (safetensors + config.json)")
     e.add_argument("run", help="run directory (or a checkpoint file)")

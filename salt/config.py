@@ -152,6 +152,12 @@ class PredictorConfig:
     heads: int = field(default=8, validator=_pos_int)
     drop_path: float = field(default=0.0, validator=_fraction)
 
+    def __attrs_post_init__(self):
+        if self.width % self.heads:
+            raise ValueError(
+                f"predictor.heads ({self.heads}) must divide predictor.width ({self.width})"
+            )
+
 
 @attrs.frozen
 class MaskConfig:
@@ -293,6 +299,17 @@ class Config:
         """A JSON-ready dict of every field."""
         return attrs.asdict(self)
 
+    def dumps(self, fmt: str = "json") -> str:
+        """The whole config as a JSON or YAML file's text (either reads back as --config)."""
+        plain = json.loads(json.dumps(self.to_dict()))  # tuples -> lists
+        if fmt == "json":
+            return json.dumps(plain, indent=2)
+        if fmt == "yaml":
+            import yaml
+
+            return yaml.safe_dump(plain, sort_keys=False, default_flow_style=False).rstrip()
+        raise ValueError(f"config format must be json or yaml, got {fmt!r}")
+
 
 def check_geometry(cfg: Config) -> None:
     """Clips must tile exactly into tubelets."""
@@ -422,19 +439,30 @@ def from_dict(tree: dict[str, Any]) -> Config:
     return Config(**kwargs)
 
 
+CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a ``.toml`` or ``.json`` config file into nested dicts; a file that does not
-    parse (or holds no table) is an error naming it."""
+    """Read a ``.toml``, ``.yaml``/``.yml`` or ``.json`` config file into nested dicts; a
+    file that does not parse (or holds no table) is an error naming it."""
+    import yaml
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    if path.suffix not in (".json", ".toml"):
-        raise ValueError(f"config file {str(path)!r} must end in .toml or .json")
+    if path.suffix not in CONFIG_SUFFIXES:
+        raise ValueError(f"config file {str(path)!r} must end in .toml, .yaml, .yml or .json")
     try:
         text = path.read_text()
-        tree = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError, TOMLDecodeError
-        raise ValueError(f"config file {str(path)!r} does not parse: {err}") from None
+        if path.suffix == ".json":
+            tree = json.loads(text)
+        elif path.suffix == ".toml":
+            tree = tomllib.loads(text)
+        else:  # safe_load: plain data only, never Python objects
+            tree = yaml.safe_load(text)
+    except (ValueError, UnicodeDecodeError, yaml.YAMLError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"config file {str(path)!r} does not parse: {first}") from None
     if not isinstance(tree, dict):
         raise ValueError(
             f"config file {str(path)!r} must hold a table of sections, got a {type(tree).__name__}"
@@ -470,3 +498,83 @@ def build_config(
     if overrides:
         cfg = apply_overrides(cfg, overrides)
     return cfg
+
+
+# One line per field: what `salt config` prints beside its type and default.
+HELP: dict[str, str] = {
+    "profile": "recipe (the full ViT-L recipe) or demo (CPU-sized); set by --profile",
+    "data.spec": "a folder, CSV manifest, SSv2 JSON, lerobot:PATH, or synthetic[:N] / motion[:N]",
+    "data.num_frames": "frames per clip",
+    "data.frame_step": "take every N-th frame (when data.fps is 0)",
+    "data.image_size": "clip height and width in pixels (a multiple of student.patch_size)",
+    "data.fps": "> 0: sample frames at this rate instead of every frame_step-th",
+    "data.num_workers": "DataLoader workers decoding clips, per process",
+    "data.decoder": "video decoder: auto (the fastest installed that reads a file), decord, "
+    "pyav, torchcodec",
+    "data.max_bad_fraction": "share of unreadable videos (skipped) above which a run stops",
+    "data.allow_incomplete_cache": "train from a cache whose build did not finish",
+    "data.mean": "per-channel (R, G, B) mean the clips are normalized with",
+    "data.std": "per-channel (R, G, B) standard deviation the clips are normalized with",
+    "student.name": "student encoder (see `salt plugins`), e.g. vit_l",
+    "student.patch_size": "patch side in pixels",
+    "student.tubelet_size": "frames per token",
+    "student.pos_embed": "position embedding: sincos (fixed, 3-D) or learned",
+    "student.drop_path": "stochastic depth rate of the student's blocks",
+    "student.grad_checkpointing": "recompute block activations in the backward pass (less "
+    "memory, ~30% more compute); student and predictor",
+    "teacher.spec": "frozen teacher: cached:NAME, pixels, encoder:PATH, videomae:PATH, random:ARCH",
+    "predictor.name": "predictor (see `salt plugins`)",
+    "predictor.width": "predictor width",
+    "predictor.depth": "predictor blocks",
+    "predictor.heads": "predictor attention heads (must divide the width)",
+    "predictor.drop_path": "stochastic depth rate of the predictor's blocks",
+    "mask.name": "masker (see `salt plugins`): multiblock, tube[:RATIO], random[:RATIO]",
+    "mask.options": "the masker's options, a table (e.g. {temporal_scale = 0.5})",
+    "mask.lengths": "context length per mask group: batch (each batch's shortest), fixed "
+    "(one per run: what compile wants) or auto (fixed when train.compile)",
+    "loss.name": "loss terms joined by '+', e.g. mse or mse+vicreg",
+    "loss.options": "per-term options, a table (e.g. {vicreg = {weight = 0.1}})",
+    "optim.lr": "peak learning rate (AdamW), after warmup",
+    "optim.min_lr": "learning rate at the end of the cosine decay",
+    "optim.warmup_steps": "linear warmup steps",
+    "optim.max_warmup_fraction": "short runs warm up for at most this share of their steps",
+    "optim.betas": "AdamW betas",
+    "optim.eps": "AdamW epsilon",
+    "optim.weight_decay": "weight decay at the start (weights only; cosine schedule)",
+    "optim.final_weight_decay": "weight decay at the end",
+    "optim.grad_clip": "clip the gradient norm to this (0: no clipping)",
+    "train.steps": "optimizer steps (when train.epochs is 0)",
+    "train.epochs": "> 0: passes over the data instead of train.steps",
+    "train.batch_size": "clips per process per micro-step",
+    "train.accum_steps": "micro-steps per optimizer step (gradient accumulation)",
+    "train.seed": "seed of weights, clip views and masks",
+    "train.device": "auto (a GPU when there is one), cpu, cuda, cuda:N",
+    "train.precision": "bf16 (autocast on a GPU) or fp32",
+    "train.compile": "torch.compile the student and predictor",
+    "train.log_every": "steps per metrics line",
+    "train.checkpoint_every": "steps per checkpoint",
+    "train.keep_checkpoints": "newest checkpoints kept (0: all)",
+    "train.max_nonfinite": "non-finite steps in a row before the run stops",
+    "train.peak_tflops": "the device's peak for MFU (0: measured, or a known GPU's datasheet)",
+    "train.smoothing": "EMA smoothing of the loss in the run summary",
+    "train.rebound_threshold": "how far above its minimum the last loss may end before the "
+    "summary flags a rebound",
+    "train.progress": "show a progress bar",
+    "run.out": "folder the run directory is made in",
+    "run.name": "run directory name (empty: student-teacher-time)",
+}
+
+
+def describe_fields(cfg: Config | None = None) -> list[dict[str, Any]]:
+    """Every config field: dotted name, type, value in ``cfg`` (default: the recipe's) and
+    its help line."""
+    cfg = cfg or Config()
+    values = flatten(cfg.to_dict())
+    rows = [{"field": "profile", "type": "str", "default": values["profile"]}]
+    for section, cls in SECTIONS.items():
+        for f in attrs.fields(cls):
+            name = f"{section}.{f.name}"
+            rows.append({"field": name, "type": str(f.type), "default": values[name]})
+    for row in rows:
+        row["help"] = HELP.get(row["field"], "")
+    return rows

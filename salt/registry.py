@@ -112,3 +112,17 @@ losses = Registry("losses", "register_losses", "loss")
 REGISTRIES: dict[str, Registry] = {
     r.kind: r for r in (students, teachers, predictors, maskers, losses)
 }
+
+
+def check_names(cfg) -> None:
+    """Every plugin name a config uses is registered (a misspelling names the closest);
+    nothing is built or opened."""
+    for registry, spec in (
+        (students, cfg.student.name),
+        (teachers, cfg.teacher.spec),
+        (predictors, cfg.predictor.name),
+        (maskers, cfg.mask.name),
+    ):
+        registry.get(parse_spec(spec)[0])
+    for term in cfg.loss.name.split("+"):
+        losses.get(term.strip())

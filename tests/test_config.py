@@ -112,7 +112,7 @@ def test_json_file_round_trips_a_saved_config(tmp_path):
     "name,content,error,match",
     [
         ("missing.toml", None, FileNotFoundError, "does not exist"),
-        ("run.yaml", "a: 1", ValueError, r"must end in \.toml or \.json"),
+        ("run.ini", "a: 1", ValueError, r"must end in \.toml, \.yaml, \.yml or \.json"),
         ("bad.toml", "[optim]\nlrr = 1\n", KeyError, "has no field 'lrr'"),
         ("bad_section.toml", "[model]\nx = 1\n", KeyError, "unknown config key 'model.x'"),
     ],
@@ -282,3 +282,80 @@ def test_to_dict_is_json_ready_and_complete():
     assert set(tree) == {"profile", *SECTIONS}
     for section, cls in SECTIONS.items():
         assert set(tree[section]) == {f.name for f in attrs.fields(cls)}
+
+
+# --- YAML, salt config, names -----------------------------------------------------------------
+
+
+def test_a_yaml_config_round_trips_through_print_config_and_config(tmp_path, capsys):
+    from salt.cli import main
+
+    args = [
+        "train",
+        "--profile",
+        "demo",
+        "--set",
+        "optim.lr=3e-4",
+        "--set",
+        "data.mean=[0.5,0.4,0.3]",
+    ]
+    args += ["--set", "mask.options={temporal_scale = 0.5}"]
+    assert main([*args, "--print-config", "--format", "yaml"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("profile: demo") and "lr: 0.0003" in text
+    (tmp_path / "run.yaml").write_text(text)
+    (tmp_path / "run.yml").write_text("optim:\n  lr: 0.0005\ntrain:\n  steps: 7\n")
+    again = build_config(file=tmp_path / "run.yaml")
+    assert again == build_config(
+        profile="demo",
+        overrides={
+            "optim.lr": 3e-4,
+            "data.mean": [0.5, 0.4, 0.3],
+            "mask.options": {"temporal_scale": 0.5},
+        },
+    )
+    partial = build_config(file=tmp_path / "run.yml")
+    assert (partial.optim.lr, partial.train.steps, partial.profile) == (5e-4, 7, "recipe")
+
+
+def test_a_broken_yaml_file_is_a_one_line_error_naming_it(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: [unclosed\n")
+    with pytest.raises(ValueError, match=r"config file '.*bad.yaml' does not parse"):
+        build_config(file=bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ValueError, match="must hold a table of sections"):
+        build_config(file=bad)
+    obj = tmp_path / "obj.yaml"
+    obj.write_text("optim: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ValueError, match="does not parse"):  # safe_load: no Python objects
+        build_config(file=obj)
+
+
+def test_salt_config_lists_every_field_with_type_default_and_help(capsys):
+    from salt.cli import main
+    from salt.config import HELP, flatten
+
+    assert main(["config", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["field"] for r in rows} == set(flatten(build_config().to_dict())) == set(HELP)
+    assert all(r["help"] and r["type"] for r in rows)
+    lr = next(r for r in rows if r["field"] == "optim.lr")
+    assert (lr["type"], lr["default"]) == ("float", 2e-4)
+    assert main(["config", "batch", "--profile", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert "train.batch_size" in out and " 8 " in out and "optim.lr" not in out
+    assert main(["config", "nonsense"]) == 2
+
+
+def test_print_config_checks_plugin_names_and_fields_check_their_ranges(capsys):
+    from salt.cli import main
+
+    assert main(["train", "--print-config", "--set", "mask.name=multiblok"]) == 2
+    assert "Did you mean 'multiblock'" in capsys.readouterr().err
+    assert main(["train", "--print-config", "--set", "loss.name=mse+vicrek"]) == 2
+    assert "Did you mean 'vicreg'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"predictor.heads \(5\) must divide predictor.width"):
+        build_config(overrides={"predictor.heads": 5})
+    with pytest.raises(ValueError, match="data.mean must be 3 numbers"):
+        build_config(overrides={"data.mean": [0.5]})
