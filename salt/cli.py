@@ -554,6 +554,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(
         f"exported the student encoder to {out}; load it with VideoEncoder.from_pretrained({str(out)!r})"
     )
+    if args.push_to_hub:
+        from salt.hub import push_to_hub
+
+        url = push_to_hub(out, args.push_to_hub, private=args.private)
+        print(
+            f"pushed to {args.push_to_hub} ({url}); load it with "
+            f"VideoEncoder.from_pretrained({args.push_to_hub!r})"
+        )
     return 0
 
 
@@ -949,11 +957,20 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--json", action="store_true", help="print JSON")
     cf.set_defaults(func=cmd_config)
 
-    e = sub.add_parser("export", help="write a run's student encoder (safetensors + config.json)")
+    e = sub.add_parser(
+        "export", help="write a run's student encoder (safetensors + config.json + model card)"
+    )
     e.add_argument("run", help="run directory (or a checkpoint file)")
     e.add_argument("--checkpoint", help="a specific checkpoint (default: the run's newest)")
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    e.add_argument(
+        "--push-to-hub",
+        metavar="ORG/NAME",
+        help="also upload the export to this Hugging Face Hub repo (needs a write token: "
+        "hf auth login or HF_TOKEN)",
+    )
+    e.add_argument("--private", action="store_true", help="with --push-to-hub: a private repo")
     e.set_defaults(func=cmd_export)
 
     q = sub.add_parser(

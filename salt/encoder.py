@@ -60,12 +60,14 @@ class VideoEncoder(nn.Module):
         path: str | Path,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        revision: str | None = None,
     ) -> VideoEncoder:
-        """Load an export directory (or its ``model.safetensors``), a run directory or a
-        checkpoint, then move it to ``device``/``dtype``; every weight must match the
-        architecture (no missing or extra keys). Exports are safetensors; checkpoints are read
-        with ``torch.load(weights_only=True)``."""
-        model, config = load_encoder(path)
+        """Load an export directory (or its ``model.safetensors``), a run directory, a
+        checkpoint or a Hugging Face Hub repo id (``"org/name"``, at ``revision``; the Hub's
+        cache and ``HF_HUB_OFFLINE`` apply), then move it to ``device``/``dtype``; every
+        weight must match the architecture (no missing or extra keys). Exports are
+        safetensors; checkpoints are read with ``torch.load(weights_only=True)``."""
+        model, config = load_encoder(path, revision)
         return cls(model, config).to(device=device, dtype=dtype).eval()
 
     @classmethod
@@ -80,10 +82,22 @@ class VideoEncoder(nn.Module):
         return cls(build_encoder(config), config).to(device=device, dtype=dtype).eval()
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (the ``salt export`` format, weights in
-        the encoder's current dtype) to a directory; the files there are overwritten."""
+        """Write ``config.json`` + ``model.safetensors`` + a model card (the ``salt export``
+        format, weights in the encoder's current dtype) to a directory; the files there are
+        overwritten."""
         weights = {k: v.cpu() for k, v in self.model.state_dict().items()}
         return write_export(Path(path), weights, self.config)
+
+    def push_to_hub(self, repo_id: str, token: str | None = None, private: bool = False) -> str:
+        """Save this encoder and upload it to the Hugging Face Hub as ``repo_id`` (created
+        if needed; needs a write token: ``hf auth login`` or ``HF_TOKEN``). Returns the
+        commit URL."""
+        import tempfile
+
+        from salt.hub import push_to_hub
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return push_to_hub(self.save_pretrained(tmp), repo_id, token, private)
 
     @property
     def grid(self) -> tuple[int, int, int]:

@@ -25,6 +25,7 @@ from salt.io import (
 from salt.models import build_student, load_strict
 
 FORMAT = "salt-encoder"
+MODEL_TYPE = "salt_video_encoder"  # config.json's model_type, for Hub tooling
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 
@@ -47,6 +48,7 @@ def encoder_config(cfg_dict: dict, summary: dict | None = None) -> dict[str, Any
         "mean": list(d.mean),
         "std": list(d.std),
         "teacher": cfg.teacher.spec,
+        "data": cfg.data.spec,
         "salt_version": __version__,
         "summary": summary or {},
     }
@@ -71,15 +73,28 @@ def export_encoder(
 
 
 def write_export(out: Path, weights: dict[str, torch.Tensor], config: dict) -> Path:
-    """Write ``model.safetensors`` (metadata ``format: pt``) and ``config.json`` (with the
-    weights' SHA-256) into ``out``, each atomically; the config last, so an export whose
-    config is there is whole."""
+    """Write ``model.safetensors`` (metadata ``format: pt``), a model card (``README.md``)
+    and ``config.json`` (with the weights' SHA-256 and the Hub's conventional
+    ``model_type``/``architectures``/``torch_dtype``) into ``out``, each atomically; the
+    config last, so an export whose config is there is whole."""
     from safetensors.torch import save
+
+    from salt.hub import CARD, model_card
 
     out.mkdir(parents=True, exist_ok=True)
     data = save({k: v.detach().contiguous() for k, v in weights.items()}, metadata={"format": "pt"})
     atomic_write_bytes(out / WEIGHTS, lambda f: f.write(data))
-    write_json(out / CONFIG, {**config, "weights_sha256": hashlib.sha256(data).hexdigest()})
+    dtypes = {str(v.dtype).removeprefix("torch.") for v in weights.values()}
+    config = {
+        **config,
+        "model_type": MODEL_TYPE,
+        "architectures": ["VideoEncoder"],
+        "torch_dtype": dtypes.pop() if len(dtypes) == 1 else "mixed",
+        "weights_sha256": hashlib.sha256(data).hexdigest(),
+    }
+    card = model_card(config).encode()
+    atomic_write_bytes(out / CARD, lambda f: f.write(card))
+    write_json(out / CONFIG, config)
     return out
 
 
@@ -170,9 +185,15 @@ def build_encoder(config: dict) -> nn.Module:
     )
 
 
-def load_encoder(path: str | Path) -> tuple[nn.Module, dict]:
+def load_encoder(path: str | Path, revision: str | None = None) -> tuple[nn.Module, dict]:
     """A trained encoder from an export directory, its ``model.safetensors``, a run
-    directory or a checkpoint; returns the module (eval mode) and its config."""
+    directory, a checkpoint, or a Hugging Face Hub repo id (``org/name``, at ``revision``;
+    through the Hub's cache and offline mode); returns the module (eval mode) and its
+    config."""
+    from salt.hub import download, is_repo_id
+
+    if is_repo_id(str(path)):
+        path = download(str(path), revision)
     path = Path(path)
     folder = path.parent if path.suffix == ".safetensors" else path
     if (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file():
@@ -191,6 +212,6 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, dict]:
     else:
         raise FileNotFoundError(
             f"no encoder at {str(path)!r}: expected an export directory ({CONFIG} + {WEIGHTS}), "
-            f"a run directory or a checkpoint file"
+            f"a run directory, a checkpoint file or a Hub repo id (org/name)"
         )
     return model.eval(), config
