@@ -565,6 +565,41 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from salt.metrics import read_series
+    from salt.plots import draw_runs_overlaid, save_png
+
+    series = {}
+    for run in args.runs:
+        path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{run}: no metrics.jsonl (give run directories, or their metrics.jsonl files)"
+            )
+        name = path.parent.name if path.parent.name not in series else str(path.parent)
+        series[name] = read_series(path, keys=args.keys)
+    if not any(series.values()):
+        raise ValueError(f"none of {', '.join(args.keys)} is logged by {', '.join(args.runs)}")
+    out = Path(
+        args.out or (Path(args.runs[0]) / "curves.png" if len(args.runs) == 1 else "curves.png")
+    )
+    keys = [k for k in _expand(args.keys, series)]
+    save_png(draw_runs_overlaid(series, keys=keys), out)
+    print(f"plotted {', '.join(keys)} of {len(series)} run(s) to {out}")
+    return 0
+
+
+PLOT_KEYS = ("loss", "loss/*", "lr", "wd", "grad_norm", "clips_per_s", "mfu")
+
+
+def _expand(patterns: list[str], series: dict) -> list[str]:
+    """The logged keys matching ``patterns``, in the patterns' order."""
+    from fnmatch import fnmatchcase
+
+    found = list(dict.fromkeys(k for curves in series.values() for k in curves))
+    return list(dict.fromkeys(k for p in patterns for k in found if fnmatchcase(k, p)))
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     try:
         import gradio  # noqa: F401
@@ -972,6 +1007,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--private", action="store_true", help="with --push-to-hub: a private repo")
     e.set_defaults(func=cmd_export)
+
+    pl = sub.add_parser(
+        "plot", help="draw runs' loss (and terms), lr/wd, grad norm, clips/s and MFU to a PNG"
+    )
+    pl.add_argument("runs", nargs="+", help="run directories (or metrics.jsonl files), overlaid")
+    pl.add_argument(
+        "--keys",
+        nargs="+",
+        default=list(PLOT_KEYS),
+        help="metrics to draw, one panel each; shell patterns (default: "
+        + " ".join(PLOT_KEYS)
+        + ")",
+    )
+    pl.add_argument(
+        "--out", help="the PNG (default: RUN/curves.png for one run, curves.png for several)"
+    )
+    pl.set_defaults(func=cmd_plot)
 
     q = sub.add_parser(
         "quickstart",

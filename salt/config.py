@@ -92,6 +92,11 @@ def _spec(inst, attr, value):
         raise ValueError(f"{attr.name} must be a non-empty spec string, got {value!r}")
 
 
+def _specs(inst, attr, value):
+    if not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"{attr.name} must be a list of names, got {list(value)!r}")
+
+
 def _options(inst, attr, value):
     if not isinstance(value, dict):
         raise ValueError(f"{attr.name} must be a table of options, got {value!r}")
@@ -227,6 +232,8 @@ class RunConfig:
 
     out: str = field(default="runs", validator=_spec)
     name: str = field(default="", validator=_run_name)
+    # Where metrics go besides metrics.jsonl (always written): tensorboard, wandb[:PROJECT]
+    loggers: tuple[str, ...] = field(default=(), converter=_tuple, validator=_specs)
 
 
 @attrs.frozen
@@ -356,6 +363,9 @@ def parse_value(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
+        if text.startswith("[") and text.endswith("]"):  # [tensorboard, wandb]: bare words
+            inner = text[1:-1].strip()
+            return [parse_value(v.strip()) for v in inner.split(",")] if inner else []
         return text
 
 
@@ -562,6 +572,8 @@ HELP: dict[str, str] = {
     "train.progress": "show a progress bar",
     "run.out": "folder the run directory is made in",
     "run.name": "run directory name (empty: student-teacher-time)",
+    "run.loggers": "metric loggers besides metrics.jsonl: tensorboard, wandb[:PROJECT] "
+    "(see `salt plugins`)",
 }
 
 

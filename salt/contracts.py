@@ -13,6 +13,7 @@ predictors embed_dim, teacher_dim, grid, width, depth, heads,  a :class:`Predict
            drop_path, grad_checkpointing
 maskers    grid, then the entries of ``mask.options``         a :class:`Masker`
 losses     the entries of ``loss.options.<name>``             a :class:`LossTerm`
+loggers    run_dir (a ``Path``), config (the run's as a dict)  a :class:`Logger`
 =========  =================================================  ==================================
 
 ``tests/test_contracts.py`` checks every registered entry of every registry against these.
@@ -27,7 +28,7 @@ from torch import nn
 
 from salt.masking import Masker, MaskGroup
 
-__all__ = ["Teacher", "Student", "Predictor", "Masker", "MaskGroup", "LossTerm"]
+__all__ = ["Teacher", "Student", "Predictor", "Masker", "MaskGroup", "LossTerm", "Logger"]
 
 
 class Teacher(nn.Module):
@@ -89,3 +90,15 @@ class LossTerm(Protocol):
     """One loss term: predictions and targets ``[B, Nt, D]`` -> named scalar parts."""
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+@runtime_checkable
+class Logger(Protocol):
+    """Where a run's metrics go (on rank 0), besides the always-on ``metrics.jsonl``."""
+
+    def log(self, step: int, metrics: dict) -> None:
+        """One metrics line: every number the loop computed at ``step`` (loss and terms, lr,
+        wd, grad_norm, clips_per_s, tokens_per_s, tflops, mfu, ...)."""
+
+    def close(self) -> None:
+        """The run is over (finished, stopped or failed): flush and release."""

@@ -29,3 +29,9 @@ def register_maskers(register):
 @hookspec
 def register_losses(register):
     """Register loss terms comparing predictions with teacher latents."""
+
+
+@hookspec
+def register_loggers(register):
+    """Register metric loggers: ``factory(arg, run_dir, config) -> logger`` with
+    ``log(step, metrics)`` and ``close()``."""

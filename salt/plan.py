@@ -25,6 +25,7 @@ from salt.models import (
     teacher_of,
 )
 from salt.optim import warmup_steps
+from salt.registry import check_names
 
 
 def default_run_name(cfg: Config) -> str:
@@ -123,6 +124,7 @@ def dry_run(cfg: Config) -> TrainPlan:
     info = setup_distributed(cfg.train.device)
     try:
         device = resolve_device(cfg.train.device, info.local_rank)
+        check_names(cfg)
         teacher = teacher_of(cfg)
         clips = build_source(cfg.data, "train", cfg.train.seed, cache=teacher.cache)
         check_readable(clips, cfg.data, cfg.train.seed)

@@ -108,9 +108,10 @@ teachers = Registry("teachers", "register_teachers", "teacher")
 predictors = Registry("predictors", "register_predictors", "predictor")
 maskers = Registry("maskers", "register_maskers", "masker")
 losses = Registry("losses", "register_losses", "loss")
+loggers = Registry("loggers", "register_loggers", "logger")
 
 REGISTRIES: dict[str, Registry] = {
-    r.kind: r for r in (students, teachers, predictors, maskers, losses)
+    r.kind: r for r in (students, teachers, predictors, maskers, losses, loggers)
 }
 
 
@@ -126,3 +127,5 @@ def check_names(cfg) -> None:
         registry.get(parse_spec(spec)[0])
     for term in cfg.loss.name.split("+"):
         losses.get(term.strip())
+    for spec in cfg.run.loggers:
+        loggers.get(parse_spec(spec)[0])

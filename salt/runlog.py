@@ -1,5 +1,6 @@
-"""What a run writes as it goes: its log file, the metrics window and ``metrics.jsonl``, the
-progress bar, and ``summary.json`` at the end. Only the main process writes."""
+"""What a run writes as it goes: its log file, the metrics window and its loggers
+(``metrics.jsonl`` always, plus ``run.loggers``: TensorBoard, W&B, plugins), the progress
+bar, and ``summary.json`` at the end. Only the main process writes."""
 
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ class RunLog:
         self.steps = 0
         self.bar = None
         self._handler = None
+        self.loggers: list = []
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
             for folder in (run_dir, run_dir / "checkpoints"):
@@ -124,6 +126,12 @@ class RunLog:
         # Written once everything was built: a run that fails to start (or a resume with
         # settings that do not fit its checkpoint) leaves the run's config as it was.
         write_json(self.run_dir / "config.json", self.cfg.to_dict())
+        from salt.registry import loggers
+
+        for spec in dict.fromkeys(("jsonl", *self.cfg.run.loggers)):
+            self.loggers.append(
+                loggers.create(spec, run_dir=self.run_dir, config=self.cfg.to_dict())
+            )
         for line in plan_lines:
             log.info("%s", line)
         log.info(
@@ -152,7 +160,8 @@ class RunLog:
             record.update(
                 {"nonfinite_total": nonfinite, "bad_videos": bad_videos, "time": time.time()}
             )
-            self.metrics.append(record)
+            for logger in self.loggers:
+                logger.log(step, record)
             step_log.info(
                 "step %d/%d loss %.5f lr %.2e clips/s %.1f mfu %.1f%%",
                 step,
@@ -195,10 +204,16 @@ class RunLog:
         return summary
 
     def close(self) -> None:
-        """Detach the log file (the run is over, or failed)."""
+        """Close the loggers and detach the log file (the run is over, or failed)."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        for logger in self.loggers:
+            try:
+                logger.close()
+            except Exception as err:  # a logger must not hide the run's own outcome
+                log.warning("closing a logger failed: %s", err)
+        self.loggers = []
         if self._handler is not None:
             logging.getLogger("salt").removeHandler(self._handler)
             self._handler.close()

@@ -23,6 +23,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "salt.registry",
         "salt.masking",
         "salt.contracts",
+        "salt.quant",
+        "salt.hub",
+        "salt.distributed",
     ),
     "data": (
         "salt.decoders",
@@ -41,9 +44,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "training": (
         "salt.checkpoints",
         "salt.metrics",
-        "salt.distributed",
         "salt.runlog",
         "salt.step",
+        "salt.memory",
         "salt.plan",
         "salt.train",
     ),

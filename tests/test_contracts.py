@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from salt.config import ClipGeometry, build_config
-from salt.contracts import LossTerm, MaskGroup, Predictor, Student, Teacher
+from salt.contracts import Logger, LossTerm, MaskGroup, Predictor, Student, Teacher
 from salt.masking import sample_keys
-from salt.registry import losses, maskers, predictors, students, teachers
+from salt.registry import loggers, losses, maskers, predictors, students, teachers
 from salt.teachers import build_teacher
 
 GEOMETRY = ClipGeometry(num_frames=2, image_size=32, patch_size=16, tubelet_size=2, frame_step=2)
@@ -84,6 +84,18 @@ def test_losses(name):
     assert parts and all(v.ndim == 0 and torch.isfinite(v) for v in parts.values())
     sum(parts.values()).backward()
     assert pred.grad is not None and torch.isfinite(pred.grad).all()
+
+
+@pytest.mark.parametrize("name", loggers.names())
+def test_loggers(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # never the network
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = loggers.create(name, run_dir=tmp_path, config=build_config().to_dict())
+    assert isinstance(logger, Logger)
+    logger.log(1, {"step": 1, "loss": 0.5, "lr": 1e-4, "grad_norm": float("nan")})
+    logger.log(2, {"step": 2, "loss": 0.4, "lr": 1e-4, "grad_norm": 1.0})
+    logger.close()
+    assert any(tmp_path.iterdir())  # it wrote something where the run lives
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,11 @@ def test_learned_positions_are_resampled_for_other_grids(trained):
 
 def test_save_pretrained_round_trips(trained, encoder, video, tmp_path):
     out = encoder.save_pretrained(tmp_path / "saved")
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         assert f.metadata() == {"format": "pt"}
         assert set(f.keys()) == set(load_file(trained[2] / "model.safetensors"))
