@@ -277,6 +277,15 @@ def test_runs_plot_curves_and_flag_the_rebound(run, tmp_path):
     rows = {row[0]: row for row in r.table}
     assert rows["rebound"][2:5] == [0.2, 4, 1.2] and rows["rebound"][6] == "yes"
     assert rows["tiny"][1] == 4
+    # The interactive plot: every logged metric to choose from, one line per run.
+    assert r.keys[:3] == ["loss", "loss/mse", "lr"]
+    assert {"grad_norm", "clips_per_s", "mfu", "wd"} <= set(r.keys)
+    frame = cb.metric_frame(r.metrics, "loss")
+    assert list(frame.columns) == ["step", "value", "run"]
+    assert sorted(set(frame["run"])) == ["rebound", "tiny"] and len(frame) == 4 + 7
+    assert frame[frame.run == "rebound"]["value"].tolist() == [1.0, 0.5, 0.3, 0.2, 0.6, 0.9, 1.2]
+    lr = cb.metric_frame(r.metrics, "grad_norm")
+    assert set(lr["run"]) == {"tiny"}  # only the real run logged a gradient norm
     # One bad run among good ones: the good one is drawn, the bad one explained.
     r = cb.plot_runs([str(rebound), str(tmp_path)], roots)
     assert r.image is not None and "no metrics.jsonl" in r.message
@@ -295,6 +304,8 @@ def test_app_builds_three_tabs():
     assert isinstance(page, gr.Blocks)
     tabs = [b.label for b in page.blocks.values() if isinstance(b, gr.Tab)]
     assert tabs == ["Masks", "Latents", "Runs"]
+    lines = [b for b in page.blocks.values() if isinstance(b, gr.LinePlot)]
+    assert len(lines) == 1 and lines[0].elem_id == "runs-line"
 
 
 def test_cli_app_defaults_to_localhost(capsys):

@@ -64,7 +64,18 @@ def build_app(runs: str | Path = "runs", allow: tuple[str | Path, ...] = ()):
 
     def on_runs(chosen):
         r = cb.plot_runs(list(chosen or []), roots)
-        return r.image, r.table, r.message
+        keys = r.keys or ["loss"]
+        return (
+            r.image,
+            r.table,
+            r.message,
+            gr.update(choices=keys, value=keys[0]),
+            cb.metric_frame(r.metrics, keys[0]),
+            r.metrics,
+        )
+
+    def on_metric(key, metrics):
+        return cb.metric_frame(metrics or {}, key or "loss")
 
     def refresh_runs():
         found = cb.list_runs(runs)
@@ -128,9 +139,19 @@ def build_app(runs: str | Path = "runs", allow: tuple[str | Path, ...] = ()):
                 r_refresh = gr.Button("Refresh")
             r_button = gr.Button("Plot", variant="primary", elem_id="runs-plot")
             r_message = gr.Markdown(elem_id="runs-message")
+            r_metrics = gr.State({})
+            r_key = gr.Dropdown(
+                ["loss"], value="loss", label="metric (interactive plot)", elem_id="runs-metric"
+            )
+            r_line = gr.LinePlot(
+                x="step", y="value", color="run", label="zoom, hover", elem_id="runs-line"
+            )
             r_image = gr.Image(label="loss terms and lr", type="numpy", elem_id="runs-image")
             r_table = gr.Dataframe(headers=cb.RUN_HEADERS, label="summary")
-            r_button.click(on_runs, [r_runs], [r_image, r_table, r_message])
+            r_button.click(
+                on_runs, [r_runs], [r_image, r_table, r_message, r_key, r_line, r_metrics]
+            )
+            r_key.change(on_metric, [r_key, r_metrics], [r_line])
             r_refresh.click(refresh_runs, [], [l_run, r_runs])
         # The page opens with the default clip's masks already drawn.
         page.load(on_masks, m_inputs, [m_gallery, m_table, m_message])

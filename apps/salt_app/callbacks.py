@@ -421,7 +421,16 @@ class CurvesResult:
     image: np.ndarray | None = None
     table: list[list[Any]] = attrs.field(factory=list)
     message: str = ""
-    series: dict = attrs.field(factory=dict)  # {run: {key: [(step, value)]}}
+    series: dict = attrs.field(factory=dict)  # {run: {key: [(step, value)]}}: the image's
+    metrics: dict = attrs.field(factory=dict)  # {run: {key: [(step, value)]}}: every number
+
+    @property
+    def keys(self) -> list[str]:
+        """Every metric some run logged: loss and its terms, lr first (the interactive
+        plot's choices)."""
+        from salt.plots import panel_order
+
+        return panel_order(self.metrics)
 
 
 RUN_HEADERS = ["run", "steps logged", "min loss", "at step", "last loss", "rebound", "late rebound"]
@@ -435,7 +444,7 @@ def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
     roots = roots or allowed_roots()
     if not runs:
         return CurvesResult(message="pick one or more runs")
-    series, table, problems = {}, [], []
+    series, metrics, table, problems = {}, {}, [], []
     for run in runs:
         try:
             path = check_path(run, roots)
@@ -445,6 +454,7 @@ def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
                 )
             records = read_records(path / "metrics.jsonl")
             curves = read_series(records, keys=CURVE_KEYS)
+            everything = read_series(records)
             if not curves.get("loss"):
                 raise ValueError(f"run {path.name!r} has logged no finite loss yet")
         except Exception as err:  # noqa: BLE001
@@ -452,6 +462,7 @@ def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
             continue
         name = path.name
         series[name] = curves
+        metrics[name] = everything
         s = summarize(records)
         table.append(
             [
@@ -467,7 +478,20 @@ def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
     if not series:
         return CurvesResult(message="; ".join(problems))
     image = draw_runs_overlaid(series)
-    return CurvesResult(image, table, "; ".join(problems), series)
+    return CurvesResult(image, table, "; ".join(problems), series, metrics)
+
+
+def metric_frame(metrics: dict, key: str):
+    """One metric of every run as a long table (``step``, ``value``, ``run``): what the
+    interactive line plot draws, one coloured line per run."""
+    import pandas as pd
+
+    rows = [
+        {"step": step, "value": value, "run": run}
+        for run, curves in metrics.items()
+        for step, value in curves.get(key, [])
+    ]
+    return pd.DataFrame(rows, columns=["step", "value", "run"])
 
 
 # ---------------------------------------------------------------------------------------
