@@ -389,12 +389,14 @@ def classify(
     std,
     settings: ClassifySettings = ClassifySettings(),
     name: str = "encoder",
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     progress: Progress | None = None,
 ) -> ClassifyReport:
     """Train ``settings.probes`` on the frozen encoder's tokens of ``splits.train`` and
-    score them on ``splits.test``."""
-    device = torch.device(device)
+    score them on ``splits.test`` (``device`` auto: a GPU when there is one)."""
+    from salt.distributed import resolve_device
+
+    device = resolve_device(str(device))
     encoder = encoder.to(device).eval()
     train, test = _limit(splits.train, settings.max_train), _limit(splits.test, settings.max_test)
     tokens_per_clip = int(getattr(encoder, "num_tokens", 0)) or math.prod(encoder.grid)
@@ -474,6 +476,55 @@ def classify(
         mode="cached" if cached else "live",
         seconds=seconds,
     )
+
+
+def encoder_splits(
+    config: dict,
+    data: str = "motion",
+    train: str | None = None,
+    test: str | None = None,
+    settings: ClassifySettings = ClassifySettings(),
+) -> LabelledSplits:
+    """Labelled train and test clips of ``data`` cut at an encoder's clip geometry (its
+    exported ``config``), for ``settings``' views."""
+    geometry = DataConfig(
+        spec=data,
+        num_frames=config["num_frames"],
+        image_size=config["image_size"],
+        frame_step=config.get("frame_step", 4),
+        fps=config.get("fps", 0.0),
+        num_workers=settings.workers,
+    )
+    return labelled_splits(
+        geometry, train, test, views=settings.views, spatial_views=settings.spatial_views
+    )
+
+
+def evaluate(
+    encoder,
+    data: str = "motion",
+    train: str | None = None,
+    test: str | None = None,
+    device: str = "auto",
+    **settings,
+) -> ClassifyReport:
+    """Frozen evaluation from Python: ``salt eval classify`` on one encoder.
+
+    ``encoder`` is what ``VideoEncoder.from_pretrained`` takes (an export, run, checkpoint
+    or Hub repo id) or a ``VideoEncoder``; ``data`` a labelled spec (``motion[:N]``, a folder
+    with train/ and test/, an SSv2 ``train.json``) or ``train``/``test`` specs; ``settings``
+    any :class:`ClassifySettings` field (``probes``, ``seeds``, ``epochs``, ``lr``, ...).
+    """
+    from salt.export import load_encoder
+
+    if hasattr(encoder, "model") and hasattr(encoder, "config"):  # a VideoEncoder
+        model, config = encoder.model, encoder.config
+    else:
+        model, config = load_encoder(encoder)
+    chosen = ClassifySettings(**settings)
+    splits = encoder_splits(config, data, train, test, chosen)
+    name = str(encoder) if isinstance(encoder, str | Path) else config["architecture"]
+    return classify(model, splits, config["mean"], config["std"], chosen, name, device)
 
 
 def _limit(dataset: Dataset, count: int) -> Dataset:

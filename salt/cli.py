@@ -429,20 +429,11 @@ def _clip_bar(desc: str, disable: bool):
 def cmd_eval_classify(args: argparse.Namespace) -> int:
     import attrs
 
-    from salt.classify import ClassifySettings, classify, compare, labelled_splits, plan_lines
-    from salt.config import DataConfig
+    from salt.classify import ClassifySettings, classify, compare, encoder_splits, plan_lines
     from salt.distributed import resolve_device
     from salt.probes import random_like
 
     encoder, config = _classify_encoder(args.encoder, meta=args.dry_run)
-    data = DataConfig(
-        spec=args.data or "motion",
-        num_frames=config["num_frames"],
-        image_size=config["image_size"],
-        frame_step=config.get("frame_step", 4),
-        fps=config.get("fps", 0.0),
-        num_workers=args.workers,
-    )
     knobs = {
         "seeds": args.seeds,
         "epochs": args.epochs,
@@ -458,9 +449,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     settings = ClassifySettings(**{k: v for k, v in knobs.items() if v is not None})
     probes = PROBE_CHOICES[args.probe]
     settings = attrs.evolve(settings, probes=probes)
-    splits = labelled_splits(
-        data, args.train, args.test, views=settings.views, spatial_views=settings.spatial_views
-    )
+    splits = encoder_splits(config, args.data or "motion", args.train, args.test, settings)
     if args.dry_run:
         print("\n".join(plan_lines(encoder, config, splits, settings)))
         print("dry run: encoder, data and settings check out; nothing was trained")

@@ -48,6 +48,7 @@ PAGES = (
     "docs/configs.md",
     "docs/distributed.md",
     "docs/vla.md",
+    "docs/python.md",
     "docs/evaluation.md",
     "docs/viewer.md",
     "docs/troubleshooting.md",
