@@ -336,8 +336,9 @@ def _chromium() -> str | None:
     )
 
 
-def test_browser_clicks_through_the_masks_tab(tmp_path, monkeypatch):
-    """Headless Chromium picks a clip, a masker and a seed, clicks Render and gets the image."""
+def test_browser_clicks_through_the_masks_and_runs_tabs(tmp_path, monkeypatch):
+    """Headless Chromium picks a clip, a masker and a seed, clicks Render and gets the image;
+    then plots a run in the Runs tab, static image and interactive plot."""
     pytest.importorskip("gradio")
     browser = _chromium()
     if browser is None:
@@ -351,6 +352,7 @@ def test_browser_clicks_through_the_masks_tab(tmp_path, monkeypatch):
     from salt_app.app import launch
 
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    _write_metrics(tmp_path / "logged", [1.0, 0.6, 0.4, 0.35])
     page, url = launch(port=_free_port(), runs=tmp_path)
     errors = []
 
@@ -394,6 +396,12 @@ def test_browser_clicks_through_the_masks_tab(tmp_path, monkeypatch):
                 toasts = tab.locator('[data-testid="toast-body"]').all_inner_texts()
                 with urllib.request.urlopen(src, timeout=10) as response:
                     served = response.read()
+                # The Runs tab: Plot draws the run; the interactive plot gets its metric.
+                tab.get_by_role("tab", name="Runs").click()
+                tab.locator("#runs-plot").click()
+                tab.locator("#runs-image img").first.wait_for(timeout=60_000)
+                tab.locator("#runs-line canvas, #runs-line svg").first.wait_for(timeout=60_000)
+                run_errors = tab.locator("#runs-message").inner_text().strip()
             finally:
                 chrome.close()
     finally:
@@ -402,6 +410,7 @@ def test_browser_clicks_through_the_masks_tab(tmp_path, monkeypatch):
     expected = cb.render_masks("synthetic/3", "tube", "", seed=7)
     image, caption = expected.images[0]
     assert (message, toasts, errors) == ("", [], []), "the page showed an error"
+    assert run_errors == "", run_errors
     assert alt == caption and (height, width) == image.shape[:2]
     shown = np.asarray(Image.open(io.BytesIO(served)).convert("RGB"), dtype=float)
     # The gallery serves lossy WebP, so no exact match: the seed reached the server when the
