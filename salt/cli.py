@@ -612,23 +612,28 @@ def cmd_app(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     import attrs
 
-    from salt.quickstart import FAST, QuickstartSettings, run_quickstart
+    from salt.quickstart import FAST, STAGES, QuickstartSettings, run_quickstart
 
     settings = FAST if args.fast else QuickstartSettings()
     knobs = {
         "teacher_steps": args.teacher_steps,
         "student_steps": args.student_steps,
         "probe_videos": args.probe_videos,
+        "classify_clips": args.classify_clips,
     }
     settings = attrs.evolve(settings, **{k: v for k, v in knobs.items() if v is not None})
     # The stage headers and bars tell the story; the stages' own start-up lines would bury it.
-    quiet = [] if args.verbose else ["salt.train", "salt.cache", "salt.distill", "salt.probes"]
+    quiet = (
+        []
+        if args.verbose
+        else ["salt.train", "salt.cache", "salt.distill", "salt.probes", "salt.classify"]
+    )
     levels = {name: logging.getLogger(name).level for name in quiet}
 
     def on_stage(number: int, description: str) -> None:
         from tqdm.auto import tqdm
 
-        tqdm.write(f"[{number}/6] {description}", file=sys.stderr)
+        tqdm.write(f"[{number}/{len(STAGES)}] {description}", file=sys.stderr)
 
     try:
         for name in quiet:
@@ -1016,7 +1021,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser(
         "quickstart",
-        help="the whole SALT story on synthetic data on CPU: teacher, cache, student, eval, probes, export",
+        help="the whole SALT story on synthetic data on CPU: teacher, cache, student, eval, probes, classify, export",
     )
     q.add_argument(
         "--out", default="quickstart", help="folder for everything (default: quickstart)"
@@ -1028,6 +1033,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--teacher-steps", type=positive_int, help="teacher training steps")
     q.add_argument("--student-steps", type=positive_int, help="student training steps")
     q.add_argument("--probe-videos", type=positive_int, help="videos per probe task (at least 4)")
+    q.add_argument(
+        "--classify-clips",
+        type=positive_int,
+        help="motion-benchmark training clips (motion:N, at least 14; N/2 more are tested)",
+    )
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_quickstart)
 

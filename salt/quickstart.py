@@ -1,15 +1,17 @@
 """The whole SALT story on the built-in synthetic data, on CPU, in one call.
 
 Pixel teacher -> export -> latent cache -> student from the cache -> held-out distillation
-loss -> temporal probes (student, teacher, random) -> student export reloaded with
-``VideoEncoder.from_pretrained``. Everything is written under one folder; the result holds
-the paths, the numbers and each stage's wall time. ``salt quickstart`` prints it.
+loss -> temporal probes and frozen classification on the motion benchmark (student,
+teacher, random) -> student export reloaded with ``VideoEncoder.from_pretrained``.
+Everything is written under one folder; the result holds the paths, the numbers and each
+stage's wall time. ``salt quickstart`` prints it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ from pathlib import Path
 import attrs
 import torch
 
+from salt.classify import ClassifyReport, ProbeScore
 from salt.config import Config, build_config
 from salt.distill import DistillReport
 from salt.metrics import read_series
@@ -26,16 +29,20 @@ from salt.probes import ProbeReport, clip_settings, format_rows
 
 log = logging.getLogger(__name__)
 
-STAGES = ("teacher", "cache", "student", "distill", "probes", "export")
+STAGES = ("teacher", "cache", "student", "distill", "probes", "classify", "export")
 MODELS = ("student", "teacher", "random")
+# SALT's claim: student > teacher > random on the motion benchmark, each by this many
+# standard errors of the difference.
+CLAIM_STDERRS = 3.0
 # What a quickstart writes directly under its folder; --force removes only these.
 OUTPUTS = ("runs", "encoders", "cache", "loss_curves.png", "quickstart.json", "summary.txt")
 
 
 @attrs.frozen
 class QuickstartSettings:
-    """How big each stage is; the defaults take ~7 minutes on 2 idle CPU cores (two
-    ~0.45 s/step training runs are most of it; the probes encode ~600 clips per model)."""
+    """How big each stage is; the defaults take ~8.5 minutes on 2 idle CPU cores (two
+    ~0.55 s/step training runs are most of it; the temporal probes encode ~600 clips per
+    model, the motion benchmark 336)."""
 
     teacher_steps: int = attrs.field(default=300, validator=attrs.validators.gt(0))
     student_steps: int = attrs.field(default=300, validator=attrs.validators.gt(0))
@@ -44,6 +51,10 @@ class QuickstartSettings:
     num_frames: int = attrs.field(default=8, validator=attrs.validators.gt(0))  # demo geometry
     image_size: int = attrs.field(default=112, validator=attrs.validators.gt(0))
     probe_videos: int = attrs.field(default=64, validator=attrs.validators.ge(4))
+    # The motion benchmark (motion:N: N training clips, N/2 test) and its attentive probes.
+    classify_clips: int = attrs.field(default=224, validator=attrs.validators.ge(14))
+    classify_seeds: int = attrs.field(default=3, validator=attrs.validators.ge(2))
+    classify_epochs: int = attrs.field(default=20, validator=attrs.validators.gt(0))
     distill_batches: int = attrs.field(default=4, validator=attrs.validators.gt(0))
     workers: int = attrs.field(default=1, validator=attrs.validators.ge(0))  # DataLoader workers
     peak_tflops: float = 0.0  # 0 measures the CPU's matmul peak for the MFU column
@@ -59,6 +70,9 @@ FAST = QuickstartSettings(
     num_frames=4,
     image_size=64,
     probe_videos=8,
+    classify_clips=28,
+    classify_seeds=2,
+    classify_epochs=2,
     distill_batches=1,
     workers=0,
     peak_tflops=1.0,
@@ -81,6 +95,7 @@ class QuickstartResult:
     student_summary: dict
     distill: DistillReport
     probes: dict[str, ProbeReport]  # model name -> report, in MODELS order
+    classify: dict[str, ClassifyReport]  # model name -> motion benchmark report, MODELS order
     reload_max_diff: float  # reloaded export vs checkpoint student tokens, max |a - b|
     seconds: dict[str, float]  # stage -> wall seconds, in STAGES order
 
@@ -100,6 +115,8 @@ class QuickstartResult:
             "student_summary": self.student_summary,
             "distill": self.distill.to_dict(),
             "probes": {name: r.to_dict() for name, r in self.probes.items()},
+            "classify": {name: r.to_dict() for name, r in self.classify.items()},
+            "claim": self.claim(),
             "reload_max_diff": self.reload_max_diff,
             "seconds": self.seconds,
         }
@@ -124,11 +141,53 @@ class QuickstartResult:
             cells = [f"{r[task].accuracy:.3f}" for r in self.probes.values()]
             rows.append((f"  {task}", *cells, f"{first[task].chance:.3f}"))
         rows.append(("", "", ""))
+        first = next(iter(self.classify.values()))
+        rows.append((f"{first.data} (top-1)", *self.classify, "chance"))
+        cells = [self._score(r).mean for r in self.classify.values()]
+        errors = [self._score(r).stderr for r in self.classify.values()]
+        rows.append(
+            (
+                "  attentive probe",
+                *(f"{m:.3f}+-{e:.3f}" for m, e in zip(cells, errors, strict=True)),
+                f"{first.chance:.3f}",
+            )
+        )
+        claim = self.claim()
+        for label, key in (
+            ("student > teacher", "student_vs_teacher"),
+            ("teacher > random", "teacher_vs_random"),
+        ):
+            rows.append((f"  {label}", f"{claim[key]:+.1f} s.e."))
+        rows.append(
+            ("  SALT's claim (>= 3 s.e. each)", "reached" if claim["reached"] else "not reached")
+        )
+        rows.append(("", "", ""))
         rows.append(("stage", "seconds"))
         for stage, seconds in self.seconds.items():
             rows.append((f"  {stage}", f"{seconds:.1f}"))
         rows.append(("  total", f"{sum(self.seconds.values()):.1f}"))
         return format_rows(rows)
+
+    @staticmethod
+    def _score(report: ClassifyReport) -> ProbeScore:
+        return report.score("attentive")
+
+    def claim(self) -> dict:
+        """SALT's claim on the motion benchmark: student > teacher > random, each gap in
+        standard errors of the difference (>= 3 each is the claim)."""
+        s, t, r = (self._score(self.classify[name]) for name in MODELS)
+        gaps = {"student_vs_teacher": gap_in_stderr(s, t), "teacher_vs_random": gap_in_stderr(t, r)}
+        return {**gaps, "reached": all(g >= CLAIM_STDERRS for g in gaps.values())}
+
+
+def gap_in_stderr(a: ProbeScore, b: ProbeScore) -> float:
+    """(mean a - mean b) over the standard error of that difference, sqrt(se_a^2 + se_b^2);
+    +-inf when both are exact (no spread over seeds) and differ, 0 when equal."""
+    diff = a.mean - b.mean
+    error = math.hypot(a.stderr, b.stderr)
+    if error > 0:
+        return diff / error
+    return math.copysign(math.inf, diff) if diff else 0.0
 
 
 def check_out(out: Path, force: bool) -> None:
@@ -209,6 +268,8 @@ def run_quickstart(
         "student": f"train a student on the cached latents ({settings.student_steps} steps)",
         "distill": "held-out distillation loss of the student",
         "probes": "temporal probes: " + ", ".join(MODELS),
+        "classify": f"motion benchmark (motion:{settings.classify_clips}), attentive probe: "
+        + ", ".join(MODELS),
         "export": "export the student and reload it with VideoEncoder.from_pretrained",
     }
 
@@ -260,8 +321,13 @@ def run_quickstart(
     seconds["distill"] = time.perf_counter() - t0
 
     t0 = start("probes")
-    probes = run_probe_suite(student.run_dir, teacher_export, settings, progress)
+    models = quickstart_models(student.run_dir, teacher_export, settings.seed)
+    probes = run_probe_suite(models, settings, progress)
     seconds["probes"] = time.perf_counter() - t0
+
+    t0 = start("classify")
+    classified = run_classify(models, settings, progress)
+    seconds["classify"] = time.perf_counter() - t0
 
     t0 = start("export")
     student_export = export_encoder(student.run_dir, out / "encoders" / "student")
@@ -296,6 +362,7 @@ def run_quickstart(
         student_summary=student.summary,
         distill=distill,
         probes=probes,
+        classify=classified,
         reload_max_diff=reload_max_diff,
         seconds={k: round(v, 2) for k, v in seconds.items()},
     )
@@ -314,22 +381,32 @@ def _finished(result, name: str):
     return result
 
 
-def run_probe_suite(
-    student_run: Path, teacher_export: Path, settings: QuickstartSettings, progress: bool
-) -> dict[str, ProbeReport]:
-    """Probe reports of the student, the teacher and a random encoder of the student's shape."""
+def quickstart_models(
+    student_run: Path, teacher_export: Path, seed: int
+) -> dict[str, tuple[torch.nn.Module, dict]]:
+    """The student, the teacher and a random encoder of the student's shape, in MODELS
+    order, each with its exported config (clip geometry, normalization)."""
     from salt.export import load_encoder
-    from salt.probes import random_like, run_probes
+    from salt.probes import random_like
 
     student, config = load_encoder(student_run)
-    teacher, _ = load_encoder(teacher_export)
-    models = {
-        "student": student,
-        "teacher": teacher,
-        "random": random_like(student, architecture=config["architecture"], seed=settings.seed),
+    teacher, teacher_config = load_encoder(teacher_export)
+    random = random_like(student, architecture=config["architecture"], seed=seed)
+    return {
+        "student": (student, config),
+        "teacher": (teacher, teacher_config),
+        "random": (random, config),
     }
+
+
+def run_probe_suite(
+    models: dict[str, tuple[torch.nn.Module, dict]], settings: QuickstartSettings, progress: bool
+) -> dict[str, ProbeReport]:
+    """Temporal probe reports of each model."""
+    from salt.probes import run_probes
+
     reports = {}
-    for name, model in models.items():
+    for name, (model, config) in models.items():
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -349,6 +426,41 @@ def run_probe_suite(
             seed=settings.seed,
             **clip_settings(config),
             progress=advance,
+        )
+        if bar is not None:
+            bar.close()
+    return reports
+
+
+def run_classify(
+    models: dict[str, tuple[torch.nn.Module, dict]], settings: QuickstartSettings, progress: bool
+) -> dict[str, ClassifyReport]:
+    """Each model's attentive-probe top-1 on the motion benchmark (``salt eval classify``)."""
+    from salt.classify import ClassifySettings, classify, encoder_splits
+
+    chosen = ClassifySettings(
+        probes=("attentive",),
+        seeds=settings.classify_seeds,
+        epochs=settings.classify_epochs,
+        workers=min(settings.workers, 2),
+    )
+    reports = {}
+    for name, (model, config) in models.items():
+        splits = encoder_splits(config, f"motion:{settings.classify_clips}", settings=chosen)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc=f"classify ({name})", dynamic_ncols=True)
+
+        def advance(stage, done, total, bar=bar):
+            if bar is not None:
+                bar.total, bar.n = total, done
+                bar.set_postfix(stage=stage)
+                bar.refresh()
+
+        reports[name] = classify(
+            model, splits, config["mean"], config["std"], chosen, name, "cpu", advance
         )
         if bar is not None:
             bar.close()

@@ -13,11 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from salt.classify import ProbeScore
 from salt.cli import main
 from salt.encoder import VideoEncoder
 from salt.metrics import read_series
 from salt.plots import PALETTE
-from salt.quickstart import MODELS, STAGES, check_out
+from salt.quickstart import MODELS, STAGES, check_out, gap_in_stderr
 from salt.synthetic import SyntheticMotion
 
 
@@ -41,6 +42,12 @@ def test_the_table_reports_every_stage_model_and_loss(quickstart):
     assert header.split()[2:] == [*MODELS, "chance"]
     for row in ("teacher (pixels)", "student (cached)", "distill, held-out", "time-arrow"):
         assert row in text
+    header = next(line for line in lines if line.startswith("motion:28 (top-1)"))
+    assert header.split()[2:] == [*MODELS, "chance"]
+    row = next(line for line in lines if line.startswith("  attentive probe"))
+    assert len(re.findall(r"\d\.\d{3}\+-\d\.\d{3}", row)) == len(MODELS)
+    assert re.search(r"^  student > teacher +[-+](\d+\.\d|inf) s\.e\.$", text, re.M)
+    assert re.search(r"^  SALT's claim \(>= 3 s\.e\. each\) +(not )?reached$", text, re.M)
     assert (out / "summary.txt").read_text().strip() in text
     assert str(out / "loss_curves.png") in text
 
@@ -59,6 +66,23 @@ def test_the_numbers_are_finite_and_every_stage_is_timed(quickstart):
             assert 0 <= task["accuracy"] <= 1
             # Cross-validated by video: every one of the --fast 8 videos is tested.
             assert len(task["videos"]) == 8 and task["folds"] in (0, 5)
+    assert list(report["classify"]) == list(MODELS)
+    for result in report["classify"].values():
+        assert result["data"] == "motion:28" and result["train_clips"] == 28
+        assert result["test_clips"] == 14 and result["chance"] == pytest.approx(1 / 14)
+        attentive = result["scores"]["attentive"]
+        assert len(attentive["accuracies"]) == 2  # --fast: two probe seeds
+        assert all(a * 14 == round(a * 14) for a in attentive["accuracies"])  # hits / 14
+    claim = report["claim"]
+    student, teacher, random = (report["classify"][m]["scores"]["attentive"] for m in MODELS)
+    assert claim["reached"] == (
+        claim["student_vs_teacher"] >= 3 and claim["teacher_vs_random"] >= 3
+    )
+    if student["stderr"] or teacher["stderr"]:
+        expected = (student["mean"] - teacher["mean"]) / math.hypot(
+            student["stderr"], teacher["stderr"]
+        )
+        assert claim["student_vs_teacher"] == pytest.approx(expected)
     assert list(report["seconds"]) == list(STAGES)
     assert all(s > 0 for s in report["seconds"].values())
     assert report["reload_max_diff"] == 0.0
@@ -110,6 +134,23 @@ def test_force_removes_only_what_a_quickstart_wrote(tmp_path):
         check_out(tmp_path, force=False)
     check_out(tmp_path, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_gaps_are_counted_in_standard_errors_of_the_difference():
+    a = ProbeScore("attentive", (0.30, 0.32, 0.34))  # mean 0.32, s.e. 0.01155
+    b = ProbeScore("attentive", (0.25, 0.25, 0.25))  # mean 0.25, s.e. 0 (exact in binary)
+    assert gap_in_stderr(a, b) == pytest.approx(0.07 / (0.02 / math.sqrt(3)))
+    assert gap_in_stderr(b, a) == pytest.approx(-gap_in_stderr(a, b))
+    assert gap_in_stderr(b, b) == 0.0
+    exact = ProbeScore("attentive", (0.5, 0.5))
+    assert gap_in_stderr(exact, b) == math.inf and gap_in_stderr(b, exact) == -math.inf
+
+
+def test_classify_clips_below_one_per_class_is_a_clear_error(tmp_path, capsys):
+    code = main(["quickstart", "--fast", "--classify-clips", "10", "--out", str(tmp_path / "q")])
+    assert code == 2
+    assert "classify_clips" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
 
 
 def test_probe_videos_below_four_is_a_clear_error(tmp_path, capsys):
