@@ -9,6 +9,7 @@ stage's wall time. ``salt quickstart`` prints it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -143,15 +144,9 @@ class QuickstartResult:
         rows.append(("", "", ""))
         first = next(iter(self.classify.values()))
         rows.append((f"{first.data} (top-1)", *self.classify, "chance"))
-        cells = [self._score(r).mean for r in self.classify.values()]
-        errors = [self._score(r).stderr for r in self.classify.values()]
-        rows.append(
-            (
-                "  attentive probe",
-                *(f"{m:.3f}+-{e:.3f}" for m, e in zip(cells, errors, strict=True)),
-                f"{first.chance:.3f}",
-            )
-        )
+        scores = [self._score(r) for r in self.classify.values()]
+        cells = [f"{s.mean:.3f}+-{s.stderr:.3f}" for s in scores]
+        rows.append(("  attentive probe", *cells, f"{first.chance:.3f}"))
         claim = self.claim()
         for label, key in (
             ("student > teacher", "student_vs_teacher"),
@@ -407,28 +402,15 @@ def run_probe_suite(
 
     reports = {}
     for name, (model, config) in models.items():
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(desc=f"probes ({name})", unit="clip", dynamic_ncols=True)
-
-        def advance(task, done, total, bar=bar):
-            if bar is not None:
-                bar.total, bar.n = total, done
-                bar.set_postfix(task=task)
-                bar.refresh()
-
-        reports[name] = run_probes(
-            model,
-            "synthetic",
-            num_videos=settings.probe_videos,
-            seed=settings.seed,
-            **clip_settings(config),
-            progress=advance,
-        )
-        if bar is not None:
-            bar.close()
+        with progress_bar(f"probes ({name})", "task", progress, unit="clip") as advance:
+            reports[name] = run_probes(
+                model,
+                "synthetic",
+                num_videos=settings.probe_videos,
+                seed=settings.seed,
+                **clip_settings(config),
+                progress=advance,
+            )
     return reports
 
 
@@ -447,24 +429,34 @@ def run_classify(
     reports = {}
     for name, (model, config) in models.items():
         splits = encoder_splits(config, f"motion:{settings.classify_clips}", settings=chosen)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        with progress_bar(f"classify ({name})", "stage", progress) as advance:
+            reports[name] = classify(
+                model, splits, config["mean"], config["std"], chosen, name, "cpu", advance
+            )
+    return reports
 
-            bar = tqdm(desc=f"classify ({name})", dynamic_ncols=True)
 
-        def advance(stage, done, total, bar=bar):
-            if bar is not None:
-                bar.total, bar.n = total, done
-                bar.set_postfix(stage=stage)
-                bar.refresh()
+@contextlib.contextmanager
+def progress_bar(desc: str, label: str, show: bool, **tqdm_options):
+    """A callback ``advance(what, done, total)`` that drives a tqdm bar (none when not
+    ``show``), the bar's postfix naming ``what`` under ``label``."""
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
 
-        reports[name] = classify(
-            model, splits, config["mean"], config["std"], chosen, name, "cpu", advance
-        )
+        bar = tqdm(desc=desc, dynamic_ncols=True, **tqdm_options)
+
+    def advance(what, done, total):
+        if bar is not None:
+            bar.total, bar.n = total, done
+            bar.set_postfix({label: what})
+            bar.refresh()
+
+    try:
+        yield advance
+    finally:
         if bar is not None:
             bar.close()
-    return reports
 
 
 def tokens_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
