@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from salt.cli import main
 from salt.distill import distill_loss
@@ -104,3 +105,26 @@ def test_eval_probes_command_runs_the_suite_with_a_random_baseline(run, capsys):
     assert f"{first:.3f}" in next(
         line for line in table.splitlines() if line.startswith("time-arrow")
     )
+
+
+def test_motion_pixel_targets_are_frame_changes():
+    """pixels:motion: each tubelet's change from the frame before - zero where nothing moves,
+    the moved pixels where something does; frame 0 takes the first change."""
+    from salt.config import build_config
+    from salt.registry import teachers
+
+    geometry = build_config(
+        overrides={"data.num_frames": 4, "data.image_size": 32, "student.patch_size": 16}
+    ).geometry
+    teacher = teachers.create("pixels:motion", geometry=geometry)
+    video = torch.full((1, 3, 4, 32, 32), 0.5)
+    video[:, :, 2:, :4, :4] = 2.0  # a square appears at frame 2 in the top-left patch
+    targets = teacher(video)  # [1, 2 tubelets * 2 * 2 patches, 3 * 2 * 16 * 16]
+    assert targets.shape == (1, 8, 1536) and teacher.teacher_dim == 1536
+    assert targets[0, :4].abs().max() == 0  # tubelet 0: frames 0-1, nothing changes
+    changed = targets[0, 4].reshape(2, 16, 16, 3)  # tubelet 1, top-left patch: (t, h, w, c)
+    assert torch.all(changed[0, :4, :4] == 1.5) and torch.all(changed[1] == 0)
+    assert changed.abs().sum() == 1.5 * 16 * 3 and targets[0, 5:].abs().max() == 0
+    assert torch.equal(teacher(video + 1.0), targets)  # brightness alone is no motion
+    with pytest.raises(ValueError, match="pixels:motion"):
+        teachers.create("pixels:flow", geometry=geometry)

@@ -19,20 +19,33 @@ def patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
 
 
 class PixelTeacher(Teacher):
-    """Targets are each tubelet's pixels, normalized per patch (VideoMAE's ``norm_pix``)."""
+    """Targets are each tubelet's pixels, normalized per patch (VideoMAE's ``norm_pix``);
+    ``motion``: each frame's change from the frame before instead, unnormalized, so still
+    regions are ~0 and moving edges carry the loss."""
 
     def __init__(
-        self, grid, tubelet_size: int, patch_size: int, in_chans: int = 3, norm_pix: bool = True
+        self,
+        grid,
+        tubelet_size: int,
+        patch_size: int,
+        in_chans: int = 3,
+        norm_pix: bool = True,
+        motion: bool = False,
     ):
         super().__init__()
         self.grid = tuple(grid)
         self.tubelet_size = tubelet_size
         self.patch_size = patch_size
-        self.norm_pix = norm_pix
+        self.norm_pix = norm_pix and not motion
+        self.motion = motion
         self.teacher_dim = in_chans * tubelet_size * patch_size * patch_size
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        pixels = patchify(video.float(), self.tubelet_size, self.patch_size)
+        video = video.float()
+        if self.motion:
+            change = video[:, :, 1:] - video[:, :, :-1]
+            video = torch.cat([change[:, :, :1], change], dim=2)  # frame 0: the first change
+        pixels = patchify(video, self.tubelet_size, self.patch_size)
         if not self.norm_pix:
             return pixels
         mean = pixels.mean(dim=-1, keepdim=True)
@@ -57,11 +70,15 @@ class EncoderTeacher(Teacher):
 
 
 def _pixels(arg: str | None, geometry: ClipGeometry) -> PixelTeacher:
-    norm = {None: True, "": True, "norm": True, "raw": False}
+    norm = {None: True, "": True, "norm": True, "raw": False, "motion": False}
     if arg not in norm:
-        raise ValueError(f"teacher 'pixels' takes 'pixels' or 'pixels:raw', got pixels:{arg}")
+        raise ValueError(
+            f"teacher 'pixels' takes 'pixels', 'pixels:raw' or 'pixels:motion', got pixels:{arg}"
+        )
     g = geometry
-    return PixelTeacher(g.grid, g.tubelet_size, g.patch_size, norm_pix=norm[arg])
+    return PixelTeacher(
+        g.grid, g.tubelet_size, g.patch_size, norm_pix=norm[arg], motion=arg == "motion"
+    )
 
 
 def _random(arg: str | None, geometry: ClipGeometry) -> EncoderTeacher:
@@ -99,7 +116,8 @@ def register_teachers(register):
     register(
         "pixels",
         _pixels,
-        "stage 1: per-patch normalized tubelet pixels (pixels:raw skips the norm)",
+        "stage 1: per-patch normalized tubelet pixels (pixels:raw skips the norm; "
+        "pixels:motion: each frame's change from the one before)",
     )
     register(
         "encoder",
