@@ -11,6 +11,11 @@ Both are trained with AdamW and a warmup-cosine learning rate, ``seeds`` times f
 different initializations (mean and standard error over seeds are reported). A test clip
 may be seen through several temporal views, whose logits are averaged.
 
+``whiten``: the tokens are first ZCA-whitened with the training split's token mean and
+covariance (no labels used). A trained encoder's tokens are dominated by a few directions
+(a clip's colours and layout) that squash everything else in the probe's LayerNorm; an
+invertible linear map adds no information, it only lets the probe reach the rest.
+
 Tokens are computed once and kept in memory when they fit ``feature_memory_gb`` (every
 epoch and every probe reuses them); otherwise - SSv2 with a ViT-L - the frozen encoder runs
 on the fly each epoch and all probes learn from the same forward pass.
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import attrs
@@ -61,12 +66,22 @@ class ClassifySettings:
     feature_memory_gb: float = 4.0  # keep tokens in memory up to this size
     max_train: int = 0  # 0: every clip of the split
     max_test: int = 0
+    whiten: bool = False  # ZCA-whiten tokens (training split's statistics) before the probes
+    whiten_tokens: int = 200_000  # tokens the whitening is fitted on (at most)
 
     def __attrs_post_init__(self):
         unknown = [p for p in self.probes if p not in PROBES]
         if unknown or not self.probes:
             raise ValueError(f"probes must be among {', '.join(PROBES)}, got {self.probes}")
-        for name in ("seeds", "epochs", "probe_batch_size", "batch_size", "views", "spatial_views"):
+        for name in (
+            "seeds",
+            "epochs",
+            "probe_batch_size",
+            "batch_size",
+            "views",
+            "spatial_views",
+            "whiten_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -199,6 +214,39 @@ class LinearClassifier(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.norm(tokens.float().mean(1)))
+
+
+class Whitening(nn.Module):
+    """ZCA whitening of tokens ``[B, N, D]``: ``(x - mean) @ matrix``, fitted so the tokens it
+    was fitted on have zero mean and identity covariance. Directions with variance below
+    ``eps`` times the largest are floored there (they are noise, not signal)."""
+
+    def __init__(self, mean: torch.Tensor, matrix: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("matrix", matrix.float())
+
+    @classmethod
+    def fit(cls, batches: Iterable[torch.Tensor], max_tokens: int, eps: float = 1e-6) -> Whitening:
+        """From token batches ``[B, N, D]``, up to ``max_tokens`` token rows."""
+        total, outer, count = None, None, 0
+        for tokens in batches:
+            rows = tokens.reshape(-1, tokens.shape[-1]).double()[: max_tokens - count]
+            total = rows.sum(0) if total is None else total + rows.sum(0)
+            outer = rows.T @ rows if outer is None else outer + rows.T @ rows
+            count += len(rows)
+            if count >= max_tokens:
+                break
+        if count < 2:
+            raise ValueError("whitening needs at least 2 training tokens")
+        mean = total / count
+        cov = (outer - count * torch.outer(mean, mean)) / (count - 1)
+        values, vectors = torch.linalg.eigh(cov)
+        values = values.clamp_min(eps * float(values.max().clamp_min(1e-30)))
+        return cls(mean, vectors @ torch.diag(values.rsqrt()) @ vectors.T)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return (tokens.float() - self.mean) @ self.matrix
 
 
 def make_probe(kind: str, dim: int, num_classes: int, seed: int) -> nn.Module:
@@ -341,6 +389,7 @@ class ClassifyReport:
     scores: tuple[ProbeScore, ...]
     mode: str  # "cached" tokens or "live" encoding
     seconds: dict
+    whitened: bool = False  # tokens ZCA-whitened before the probes
 
     @property
     def chance(self) -> float:
@@ -365,7 +414,7 @@ def compare(reports: dict[str, ClassifyReport]) -> str:
     lines = [
         f"{first.data}: {len(first.classes)} classes, {first.train_clips} train / "
         f"{first.test_clips} test clips, {first.views} view(s) per test clip, chance "
-        f"{first.chance:.3f}",
+        f"{first.chance:.3f}" + (", tokens whitened" if first.whitened else ""),
         f"{'encoder':<12} {'probe':<10} top-1 (mean +- s.e. over {len(first.scores[0].accuracies)} seeds)",
     ]
     for name, report in reports.items():
@@ -418,6 +467,13 @@ def classify(
         for kind in settings.probes
         for seed in range(settings.seeds)
     }
+    whiten = nn.Identity()
+    if settings.whiten:
+        fitted = time.perf_counter()
+        # Shuffled, like epoch 0: the first clips of a folder of class folders are one class.
+        batches = train_tokens.batches(settings.probe_batch_size, seed=0)
+        whiten = Whitening.fit((t for t, _, _ in batches), settings.whiten_tokens).to(device)
+        log.info("classify: whitening fitted in %.1f s", time.perf_counter() - fitted)
     optimizers = {
         key: torch.optim.AdamW(p.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         for key, p in probes.items()
@@ -428,7 +484,7 @@ def classify(
     trained = time.perf_counter()
     for epoch in range(settings.epochs):
         for tokens, labels, _ in train_tokens.batches(settings.probe_batch_size, seed=epoch):
-            x, y = tokens.to(device).float(), labels.to(device)
+            x, y = whiten(tokens.to(device).float()), labels.to(device)
             lr = lr_at(step, schedule, steps)
             for key, probe in probes.items():
                 for group in optimizers[key].param_groups:
@@ -445,7 +501,7 @@ def classify(
     truth: dict[int, int] = {}
     with torch.inference_mode():
         for tokens, labels, ids in test_tokens.batches(settings.probe_batch_size, seed=None):
-            x = tokens.to(device).float()
+            x = whiten(tokens.to(device).float())
             clips = (ids // getattr(test, "views", 1)).tolist()
             for key, probe in probes.items():
                 out = probe(x).float().cpu()
@@ -475,6 +531,7 @@ def classify(
         scores=tuple(scores),
         mode="cached" if cached else "live",
         seconds=seconds,
+        whitened=settings.whiten,
     )
 
 

@@ -445,6 +445,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
         "feature_memory_gb": args.feature_memory,
         "max_train": args.max_train,
         "max_test": args.max_test,
+        "whiten": args.whiten or None,
     }
     settings = ClassifySettings(**{k: v for k, v in knobs.items() if v is not None})
     probes = PROBE_CHOICES[args.probe]
@@ -487,7 +488,13 @@ def cmd_eval_curve(args: argparse.Namespace) -> int:
     from salt.curve import checkpoint_curve, draw_curve
     from salt.distributed import resolve_device
 
-    knobs = {"seeds": args.seeds, "epochs": args.epochs, "lr": args.lr, "workers": args.workers}
+    knobs = {
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "workers": args.workers,
+        "whiten": args.whiten or None,
+    }
     settings = ClassifySettings(**{k: v for k, v in knobs.items() if v is not None})
     fields = {"teacher": "teacher.spec", "distill_data": "data.spec"}
     bar, progress = _clip_bar("curve", args.no_progress or args.json)
@@ -513,6 +520,10 @@ def cmd_eval_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+WHITEN = (
+    "ZCA-whiten the tokens with the training clips' statistics before the probes, so a few "
+    "dominant directions do not hide the rest (off: V-JEPA's protocol)"
+)
 PROBE_CHOICES = {
     "attentive": ("attentive",),
     "linear": ("linear",),
@@ -620,6 +631,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         "student_steps": args.student_steps,
         "probe_videos": args.probe_videos,
         "classify_clips": args.classify_clips,
+        "classify_whiten": False if args.no_whiten else None,
     }
     settings = attrs.evolve(settings, **{k: v for k, v in knobs.items() if v is not None})
     # The stage headers and bars tell the story; the stages' own start-up lines would bury it.
@@ -935,6 +947,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         help="GB of tokens kept in memory; above it the encoder runs every epoch (default 4)",
     )
+    cl.add_argument("--whiten", action="store_true", help=WHITEN)
     cl.add_argument("--max-train", type=positive_int, help="use at most this many training clips")
     cl.add_argument("--max-test", type=positive_int, help="use at most this many test clips")
     cl.add_argument("--device", default="auto", help=DEVICE)
@@ -963,6 +976,7 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--seeds", type=positive_int, help="probe seeds (default 3)")
     cu.add_argument("--epochs", type=positive_int, help="probe epochs (default 20)")
     cu.add_argument("--lr", type=positive_float, help="probe peak learning rate (default 1e-3)")
+    cu.add_argument("--whiten", action="store_true", help=WHITEN)
     cu.add_argument(
         "--workers", type=nonneg_int, default=2, help="DataLoader workers decoding clips"
     )
@@ -1037,6 +1051,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--classify-clips",
         type=positive_int,
         help="motion-benchmark training clips (motion:N, at least 14; N/2 more are tested)",
+    )
+    q.add_argument(
+        "--no-whiten",
+        action="store_true",
+        help="probe the motion benchmark on raw tokens (V-JEPA's protocol), not whitened ones",
     )
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_quickstart)

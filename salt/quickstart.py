@@ -56,6 +56,9 @@ class QuickstartSettings:
     classify_clips: int = attrs.field(default=224, validator=attrs.validators.ge(14))
     classify_seeds: int = attrs.field(default=3, validator=attrs.validators.ge(2))
     classify_epochs: int = attrs.field(default=20, validator=attrs.validators.gt(0))
+    # ZCA-whiten each model's tokens before its probe (``salt eval classify --whiten``): the
+    # trained models' few dominant token directions would otherwise decide the ranking.
+    classify_whiten: bool = True
     distill_batches: int = attrs.field(default=4, validator=attrs.validators.gt(0))
     workers: int = attrs.field(default=1, validator=attrs.validators.ge(0))  # DataLoader workers
     peak_tflops: float = 0.0  # 0 measures the CPU's matmul peak for the MFU column
@@ -146,7 +149,8 @@ class QuickstartResult:
         rows.append((f"{first.data} (top-1)", *self.classify, "chance"))
         scores = [self._score(r) for r in self.classify.values()]
         cells = [f"{s.mean:.3f}+-{s.stderr:.3f}" for s in scores]
-        rows.append(("  attentive probe", *cells, f"{first.chance:.3f}"))
+        probe = "attentive probe" + (", whitened" if first.whitened else "")
+        rows.append((f"  {probe}", *cells, f"{first.chance:.3f}"))
         claim = self.claim()
         for label, key in (
             ("student > teacher", "student_vs_teacher"),
@@ -425,6 +429,7 @@ def run_classify(
         seeds=settings.classify_seeds,
         epochs=settings.classify_epochs,
         workers=min(settings.workers, 2),
+        whiten=settings.classify_whiten,
     )
     reports = {}
     for name, (model, config) in models.items():

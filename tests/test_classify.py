@@ -17,7 +17,9 @@ from salt.classify import (
     LinearClassifier,
     ProbeScore,
     Tokens,
+    Whitening,
     classify,
+    compare,
     labelled_splits,
 )
 from salt.cli import main
@@ -97,6 +99,55 @@ def test_live_encoding_gives_what_kept_tokens_give(encoder, motion):
         assert live.score(probe).accuracies == pytest.approx(
             kept.score(probe).accuracies, abs=1 / 14 + 1e-9
         )
+
+
+def test_whitening_gives_zero_mean_and_identity_covariance():
+    gen = torch.Generator().manual_seed(0)
+    mix = torch.randn(8, 8, generator=gen) * torch.logspace(0, 2, 8)[:, None]  # anisotropic
+    tokens = torch.randn(40, 50, 8, generator=gen) @ mix + 5.0
+    white = Whitening.fit(tokens.split(7), max_tokens=10**6)(tokens).reshape(-1, 8).double()
+    assert white.mean(0).abs().max() < 1e-4  # float32 arithmetic
+    assert torch.allclose(torch.cov(white.T), torch.eye(8, dtype=torch.double), atol=1e-4)
+    # max_tokens: fitted on the first rows only, as if only they existed
+    first = Whitening.fit(tokens.split(7), max_tokens=1000)
+    only = Whitening.fit([tokens.reshape(-1, 8)[:1000]], max_tokens=10**6)
+    assert torch.allclose(first.matrix, only.matrix, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 2"):
+        Whitening.fit([tokens[:1, :1]], max_tokens=10)
+
+
+def test_whitening_lets_a_probe_read_a_quiet_direction():
+    """The class lives in a direction 1000x quieter than a nuisance one: behind the probe's
+    LayerNorm it is lost, whitened it is read."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(256) % 2
+    tokens = torch.randn(256, 4, 16, generator=gen) * 0.01
+    tokens[:, :, 0] += torch.randn(256, 1, generator=gen) * 100.0  # nuisance
+    tokens[:, :, 1] += (labels[:, None] * 2 - 1) * 0.05  # the class
+    white = Whitening.fit([tokens[:128]], max_tokens=10**6)
+    accuracy = {}
+    for name, prep in (("raw", lambda x: x), ("white", white)):
+        torch.manual_seed(0)
+        probe = AttentiveClassifier(16, 2)
+        opt = torch.optim.AdamW(probe.parameters(), lr=1e-2)
+        for _ in range(100):
+            loss = torch.nn.functional.cross_entropy(probe(prep(tokens[:128])), labels[:128])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        hits = probe(prep(tokens[128:])).argmax(1) == labels[128:]
+        accuracy[name] = hits.float().mean().item()
+    assert accuracy["white"] > 0.95 and accuracy["raw"] < 0.75, accuracy
+
+
+def test_whitened_classification_says_so(encoder, motion):
+    settings = ClassifySettings(**{**QUICK, "seeds": 2, "whiten": True, "whiten_tokens": 50})
+    report = classify(encoder, motion, MEAN, STD, settings)
+    assert report.whitened and report.to_dict()["whitened"] is True
+    assert "tokens whitened" in compare({"encoder": report}).splitlines()[0]
+    assert all(0 <= a <= 1 for a in report.score("attentive").accuracies)
+    plain = classify(encoder, motion, MEAN, STD, ClassifySettings(**{**QUICK, "seeds": 2}))
+    assert not plain.whitened and "whitened" not in compare({"encoder": plain})
 
 
 @pytest.fixture(scope="module")

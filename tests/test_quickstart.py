@@ -44,7 +44,7 @@ def test_the_table_reports_every_stage_model_and_loss(quickstart):
         assert row in text
     header = next(line for line in lines if line.startswith("motion:28 (top-1)"))
     assert header.split()[2:] == [*MODELS, "chance"]
-    row = next(line for line in lines if line.startswith("  attentive probe"))
+    row = next(line for line in lines if line.startswith("  attentive probe, whitened"))
     assert len(re.findall(r"\d\.\d{3}\+-\d\.\d{3}", row)) == len(MODELS)
     assert re.search(r"^  student > teacher +[-+](\d+\.\d|inf) s\.e\.$", text, re.M)
     assert re.search(r"^  SALT's claim \(>= 3 s\.e\. each\) +(not )?reached$", text, re.M)
@@ -70,6 +70,7 @@ def test_the_numbers_are_finite_and_every_stage_is_timed(quickstart):
     for result in report["classify"].values():
         assert result["data"] == "motion:28" and result["train_clips"] == 28
         assert result["test_clips"] == 14 and result["chance"] == pytest.approx(1 / 14)
+        assert result["whitened"] is True  # the default: see --no-whiten
         attentive = result["scores"]["attentive"]
         assert len(attentive["accuracies"]) == 2  # --fast: two probe seeds
         assert all(a * 14 == round(a * 14) for a in attentive["accuracies"])  # hits / 14
@@ -151,6 +152,23 @@ def test_classify_clips_below_one_per_class_is_a_clear_error(tmp_path, capsys):
     assert code == 2
     assert "classify_clips" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
+
+
+def test_no_whiten_probes_raw_tokens(tmp_path, monkeypatch):
+    """--no-whiten reaches the classify stage's settings (V-JEPA's raw-token protocol)."""
+    import salt.quickstart
+
+    seen = []
+
+    def stop(out, settings, **kwargs):
+        seen.append(settings)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(salt.quickstart, "run_quickstart", stop)
+    for flags, whiten in (([], True), (["--no-whiten"], False)):
+        with pytest.raises(KeyboardInterrupt):
+            main(["quickstart", "--fast", "--out", str(tmp_path / "q"), *flags])
+        assert seen[-1].classify_whiten is whiten
 
 
 def test_probe_videos_below_four_is_a_clear_error(tmp_path, capsys):
