@@ -632,6 +632,11 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         "probe_videos": args.probe_videos,
         "classify_clips": args.classify_clips,
         "classify_whiten": False if args.no_whiten else None,
+        "data": args.data,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "clips": args.clips,
+        "workers": args.workers,
     }
     settings = attrs.evolve(settings, **{k: v for k, v in knobs.items() if v is not None})
     # The stage headers and bars tell the story; the stages' own start-up lines would bury it.
@@ -1051,6 +1056,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--classify-clips",
         type=positive_int,
         help="motion-benchmark training clips (motion:N, at least 14; N/2 more are tested)",
+    )
+    q.add_argument(
+        "--data",
+        choices=["synthetic", "motion"],
+        help="training data of both runs: the built-in synthetic world (default) or the motion "
+        "benchmark's training clips, unlabelled",
+    )
+    q.add_argument("--batch-size", type=positive_int, help="clips per training step (default 8)")
+    q.add_argument("--clips", type=positive_int, help="training clips (default 512)")
+    q.add_argument("--workers", type=nonneg_int, help="DataLoader workers making clips (default 1)")
+    q.add_argument(
+        "--device",
+        help="cpu (default), auto (a GPU when there is one), cuda ...: both runs, the cache, "
+        "the distillation loss and the classify probes",
     )
     q.add_argument(
         "--no-whiten",

@@ -35,6 +35,7 @@ MODELS = ("student", "teacher", "random")
 # SALT's claim: student > teacher > random on the motion benchmark, each by this many
 # standard errors of the difference.
 CLAIM_STDERRS = 3.0
+TRAIN_DATA = ("synthetic", "motion")
 # What a quickstart writes directly under its folder; --force removes only these.
 OUTPUTS = ("runs", "encoders", "cache", "loss_curves.png", "quickstart.json", "summary.txt")
 
@@ -45,6 +46,10 @@ class QuickstartSettings:
     ~0.55 s/step training runs are most of it; the temporal probes encode ~600 clips per
     model, the motion benchmark 336)."""
 
+    # Unlabelled training data for both runs: the built-in synthetic world, or the motion
+    # benchmark's training clips (the classify stage's own domain).
+    data: str = attrs.field(default="synthetic", validator=attrs.validators.in_(TRAIN_DATA))
+    device: str = "cpu"  # both runs, the cache, the distillation loss and the classify probes
     teacher_steps: int = attrs.field(default=300, validator=attrs.validators.gt(0))
     student_steps: int = attrs.field(default=300, validator=attrs.validators.gt(0))
     clips: int = attrs.field(default=512, validator=attrs.validators.gt(0))  # synthetic clips
@@ -216,7 +221,7 @@ def stage_config(
     return build_config(
         profile="demo",
         overrides={
-            "data.spec": f"synthetic:{settings.clips}",
+            "data.spec": f"{settings.data}:{settings.clips}",
             "data.num_workers": settings.workers,
             "data.num_frames": settings.num_frames,
             "data.image_size": settings.image_size,
@@ -224,7 +229,7 @@ def stage_config(
             "train.steps": steps,
             "train.epochs": 0,
             "train.batch_size": settings.batch_size,
-            "train.device": "cpu",
+            "train.device": settings.device,
             "train.seed": settings.seed,
             # ~50 points per loss curve
             "train.log_every": max(1, steps // 50),
@@ -295,6 +300,7 @@ def run_quickstart(
         cache_dir,
         batch_size=settings.batch_size,
         workers=settings.workers,
+        device=settings.device,
         progress=progress,
     )
     seconds["cache"] = time.perf_counter() - t0
@@ -312,10 +318,11 @@ def run_quickstart(
         student.run_dir,
         {
             "teacher.spec": f"encoder:{teacher_export}",
-            "data.spec": f"synthetic:{settings.clips}",
+            "data.spec": f"{settings.data}:{settings.clips}",
         },
         batches=settings.distill_batches,
         seed=settings.seed,
+        device=settings.device,
     )
     seconds["distill"] = time.perf_counter() - t0
 
@@ -436,7 +443,7 @@ def run_classify(
         splits = encoder_splits(config, f"motion:{settings.classify_clips}", settings=chosen)
         with progress_bar(f"classify ({name})", "stage", progress) as advance:
             reports[name] = classify(
-                model, splits, config["mean"], config["std"], chosen, name, "cpu", advance
+                model, splits, config["mean"], config["std"], chosen, name, settings.device, advance
             )
     return reports
 

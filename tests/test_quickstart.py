@@ -9,6 +9,7 @@ import json
 import math
 import re
 
+import attrs
 import pytest
 import torch
 from PIL import Image
@@ -18,7 +19,7 @@ from salt.cli import main
 from salt.encoder import VideoEncoder
 from salt.metrics import read_series
 from salt.plots import PALETTE
-from salt.quickstart import MODELS, STAGES, check_out, gap_in_stderr
+from salt.quickstart import FAST, MODELS, STAGES, check_out, gap_in_stderr, stage_config
 from salt.synthetic import SyntheticMotion
 
 
@@ -154,8 +155,9 @@ def test_classify_clips_below_one_per_class_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "q").exists()
 
 
-def test_no_whiten_probes_raw_tokens(tmp_path, monkeypatch):
-    """--no-whiten reaches the classify stage's settings (V-JEPA's raw-token protocol)."""
+def test_flags_reach_the_settings(tmp_path, monkeypatch):
+    """--no-whiten (V-JEPA's raw-token protocol), --data, --device, --batch-size, --clips and
+    --workers reach the settings; unset, the CPU demo's defaults stay."""
     import salt.quickstart
 
     seen = []
@@ -165,10 +167,33 @@ def test_no_whiten_probes_raw_tokens(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(salt.quickstart, "run_quickstart", stop)
-    for flags, whiten in (([], True), (["--no-whiten"], False)):
+    flags = ["--no-whiten", "--data", "motion", "--device", "auto", "--batch-size", "32"]
+    flags += ["--clips", "4096", "--workers", "4"]
+    for extra in ([], flags):
         with pytest.raises(KeyboardInterrupt):
-            main(["quickstart", "--fast", "--out", str(tmp_path / "q"), *flags])
-        assert seen[-1].classify_whiten is whiten
+            main(["quickstart", "--out", str(tmp_path / "q"), *extra])
+    default, chosen = seen
+    assert (default.classify_whiten, default.data, default.device, default.batch_size) == (
+        True,
+        "synthetic",
+        "cpu",
+        8,
+    )
+    assert (chosen.classify_whiten, chosen.data, chosen.device, chosen.batch_size) == (
+        False,
+        "motion",
+        "auto",
+        32,
+    )
+    assert (default.clips, default.workers, chosen.clips, chosen.workers) == (512, 1, 4096, 4)
+
+
+def test_runs_train_on_the_chosen_data_and_device(tmp_path):
+    settings = attrs.evolve(FAST, data="motion", device="auto")
+    cfg = stage_config(settings, tmp_path, "teacher", "pixels", 5, progress=False)
+    assert (cfg.data.spec, cfg.train.device, cfg.train.steps) == ("motion:24", "auto", 5)
+    with pytest.raises(ValueError, match="data"):
+        attrs.evolve(FAST, data="kinetics")
 
 
 def test_probe_videos_below_four_is_a_clear_error(tmp_path, capsys):
