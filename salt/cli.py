@@ -631,7 +631,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         "student_steps": args.student_steps,
         "probe_videos": args.probe_videos,
         "classify_clips": args.classify_clips,
-        "classify_whiten": False if args.no_whiten else None,
+        "classify_whiten": args.whiten or None,
         "data": args.data,
         "device": args.device,
         "batch_size": args.batch_size,
@@ -1072,9 +1072,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the distillation loss and the classify probes",
     )
     q.add_argument(
-        "--no-whiten",
+        "--whiten",
         action="store_true",
-        help="probe the motion benchmark on raw tokens (V-JEPA's protocol), not whitened ones",
+        help="probe the motion benchmark on ZCA-whitened tokens (default: raw tokens, V-JEPA's "
+        "protocol)",
     )
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_quickstart)

@@ -61,9 +61,9 @@ class QuickstartSettings:
     classify_clips: int = attrs.field(default=224, validator=attrs.validators.ge(14))
     classify_seeds: int = attrs.field(default=3, validator=attrs.validators.ge(2))
     classify_epochs: int = attrs.field(default=20, validator=attrs.validators.gt(0))
-    # ZCA-whiten each model's tokens before its probe (``salt eval classify --whiten``): the
-    # trained models' few dominant token directions would otherwise decide the ranking.
-    classify_whiten: bool = True
+    # ZCA-whiten each model's tokens before its probe (``salt eval classify --whiten``); off:
+    # V-JEPA's protocol on raw tokens.
+    classify_whiten: bool = False
     distill_batches: int = attrs.field(default=4, validator=attrs.validators.gt(0))
     workers: int = attrs.field(default=1, validator=attrs.validators.ge(0))  # DataLoader workers
     peak_tflops: float = 0.0  # 0 measures the CPU's matmul peak for the MFU column

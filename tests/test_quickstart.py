@@ -45,7 +45,8 @@ def test_the_table_reports_every_stage_model_and_loss(quickstart):
         assert row in text
     header = next(line for line in lines if line.startswith("motion:28 (top-1)"))
     assert header.split()[2:] == [*MODELS, "chance"]
-    row = next(line for line in lines if line.startswith("  attentive probe, whitened"))
+    row = next(line for line in lines if line.startswith("  attentive probe"))
+    assert "whitened" not in row  # the default: raw tokens, V-JEPA's protocol
     assert len(re.findall(r"\d\.\d{3}\+-\d\.\d{3}", row)) == len(MODELS)
     assert re.search(r"^  student > teacher +[-+](\d+\.\d|inf) s\.e\.$", text, re.M)
     assert re.search(r"^  SALT's claim \(>= 3 s\.e\. each\) +(not )?reached$", text, re.M)
@@ -71,7 +72,7 @@ def test_the_numbers_are_finite_and_every_stage_is_timed(quickstart):
     for result in report["classify"].values():
         assert result["data"] == "motion:28" and result["train_clips"] == 28
         assert result["test_clips"] == 14 and result["chance"] == pytest.approx(1 / 14)
-        assert result["whitened"] is True  # the default: see --no-whiten
+        assert result["whitened"] is False  # the default: see --whiten
         attentive = result["scores"]["attentive"]
         assert len(attentive["accuracies"]) == 2  # --fast: two probe seeds
         assert all(a * 14 == round(a * 14) for a in attentive["accuracies"])  # hits / 14
@@ -156,7 +157,7 @@ def test_classify_clips_below_one_per_class_is_a_clear_error(tmp_path, capsys):
 
 
 def test_flags_reach_the_settings(tmp_path, monkeypatch):
-    """--no-whiten (V-JEPA's raw-token protocol), --data, --device, --batch-size, --clips and
+    """--whiten, --data, --device, --batch-size, --clips and
     --workers reach the settings; unset, the CPU demo's defaults stay."""
     import salt.quickstart
 
@@ -167,20 +168,20 @@ def test_flags_reach_the_settings(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(salt.quickstart, "run_quickstart", stop)
-    flags = ["--no-whiten", "--data", "motion", "--device", "auto", "--batch-size", "32"]
+    flags = ["--whiten", "--data", "motion", "--device", "auto", "--batch-size", "32"]
     flags += ["--clips", "4096", "--workers", "4"]
     for extra in ([], flags):
         with pytest.raises(KeyboardInterrupt):
             main(["quickstart", "--out", str(tmp_path / "q"), *extra])
     default, chosen = seen
     assert (default.classify_whiten, default.data, default.device, default.batch_size) == (
-        True,
+        False,
         "synthetic",
         "cpu",
         8,
     )
     assert (chosen.classify_whiten, chosen.data, chosen.device, chosen.batch_size) == (
-        False,
+        True,
         "motion",
         "auto",
         32,
