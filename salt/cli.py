@@ -447,7 +447,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
         "max_test": args.max_test,
         "whiten": args.whiten or None,
     }
-    settings = ClassifySettings(**{k: v for k, v in knobs.items() if v is not None})
+    settings = ClassifySettings(**given(knobs))
     probes = PROBE_CHOICES[args.probe]
     settings = attrs.evolve(settings, probes=probes)
     splits = encoder_splits(config, args.data or "motion", args.train, args.test, settings)
@@ -495,7 +495,7 @@ def cmd_eval_curve(args: argparse.Namespace) -> int:
         "workers": args.workers,
         "whiten": args.whiten or None,
     }
-    settings = ClassifySettings(**{k: v for k, v in knobs.items() if v is not None})
+    settings = ClassifySettings(**given(knobs))
     fields = {"teacher": "teacher.spec", "distill_data": "data.spec"}
     bar, progress = _clip_bar("curve", args.no_progress or args.json)
 
@@ -518,6 +518,11 @@ def cmd_eval_curve(args: argparse.Namespace) -> int:
         print(report.table())
         print(f"plot: {png}")
     return 0
+
+
+def given(knobs: dict[str, Any]) -> dict[str, Any]:
+    """The flags the user gave (argparse leaves the others None)."""
+    return {k: v for k, v in knobs.items() if v is not None}
 
 
 WHITEN = (
@@ -638,7 +643,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         "clips": args.clips,
         "workers": args.workers,
     }
-    settings = attrs.evolve(settings, **{k: v for k, v in knobs.items() if v is not None})
+    settings = attrs.evolve(settings, **given(knobs))
     # The stage headers and bars tell the story; the stages' own start-up lines would bury it.
     quiet = (
         []
