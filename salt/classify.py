@@ -357,10 +357,14 @@ def _dtype(encoder: nn.Module) -> torch.dtype:
 
 @attrs.frozen
 class ProbeScore:
-    """One probe kind's top-1 accuracy per seed."""
+    """One probe kind's top-1 accuracy per seed, and which test clips each seed got right.
+
+    ``hits[seed][i]`` is 1 where that seed's probe classified the i-th test clip (in clip
+    order) correctly; empty where unknown (a report read back without them)."""
 
     probe: str
     accuracies: tuple[float, ...]
+    hits: tuple[tuple[int, ...], ...] = ()
 
     @property
     def mean(self) -> float:
@@ -368,12 +372,45 @@ class ProbeScore:
 
     @property
     def stderr(self) -> float:
-        """Standard error of the mean over seeds."""
-        n = len(self.accuracies)
-        if n < 2:
-            return 0.0
-        var = sum((a - self.mean) ** 2 for a in self.accuracies) / (n - 1)
-        return math.sqrt(var / n)
+        """Standard error of the mean over probe seeds."""
+        return _stderr(self.accuracies)
+
+    @property
+    def clip_stderr(self) -> float:
+        """Standard error of the mean from the draw of test clips: over clips, of each clip's
+        share of seeds that got it right (0 when the hits are unknown)."""
+        return _stderr(_per_clip(self.hits))
+
+
+def _stderr(values) -> float:
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def _per_clip(hits: tuple[tuple[int, ...], ...]) -> list[float]:
+    """Each test clip's share of seeds that classified it correctly."""
+    return [sum(column) / len(column) for column in zip(*hits, strict=True)]
+
+
+def gap_in_stderr(a: ProbeScore, b: ProbeScore) -> float:
+    """(mean a - mean b) in standard errors of that difference.
+
+    The error adds what the probe seeds scatter, ``se_a^2 + se_b^2``, to what the draw of
+    test clips does: both scored on the same clips (equal ``hits`` lengths), that is the
+    paired standard error over clips of the per-clip difference. +-inf when the error is 0
+    and the means differ, 0 when they are equal.
+    """
+    diff = a.mean - b.mean
+    var = a.stderr**2 + b.stderr**2
+    if a.hits and b.hits and len(a.hits[0]) == len(b.hits[0]):
+        paired = [x - y for x, y in zip(_per_clip(a.hits), _per_clip(b.hits), strict=True)]
+        var += _stderr(paired) ** 2
+    if var > 0:
+        return diff / math.sqrt(var)
+    return math.copysign(math.inf, diff) if diff else 0.0
 
 
 @attrs.frozen
@@ -402,24 +439,39 @@ class ClassifyReport:
         d = attrs.asdict(self)
         d["chance"] = self.chance
         d["scores"] = {
-            s.probe: {"accuracies": list(s.accuracies), "mean": s.mean, "stderr": s.stderr}
+            s.probe: {
+                "accuracies": list(s.accuracies),
+                "mean": s.mean,
+                "stderr": s.stderr,
+                "clip_stderr": s.clip_stderr,
+                "hits": [list(h) for h in s.hits],
+            }
             for s in self.scores
         }
         return d
 
 
 def compare(reports: dict[str, ClassifyReport]) -> str:
-    """One table: a row per (encoder, probe), top-1 mean +- standard error over seeds."""
+    """One table: a row per (encoder, probe), top-1 mean +- standard error over seeds, the
+    standard error from the draw of test clips, and with a ``random`` report among them each
+    other encoder's gap to it in standard errors of the difference (see ``gap_in_stderr``)."""
     first = next(iter(reports.values()))
+    seeds = len(first.scores[0].accuracies)
+    baseline = reports.get("random")
     lines = [
         f"{first.data}: {len(first.classes)} classes, {first.train_clips} train / "
         f"{first.test_clips} test clips, {first.views} view(s) per test clip, chance "
         f"{first.chance:.3f}" + (", tokens whitened" if first.whitened else ""),
-        f"{'encoder':<12} {'probe':<10} top-1 (mean +- s.e. over {len(first.scores[0].accuracies)} seeds)",
+        f"{'encoder':<12} {'probe':<10} {f'top-1 (+- s.e., {seeds} seeds)':<26} "
+        f"{'s.e. (clips)':<13}" + (" vs random" if baseline is not None else ""),
     ]
     for name, report in reports.items():
         for s in report.scores:
-            lines.append(f"{name:<12} {s.probe:<10} {s.mean:.3f} +- {s.stderr:.3f}")
+            row = f"{name:<12} {s.probe:<10} {f'{s.mean:.3f} +- {s.stderr:.3f}':<26} "
+            row += f"{s.clip_stderr:<13.3f}"
+            if baseline is not None and report is not baseline:
+                row += f" {gap_in_stderr(s, baseline.score(s.probe)):+.1f} s.e."
+            lines.append(row.rstrip())
     return "\n".join(lines)
 
 
@@ -510,12 +562,12 @@ def classify(
             truth.update(zip(clips, labels.tolist(), strict=True))
     scores = []
     for kind in settings.probes:
-        accuracies = []
+        hits = []
         for seed in range(settings.seeds):
             votes = logits[(kind, seed)]
-            hits = sum(int(votes[c].argmax()) == truth[c] for c in votes)
-            accuracies.append(hits / max(len(votes), 1))
-        scores.append(ProbeScore(kind, tuple(accuracies)))
+            hits.append(tuple(int(int(votes[c].argmax()) == truth[c]) for c in sorted(votes)))
+        accuracies = tuple(sum(h) / max(len(h), 1) for h in hits)
+        scores.append(ProbeScore(kind, accuracies, tuple(hits)))
     seconds = {
         "features": round(train_tokens.seconds + test_tokens.seconds, 3),
         "probe_training": round(train_seconds, 3),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from pathlib import Path
 import attrs
 import torch
 
-from salt.classify import ClassifyReport, ProbeScore
+from salt.classify import ClassifyReport, ProbeScore, gap_in_stderr
 from salt.config import Config, build_config
 from salt.distill import DistillReport
 from salt.metrics import read_series
@@ -183,20 +182,11 @@ class QuickstartResult:
 
     def claim(self) -> dict:
         """SALT's claim on the motion benchmark: student > teacher > random, each gap in
-        standard errors of the difference (>= 3 each is the claim)."""
+        standard errors of the difference, probe seeds and test clips both counted (>= 3
+        each is the claim; see ``salt.classify.gap_in_stderr``)."""
         s, t, r = (self._score(self.classify[name]) for name in MODELS)
         gaps = {"student_vs_teacher": gap_in_stderr(s, t), "teacher_vs_random": gap_in_stderr(t, r)}
         return {**gaps, "reached": all(g >= CLAIM_STDERRS for g in gaps.values())}
-
-
-def gap_in_stderr(a: ProbeScore, b: ProbeScore) -> float:
-    """(mean a - mean b) over the standard error of that difference, sqrt(se_a^2 + se_b^2);
-    +-inf when both are exact (no spread over seeds) and differ, 0 when equal."""
-    diff = a.mean - b.mean
-    error = math.hypot(a.stderr, b.stderr)
-    if error > 0:
-        return diff / error
-    return math.copysign(math.inf, diff) if diff else 0.0
 
 
 def check_out(out: Path, force: bool) -> None:

@@ -13,6 +13,7 @@ from videos import write_video
 
 from salt.classify import (
     AttentiveClassifier,
+    ClassifyReport,
     ClassifySettings,
     LinearClassifier,
     ProbeScore,
@@ -20,6 +21,7 @@ from salt.classify import (
     Whitening,
     classify,
     compare,
+    gap_in_stderr,
     labelled_splits,
 )
 from salt.cli import main
@@ -56,10 +58,48 @@ def test_scores_are_top1_per_seed_with_their_standard_error(encoder, motion):
         score = report.score(probe)
         assert len(score.accuracies) == 3 and all(0 <= a <= 1 for a in score.accuracies)
         assert all(round(a * 14) == a * 14 for a in score.accuracies)  # hits out of 14 clips
+        # Which clips each seed got right, in clip order: they are the accuracies.
+        assert len(score.hits) == 3 and all(len(h) == 14 for h in score.hits)
+        assert [sum(h) / 14 for h in score.hits] == list(score.accuracies)
     s = ProbeScore("x", (0.5, 0.6, 0.7))
     assert s.mean == pytest.approx(0.6) and s.stderr == pytest.approx(0.1 / math.sqrt(3))
-    assert set(report.to_dict()["scores"]) == {"attentive", "linear"}
+    assert s.clip_stderr == 0.0  # no hits: unknown
+    scores = report.to_dict()["scores"]
+    assert set(scores) == {"attentive", "linear"}
+    assert scores["attentive"]["hits"] == [list(h) for h in report.score("attentive").hits]
+    assert scores["attentive"]["clip_stderr"] == report.score("attentive").clip_stderr
     assert report.seconds["features"] > 0 and report.seconds["probe_training"] > 0
+
+
+def test_the_clip_standard_error_is_over_each_clips_share_of_right_seeds():
+    # 4 clips; per clip the seeds' shares are 1, 1/2, 0, 1/2: mean 1/2, sample s.d. 0.408.
+    s = ProbeScore("attentive", (0.5, 0.5), ((1, 1, 0, 0), (1, 0, 0, 1)))
+    assert s.clip_stderr == pytest.approx(math.sqrt(1 / 6) / 2)
+
+
+def test_gaps_count_seed_and_paired_test_clip_errors():
+    a = ProbeScore("attentive", (0.30, 0.32, 0.34))  # mean 0.32, s.e. 0.01155
+    b = ProbeScore("attentive", (0.25, 0.25, 0.25))  # mean 0.25, s.e. 0 (exact in binary)
+    # Without per-clip hits only the seeds count.
+    assert gap_in_stderr(a, b) == pytest.approx(0.07 / (0.02 / math.sqrt(3)))
+    assert gap_in_stderr(b, a) == pytest.approx(-gap_in_stderr(a, b))
+    assert gap_in_stderr(b, b) == 0.0
+    exact = ProbeScore("attentive", (0.5, 0.5))
+    assert gap_in_stderr(exact, b) == math.inf and gap_in_stderr(b, exact) == -math.inf
+    # Same 4 test clips, seeds agree: only the draw of clips is uncertain. a beats b on
+    # clips 0 and 1, ties on 2 and 3: differences (1, 1, 0, 0), mean 1/2, paired s.e.
+    # sqrt(1/3)/2.
+    a = ProbeScore("attentive", (0.75, 0.75), ((1, 1, 1, 0),) * 2)
+    b = ProbeScore("attentive", (0.25, 0.25), ((0, 0, 1, 0),) * 2)
+    assert gap_in_stderr(a, b) == pytest.approx(0.5 / (math.sqrt(1 / 3) / 2))
+    # Paired: clips both get right (2, 5) or both miss (3, 4, 6, 7) differ by 0 - the shared difficulty
+    # of a clip is not counted. Differences (1, 1, 0 x 6): mean 1/4, variance 3/14.
+    more = ProbeScore("attentive", (0.5, 0.5), ((1, 1, 1, 0, 0, 1, 0, 0),) * 2)
+    fewer = ProbeScore("attentive", (0.25, 0.25), ((0, 0, 1, 0, 0, 1, 0, 0),) * 2)
+    assert gap_in_stderr(more, fewer) == pytest.approx(0.25 / math.sqrt(3 / 14 / 8))
+    # Scored on different clips: no pairing, the seeds alone.
+    other = ProbeScore("attentive", (0.2, 0.3), ((0, 1, 0, 0, 0), (1, 0, 0, 0, 1)))
+    assert gap_in_stderr(a, other) == pytest.approx((0.75 - 0.25) / other.stderr)
 
 
 def test_kept_tokens_are_encoded_once_for_every_epoch(encoder, motion):
@@ -148,6 +188,27 @@ def test_whitened_classification_says_so(encoder, motion):
     assert all(0 <= a <= 1 for a in report.score("attentive").accuracies)
     plain = classify(encoder, motion, MEAN, STD, ClassifySettings(**{**QUICK, "seeds": 2}))
     assert not plain.whitened and "whitened" not in compare({"encoder": plain})
+
+
+def test_the_table_gives_both_errors_and_each_gap_to_random():
+    def report(name, hits):
+        scores = (ProbeScore("attentive", tuple(sum(h) / len(h) for h in hits), hits),)
+        return ClassifyReport(name, "motion:8", ("a", "b"), 8, 4, 1, scores, "cached", {})
+
+    student = report("encoder", ((1, 1, 1, 0), (1, 1, 0, 0)))
+    random = report("random", ((0, 0, 1, 0), (0, 0, 1, 0)))
+    lines = compare({"encoder": student, "random": random}).splitlines()
+    assert "s.e. (clips)" in lines[1] and "vs random" in lines[1]
+    row = lines[2].split()
+    assert row[:5] == ["encoder", "attentive", "0.625", "+-", "0.125"]
+    # Per-clip shares (1, 1, 1/2, 0): s.d. 0.479 over 4 clips.
+    assert float(row[5]) == pytest.approx(0.239, abs=5e-4)
+    assert (
+        f"{gap_in_stderr(student.score('attentive'), random.score('attentive')):+.1f} s.e."
+        in lines[2]
+    )
+    assert not lines[3].endswith("s.e.")  # random has no gap to itself
+    assert "vs random" not in compare({"encoder": student})
 
 
 @pytest.fixture(scope="module")
