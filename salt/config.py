@@ -120,6 +120,9 @@ class DataConfig:
     max_bad_fraction: float = field(default=0.05, validator=_fraction)
     # Train from a cache whose build did not finish (on purpose); otherwise that is an error.
     allow_incomplete_cache: bool = field(default=False, validator=validators.instance_of(bool))
+    # Built-in clips (synthetic, motion) kept in memory once rendered, in GB per process
+    # (each DataLoader worker keeps its own); later epochs reuse them. 0: render every time.
+    keep_clips_gb: float = field(default=1.0, validator=_nonneg_float)
     mean: tuple[float, float, float] = field(
         default=(0.485, 0.456, 0.406), converter=_tuple, validator=_rgb(False)
     )
@@ -523,6 +526,8 @@ HELP: dict[str, str] = {
     "pyav, torchcodec",
     "data.max_bad_fraction": "share of unreadable videos (skipped) above which a run stops",
     "data.allow_incomplete_cache": "train from a cache whose build did not finish",
+    "data.keep_clips_gb": "GB of built-in clips (synthetic, motion) kept in memory once "
+    "rendered, per process; 0 renders every time",
     "data.mean": "per-channel (R, G, B) mean the clips are normalized with",
     "data.std": "per-channel (R, G, B) standard deviation the clips are normalized with",
     "student.name": "student encoder (see `salt plugins`), e.g. vit_l",

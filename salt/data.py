@@ -104,7 +104,13 @@ def check_split(split: str) -> str:
 class GeneratedClips(Dataset):
     """Built-in clips with their view (``kind/N``, every frame of the clip, the whole
     image); each split is drawn with its own seed, so no clip or appearance recurs across
-    splits."""
+    splits.
+
+    Rendering a clip costs far more than reading it back, and a clip is a pure function of
+    its index, so each process keeps the clips it renders, up to ``data.keep_clips_gb``
+    (first rendered, first kept): from the second epoch on a training run reads them from
+    memory. The kept tensors are handed out as they are; nothing downstream writes to them.
+    """
 
     generator_class: type[ProceduralClips]
 
@@ -116,15 +122,27 @@ class GeneratedClips(Dataset):
             frame_step=data.frame_step,
             seed=SPLIT_SEEDS[check_split(split)],
         )
+        clip_bytes = data.num_frames * 3 * data.image_size**2
+        self.capacity = int(data.keep_clips_gb * 1e9 // clip_bytes)
+        self.kept: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.generator)
+
+    def clip(self, index: int) -> torch.Tensor:
+        """Clip ``index`` as ``uint8 [T, C, H, W]``, rendered once per process while kept."""
+        video = self.kept.get(index)
+        if video is None:
+            video = self.generator.clip(index)
+            if len(self.kept) < self.capacity:
+                self.kept[index] = video
+        return video
 
     def getitem(self, index: int, epoch: int = 0) -> Sample:
         g = self.generator
         size = g.image_size
         view = View(f"{g.kind}/{index}", g.frames(), (0, 0, size, size), (size, size))
-        return Sample(g.clip(index), g.label(index), view.as_dict(), index=index, epoch=epoch)
+        return Sample(self.clip(index), g.label(index), view.as_dict(), index=index, epoch=epoch)
 
     def __getitem__(self, index: int) -> Sample:
         return self.getitem(index)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from itertools import islice
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -12,6 +13,7 @@ from salt.config import build_config
 from salt.data import (
     EpochBatchSampler,
     KeyedDataset,
+    MotionClips,
     SyntheticClips,
     build_loader,
     build_source,
@@ -137,6 +139,26 @@ def test_keyed_dataset_returns_the_sample_with_its_key():
     assert item.epoch == 3 and item.index == 4
     assert torch.equal(item.video, base[4].video)
     assert item.label == base[4].label == base.generator.params(4)["direction"]
+
+
+@pytest.mark.parametrize("cls", [SyntheticClips, MotionClips])
+def test_built_in_clips_are_rendered_once_up_to_the_memory_budget(cls, monkeypatch):
+    # 2 frames x 3 x 16 x 16 = 1536 bytes a clip: room for 3 of them.
+    overrides = {"data.num_frames": 2, "data.image_size": 16, "data.keep_clips_gb": 4608e-9}
+    data = build_config(overrides=overrides).data
+    kept = cls(data, "train", 5)
+    fresh = cls(attrs.evolve(data, keep_clips_gb=0.0), "train", 5)
+    renders = []
+    render = kept.generator.render
+    monkeypatch.setattr(kept.generator, "render", lambda i, *a: renders.append(i) or render(i, *a))
+    first = [kept[i].video for i in (0, 1, 2, 3, 4)]
+    again = [kept[i].video for i in (4, 0, 1, 2, 3)]
+    assert renders == [0, 1, 2, 3, 4, 4, 3]  # 0-2 kept; 3 and 4 rendered every time
+    assert sorted(kept.kept) == [0, 1, 2]
+    for i, video in enumerate(first):
+        assert torch.equal(video, fresh[i].video)  # kept or not, the same pixels
+    assert torch.equal(again[1], first[0]) and torch.equal(again[0], first[4])
+    assert fresh.capacity == 0 and not fresh.kept and len(fresh) == 5
 
 
 def test_loader_yields_masked_batches_in_sampler_order():
