@@ -1,0 +1,53 @@
+"""benchmarks/claim_curve.py at its --smoke size: the script that measures SALT's claim
+against the budget on a GPU runs anywhere, so it is ready when a GPU machine is."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "claim_curve.py"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_one_budget_gives_a_row_a_json_line_and_a_plot(tmp_path):
+    out = tmp_path / "curve"
+    args = [sys.executable, str(SCRIPT), "--smoke", "--device", "cpu", "--budgets", "1"]
+    proc = subprocess.run(
+        [*args, "--out", str(out)], capture_output=True, text=True, timeout=600, env=ENV
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (point,) = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
+    assert point["steps"] == 1 and point["out"] == str(out / "steps_1")
+    assert point["reached"] == (
+        point["student_vs_teacher"] >= 3 and point["teacher_vs_random"] >= 3
+    )
+    for model in ("student", "teacher", "random"):
+        assert 0 <= point[model]["mean"] <= 1 and point[model]["stderr"] >= 0
+    # The same numbers as the quick start's own report in that folder.
+    report = json.loads((out / "steps_1" / "quickstart.json").read_text())
+    assert report["claim"]["student_vs_teacher"] == point["student_vs_teacher"]
+    assert report["classify"]["teacher"]["scores"]["attentive"]["mean"] == point["teacher"]["mean"]
+    (row,) = re.findall(r"^\| 1 \|.*\|$", proc.stdout, re.M)
+    assert f"{point['student']['mean']:.3f} +- " in row and "reached" in row
+    with Image.open(out / "curve.png") as image:
+        assert image.format == "PNG"
+
+
+def test_without_a_gpu_the_default_budgets_are_refused(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--out", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    assert proc.returncode == 2
+    assert "--smoke" in proc.stderr and "--budgets" in proc.stderr
+    assert not (tmp_path / "c").exists()
