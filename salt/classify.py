@@ -360,7 +360,7 @@ class ProbeScore:
     """One probe kind's top-1 accuracy per seed, and which test clips each seed got right.
 
     ``hits[seed][i]`` is 1 where that seed's probe classified the i-th test clip (in clip
-    order) correctly; empty where unknown (a report read back without them)."""
+    order) correctly; empty where not recorded."""
 
     probe: str
     accuracies: tuple[float, ...]
