@@ -39,6 +39,7 @@ from salt.batch import collate
 from salt.config import DataConfig, OptimConfig
 from salt.data import KeyedDataset, VideoDataset, build_source, normalize_clips, parse_data_spec
 from salt.optim import lr_at
+from salt.probes import standard_error
 from salt.video import discover
 
 log = logging.getLogger(__name__)
@@ -373,26 +374,20 @@ class ProbeScore:
     @property
     def stderr(self) -> float:
         """Standard error of the mean over probe seeds."""
-        return _stderr(self.accuracies)
+        return standard_error(torch.tensor(self.accuracies, dtype=torch.float64))
 
     @property
     def clip_stderr(self) -> float:
         """Standard error of the mean from the draw of test clips: over clips, of each clip's
         share of seeds that got it right (0 when the hits are unknown)."""
-        return _stderr(_per_clip(self.hits))
+        return standard_error(_per_clip(self.hits))
 
 
-def _stderr(values) -> float:
-    n = len(values)
-    if n < 2:
-        return 0.0
-    mean = sum(values) / n
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
-
-
-def _per_clip(hits: tuple[tuple[int, ...], ...]) -> list[float]:
-    """Each test clip's share of seeds that classified it correctly."""
-    return [sum(column) / len(column) for column in zip(*hits, strict=True)]
+def _per_clip(hits: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+    """Each test clip's share of seeds that classified it correctly ``[clips]``."""
+    if not hits:
+        return torch.zeros(0, dtype=torch.float64)
+    return torch.tensor(hits, dtype=torch.float64).mean(0)
 
 
 def gap_in_stderr(a: ProbeScore, b: ProbeScore) -> float:
@@ -406,8 +401,7 @@ def gap_in_stderr(a: ProbeScore, b: ProbeScore) -> float:
     diff = a.mean - b.mean
     var = a.stderr**2 + b.stderr**2
     if a.hits and b.hits and len(a.hits[0]) == len(b.hits[0]):
-        paired = [x - y for x, y in zip(_per_clip(a.hits), _per_clip(b.hits), strict=True)]
-        var += _stderr(paired) ** 2
+        var += standard_error(_per_clip(a.hits) - _per_clip(b.hits)) ** 2
     if var > 0:
         return diff / math.sqrt(var)
     return math.copysign(math.inf, diff) if diff else 0.0

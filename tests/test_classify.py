@@ -92,8 +92,8 @@ def test_gaps_count_seed_and_paired_test_clip_errors():
     a = ProbeScore("attentive", (0.75, 0.75), ((1, 1, 1, 0),) * 2)
     b = ProbeScore("attentive", (0.25, 0.25), ((0, 0, 1, 0),) * 2)
     assert gap_in_stderr(a, b) == pytest.approx(0.5 / (math.sqrt(1 / 3) / 2))
-    # Paired: clips both get right (2, 5) or both miss (3, 4, 6, 7) differ by 0 - the shared difficulty
-    # of a clip is not counted. Differences (1, 1, 0 x 6): mean 1/4, variance 3/14.
+    # Paired: clips both get right (2, 5) or both miss (3, 4, 6, 7) differ by 0 - a clip's
+    # shared difficulty is not counted. Differences (1, 1, 0 x 6): mean 1/4, variance 3/14.
     more = ProbeScore("attentive", (0.5, 0.5), ((1, 1, 1, 0, 0, 1, 0, 0),) * 2)
     fewer = ProbeScore("attentive", (0.25, 0.25), ((0, 0, 1, 0, 0, 1, 0, 0),) * 2)
     assert gap_in_stderr(more, fewer) == pytest.approx(0.25 / math.sqrt(3 / 14 / 8))
