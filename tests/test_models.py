@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from salt.config import build_config
@@ -16,6 +21,7 @@ from salt.masking import MaskGroup, gather_tokens, sample_keys
 from salt.models import SaltModel, predictor_of, student_of
 from salt.registry import UnknownNameError, maskers, predictors, students
 from salt_vit import TransformerPredictor, VideoViT
+from salt_vit.block import Block
 from salt_vit.pos_embed import sincos_1d, sincos_3d
 
 FRAMES, SIZE, PATCH, TUBELET = 4, 32, 8, 2
@@ -234,6 +240,54 @@ def test_bad_geometry_and_options_are_rejected():
         tiny_student(pos_embed="rope")
 
 
+# --- the block: timm's ViT Block, written out ----------------------------------------------
+
+
+@pytest.mark.parametrize("drop_path", [0.0, 0.3])
+def test_the_block_equals_timms_vit_block(drop_path):
+    from timm.models import vision_transformer as timm_vit  # a dev dependency
+
+    norm = functools.partial(nn.LayerNorm, eps=1e-6)
+    torch.manual_seed(0)
+    ours = Block(48, 3, mlp_ratio=2.5, qkv_bias=True, drop_path=drop_path, norm_layer=norm)
+    theirs = timm_vit.Block(
+        48, 3, mlp_ratio=2.5, qkv_bias=True, drop_path=drop_path, norm_layer=norm
+    )
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 10, 48)
+    for train in (False, True):  # in training, drop-path draws the same random numbers
+        ours.train(train), theirs.train(train)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        torch.manual_seed(1)
+        a = ours(xa)
+        torch.manual_seed(1)
+        b = theirs(xb)
+        assert torch.equal(a, b)
+        a.square().sum().backward(), b.square().sum().backward()
+        assert torch.equal(xa.grad, xb.grad)
+        for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+            assert torch.equal(p.grad, q.grad), name
+            p.grad = q.grad = None
+    if drop_path:  # and it does drop: some samples' branches are zero in training
+        ours.train()
+        torch.manual_seed(2)
+        assert not torch.equal(ours(x), ours.eval()(x))
+
+
+def test_building_a_student_and_predictor_imports_neither_timm_nor_torchvision():
+    # timm's import (torchvision, torch._dynamo, every model file) is seconds per process.
+    code = (
+        "import sys; from salt.registry import predictors, students; "
+        "s = students.create('vit_tiny', num_frames=4, image_size=32, patch_size=8, depth=1); "
+        "predictors.create('transformer', embed_dim=192, teacher_dim=8, grid=(2, 4, 4), "
+        "width=32, depth=1, heads=4); "
+        "loaded = sorted(m for m in ('timm', 'torchvision') if m in sys.modules); "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_grad_checkpointing_changes_memory_not_results(video):
     torch.manual_seed(0)
     plain = tiny_student().train()
@@ -254,17 +308,18 @@ def count_flops(fn) -> float:
     return counter.get_total_flops()
 
 
-def unfused(module: nn.Module) -> nn.Module:
-    # The flop counter sees explicit q@k and attn@v matmuls, not the fused CPU kernel.
-    for block in module.blocks:
-        block.attn.fused_attn = False
-    return module
+@contextlib.contextmanager
+def unfused():
+    # The flop counter sees the math kernel's explicit q@k and attn@v matmuls, not the fused
+    # CPU kernel.
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
 
 
 def test_student_forward_flops_match_a_flop_counter(video):
-    model = unfused(tiny_student())
+    model = tiny_student()
     keep = torch.arange(0, TOKENS, 3).expand(1, -1)  # 11 tokens
-    with torch.no_grad():
+    with torch.no_grad(), unfused():
         measured = count_flops(lambda: model(video[:1], keep))
     assert model.forward_flops(keep.shape[1]) == pytest.approx(measured, rel=1e-6)
 
@@ -326,11 +381,11 @@ def test_predictor_state_and_options():
 
 
 def test_predictor_forward_flops_match_a_flop_counter(student, video):
-    pred = unfused(tiny_predictor(depth=2))
+    pred = tiny_predictor(depth=2)
     ctx_idx = torch.arange(0, 10).expand(1, -1)
     tgt_idx = torch.arange(10, 17).expand(1, -1)
     ctx = context_for(student, video[:1], ctx_idx)
-    with torch.no_grad():
+    with torch.no_grad(), unfused():
         measured = count_flops(lambda: pred(ctx, ctx_idx, tgt_idx))
     assert pred.forward_flops(10, 7) == pytest.approx(measured, rel=1e-6)
     assert 0 < pred.forward_flops(4, 4) < pred.forward_flops(4, 8) < pred.forward_flops(8, 8)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from salt.masking import gather_tokens
+from salt_vit.block import Block
 from salt_vit.pos_embed import sincos_3d
 from salt_vit.vit import block_flops_per_token, init_weights, layer_norm, rescale_blocks
 

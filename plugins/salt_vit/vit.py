@@ -1,4 +1,4 @@
-"""Video ViT: tubelet embedding, 3-D positions, timm blocks run only on kept tokens."""
+"""Video ViT: tubelet embedding, 3-D positions, pre-norm blocks run only on kept tokens."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from salt.masking import gather_tokens
+from salt_vit.block import Block
 from salt_vit.pos_embed import resample_3d, sincos_3d
 
 
@@ -220,7 +220,7 @@ def block_flops_per_token(dim: int, depth: int, mlp_ratio: float, tokens: int) -
 
 
 def layer_norm(dim: int, **kwargs) -> nn.LayerNorm:
-    """LayerNorm with the ViT epsilon (timm passes device/dtype through kwargs)."""
+    """LayerNorm with the ViT epsilon (device/dtype pass through kwargs)."""
     return nn.LayerNorm(dim, eps=1e-6, **kwargs)
 
 
