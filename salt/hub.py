@@ -1,10 +1,10 @@
 """The Hugging Face Hub convention for exported encoders: load by repo id, a model card with
 every export, and ``push_to_hub``.
 
-Loading goes through ``huggingface_hub``, so its cache
-(``HF_HUB_CACHE``), offline mode (``HF_HUB_OFFLINE=1``: the cache only, no network) and
-tokens apply as for any Hub model. Only ``config.json``, ``model.safetensors`` and
-``README.md`` are fetched: an export holds nothing that could run code.
+Loading goes through ``huggingface_hub``, so its cache (``HF_HUB_CACHE``), offline mode
+(``HF_HUB_OFFLINE=1``: the cache only, no network) and tokens apply as for any Hub model.
+Only ``config.json``, ``model.safetensors`` and ``README.md`` are fetched: an export holds
+nothing that could run code.
 """
 
 from __future__ import annotations
