@@ -187,7 +187,16 @@ def _video_specs(spec: str, train: str | None, test: str | None) -> tuple[str, s
 
 class AttentiveClassifier(nn.Module):
     """A learned query cross-attending over layer-normed tokens (``heads`` heads), then a
-    normed linear head: tokens ``[B, N, D]`` -> logits ``[B, classes]``."""
+    normed linear head: tokens ``[B, N, D]`` -> logits ``[B, classes]``.
+
+    The parameters are an ``nn.MultiheadAttention``'s, and the result is its result, but with
+    one query the keys and values need not be formed token by token: a head's score of a
+    token is ``x . (W_k^T q)`` (the key bias adds the same to every token, which softmax
+    ignores), and its output ``W_v (sum_i a_i x_i) + b_v`` (the weights sum to one). That
+    costs ``2 N D heads`` multiply-adds per clip instead of ``2 N D^2``: 12x fewer for
+    vit_tiny's 192 wide tokens, 64x for a ViT-L's - and the probe trains that much faster on
+    kept tokens, where nothing else is left to compute.
+    """
 
     def __init__(self, dim: int, num_classes: int, heads: int | None = None):
         super().__init__()
@@ -200,9 +209,22 @@ class AttentiveClassifier(nn.Module):
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.norm(tokens)
-        pooled, _ = self.attn(self.query.expand(len(x), -1, -1), x, x, need_weights=False)
-        return self.head(self.out_norm(pooled[:, 0]))
+        return self.head(self.out_norm(self.pool(self.norm(tokens))))
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The query's attention output ``[B, D]`` over normed tokens ``x`` ``[B, N, D]``."""
+        attn, dim = self.attn, x.shape[-1]
+        heads, width = attn.num_heads, dim // attn.num_heads
+        w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+        b_q, _, b_v = attn.in_proj_bias.chunk(3)
+        q = (self.query[0, 0] @ w_q.T + b_q).view(heads, width)  # [H, d]
+        reader = torch.einsum("hd,hde->he", q, w_k.view(heads, width, dim)) / math.sqrt(width)
+        weights = torch.softmax(x @ reader.T, dim=1)  # [B, N, H]
+        mixed = torch.einsum("bnh,bne->bhe", weights, x)  # each head's weighted token [B, H, D]
+        values = torch.einsum("bhe,hde->bhd", mixed, w_v.view(heads, width, dim)) + b_v.view(
+            heads, width
+        )
+        return attn.out_proj(values.reshape(len(x), dim))
 
 
 class LinearClassifier(nn.Module):

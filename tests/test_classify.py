@@ -50,6 +50,37 @@ def test_probes_map_tokens_to_class_logits():
     assert LinearClassifier(48, 3)(tokens).shape == (5, 3)
 
 
+@pytest.mark.parametrize("dim,heads", [(48, None), (48, 3), (16, 1)])
+def test_attentive_pooling_is_multihead_attention_with_one_query(dim, heads):
+    """The factorized pooling gives nn.MultiheadAttention's output and gradients (float64,
+    perturbed parameters so no bias or weight is trivially zero)."""
+    torch.manual_seed(0)
+    probe = AttentiveClassifier(dim, 5, heads=heads).double()
+    with torch.no_grad():
+        for param in probe.parameters():
+            param.add_(torch.randn_like(param) * 0.3)
+    tokens = torch.randn(4, 9, dim, dtype=torch.float64) * 2
+
+    def reference(normed: torch.Tensor) -> torch.Tensor:
+        query = probe.query.expand(len(normed), -1, -1)
+        out, _ = probe.attn(query, normed, normed, need_weights=False)
+        return out[:, 0]
+
+    results = []
+    for pool in (probe.pool, reference):
+        probe.zero_grad()
+        x = tokens.clone().requires_grad_()
+        out = pool(probe.norm(x))
+        (out * torch.linspace(-1, 1, dim, dtype=torch.float64)).sum().backward()
+        used = [p.grad for p in (probe.query, *probe.norm.parameters(), *probe.attn.parameters())]
+        results.append((out.detach(), [x.grad, *used]))
+    (ours, ours_grads), (ref, ref_grads) = results
+    assert ours.shape == (4, dim)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    for a, b in zip(ours_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
 def test_scores_are_top1_per_seed_with_their_standard_error(encoder, motion):
     report = classify(encoder, motion, MEAN, STD, ClassifySettings(**QUICK))
     assert report.classes[0] == "right" and report.chance == pytest.approx(1 / 14)
