@@ -312,7 +312,7 @@ EXPECTED = {
         r"run runs/from-cache: step 5",
     ),
     "docs/configs.md": (r"profile recipe", r"run runs/lr-sweep: step 5"),
-    "docs/distributed.md": (r"8 process\(es\)", r"2 process\(es\)", r"run runs/ddp-demo: step 4"),
+    "docs/distributed.md": (r"2 process\(es\)", r"run runs/ddp-demo: step 4"),
     "docs/vla.md": (r"tokens \(2, 196, 192\)", r"random init, same architecture"),
     "docs/evaluation.md": (r"loss / E\[x\^2\]\s+\d\.\d+", r"time-arrow"),
     "docs/viewer.md": (r"http://127\.0\.0\.1:\d+",),
