@@ -543,7 +543,8 @@ HELP: dict[str, str] = {
     "predictor.depth": "predictor blocks",
     "predictor.heads": "predictor attention heads (must divide the width)",
     "predictor.drop_path": "stochastic depth rate of the predictor's blocks",
-    "mask.name": "masker (see `salt plugins`): multiblock, tube[:RATIO], random[:RATIO]",
+    "mask.name": "masker (see `salt plugins`): multiblock, tube[:RATIO], random[:RATIO], "
+    "future[:FRACTION]",
     "mask.options": "the masker's options, a table (e.g. {temporal_scale = 0.5})",
     "mask.lengths": "context length per mask group: batch (each batch's shortest), fixed "
     "(one per run: what compile wants) or auto (fixed when train.compile)",

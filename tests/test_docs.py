@@ -317,5 +317,5 @@ EXPECTED = {
     "docs/evaluation.md": (r"loss / E\[x\^2\]\s+\d\.\d+", r"time-arrow"),
     "docs/viewer.md": (r"http://127\.0\.0\.1:\d+",),
     "docs/troubleshooting.md": (r"torch",),
-    "docs/plugins.md": (r"future", r"smooth_l1", r"run runs/future: step 5"),
+    "docs/plugins.md": (r"interleave", r"smooth_l1", r"run runs/interleave: step 5"),
 }

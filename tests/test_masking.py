@@ -81,7 +81,7 @@ def test_masks_are_a_pure_function_of_seed_epoch_and_index(spec, options):
     for a, b, c, d in zip(first, again, other_epoch, other_seed, strict=True):
         assert torch.equal(a.context, b.context) and torch.equal(a.target, b.target)
         if getattr(masker, "deterministic", False):
-            continue  # a masker that ignores the keys (e.g. the example plugin's "future")
+            continue  # a masker that ignores the keys (e.g. "future")
         assert a.context.shape != c.context.shape or not torch.equal(a.context, c.context)
         assert a.context.shape != d.context.shape or not torch.equal(a.context, d.context)
 
@@ -236,6 +236,24 @@ def test_partial_time_blocks_leave_some_slices_untouched():
         tgt = masker(sample_keys(0, 0, [i]))[0].target[0]
         slices = set((tgt // SLICE).tolist())
         assert len(slices) in (1, 2) and max(slices) - min(slices) == len(slices) - 1
+
+
+def test_future_masker_sees_the_first_time_slices_and_predicts_every_later_one():
+    grid = (4, 3, 3)  # 9 tokens per time slice
+    (group,) = make("future:0.25", grid=grid)(batch_keys(size=5))
+    assert group.context.shape == (5, 9) and group.target.shape == (5, 27)
+    assert torch.equal(group.context[0], torch.arange(9))  # the whole first time slice
+    assert torch.equal(group.target[3], torch.arange(9, 36))
+    (half,) = make("future", grid=grid)(batch_keys(size=2))  # default: half the slices
+    assert torch.equal(half.context[1], torch.arange(18))
+    (option,) = make("future", grid=grid, context_fraction=0.75)(batch_keys(size=1))
+    assert torch.equal(option.target[0], torch.arange(27, 36))
+
+
+@pytest.mark.parametrize("spec", ["future:1.0", "future:0.1"])
+def test_future_masker_refuses_a_fraction_that_leaves_one_side_empty(spec):
+    with pytest.raises(ValueError, match="at least one slice on each side"):
+        make(spec, grid=(4, 3, 3))
 
 
 # --- no time slice is favoured ---------------------------------------------------------------

@@ -46,19 +46,22 @@ def test_the_package_declares_its_module_in_the_salt_entry_point_group():
 
 
 def test_registers_a_masker_and_a_loss_under_the_plugins_name(example_plugin):
-    assert maskers.get("future").plugin == "example"
+    assert maskers.get("interleave").plugin == "example"
     assert losses.get("smooth_l1").plugin == "example"
 
 
-def test_future_masker_splits_time_slices_into_past_context_and_future_targets(example_plugin):
-    grid = (4, 3, 3)
-    masker = maskers.create("future:0.25", grid=grid)
-    (group,) = masker(sample_keys(0, 0, np.arange(5)))
-    assert group.context.shape == (5, 9) and group.target.shape == (5, 27)
-    assert torch.equal(group.context[0], torch.arange(9))  # the whole first time slice
-    assert torch.equal(group.target[3], torch.arange(9, 36))
-    with pytest.raises(ValueError, match="at least one slice on each side"):
-        maskers.create("future:1.0", grid=grid)
+def test_interleave_masker_sees_every_stride_th_time_slice_and_predicts_the_rest(example_plugin):
+    grid = (5, 2, 3)  # 6 tokens per time slice
+    masker = maskers.create("interleave:2", grid=grid)
+    (group,) = masker(sample_keys(0, 0, np.arange(4)))
+    seen = torch.cat([torch.arange(0, 6), torch.arange(12, 18), torch.arange(24, 30)])
+    unseen = torch.cat([torch.arange(6, 12), torch.arange(18, 24)])
+    assert group.context.shape == (4, 18) and group.target.shape == (4, 12)
+    assert torch.equal(group.context[3], seen) and torch.equal(group.target[0], unseen)
+    (wide,) = maskers.create("interleave", grid=grid, stride=3)(sample_keys(0, 0, np.arange(1)))
+    assert torch.equal(wide.context[0], torch.cat([torch.arange(0, 6), torch.arange(18, 24)]))
+    with pytest.raises(ValueError, match="stride from 2 to the clip's 5 time slices"):
+        maskers.create("interleave:1", grid=grid)
 
 
 def test_smooth_l1_is_quadratic_below_beta_and_linear_above(example_plugin):
@@ -75,7 +78,7 @@ def test_smooth_l1_is_quadratic_below_beta_and_linear_above(example_plugin):
 def test_a_run_trains_with_the_plugins_masker_and_loss(example_plugin, tiny_config):
     cfg = apply_overrides(
         tiny_config,
-        {"mask.name": "future:0.5", "loss.name": "smooth_l1", "train.steps": 3},
+        {"mask.name": "interleave:2", "loss.name": "smooth_l1", "train.steps": 3},
     )
     result = train(cfg)
     assert result.step == 3

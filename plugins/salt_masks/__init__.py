@@ -1,4 +1,4 @@
-"""Built-in plugin: multi-block (V-JEPA), tube (VideoMAE) and random maskers."""
+"""Built-in plugin: multi-block (V-JEPA), tube (VideoMAE), random and future-prediction maskers."""
 
 from __future__ import annotations
 
@@ -161,6 +161,36 @@ class RandomMasker:
         return [split(_keep_random(keys, math.prod(self.grid), self.ratio))]
 
 
+class FutureMasker:
+    """Context: every token of the first time slices; targets: every token after them.
+
+    The encoder sees only the start of the clip, so the predictor can place the later
+    tokens only if the context carries where things are going: motion, not appearance. It
+    is deterministic - every sample of a batch has the same split, and the per-sample keys
+    go unused.
+    """
+
+    group_names = ("future",)
+    deterministic = True
+
+    def __init__(self, grid: tuple[int, int, int], context_fraction: float = 0.5):
+        self.grid = tuple(grid)
+        slices = grid[0]
+        self.context_slices = round(slices * float(context_fraction))
+        if not 1 <= self.context_slices < slices:
+            raise ValueError(
+                f"future:{context_fraction} keeps {self.context_slices} of {slices} time "
+                f"slices as context; choose a fraction that keeps at least one slice on each "
+                f"side (e.g. future:0.5)"
+            )
+
+    def __call__(self, keys: np.ndarray) -> list[MaskGroup]:
+        per_slice = self.grid[1] * self.grid[2]
+        context = np.zeros((len(keys), math.prod(self.grid)), dtype=bool)
+        context[:, : self.context_slices * per_slice] = True
+        return [split(context)]
+
+
 def _ratio(value) -> float:
     value = float(value)
     if not 0 < value < 1:
@@ -196,6 +226,12 @@ def _build(name, cls, grid, options):
         raise ValueError(f"bad mask.options for {name!r} {options}: {err}") from None
 
 
+def _future(arg, grid, **options):
+    if arg is not None:
+        options["context_fraction"] = float(arg)
+    return _build("future", FutureMasker, grid, options)
+
+
 def _multiblock(arg, grid, **options):
     if arg:
         raise ValueError(f"masker 'multiblock' takes no argument, got multiblock:{arg}")
@@ -212,4 +248,9 @@ def register_maskers(register):
         "random",
         _ratio_factory("random", RandomMasker),
         "uniform random tokens, ratio 0.9 (random:RATIO)",
+    )
+    register(
+        "future",
+        _future,
+        "predict the later time slices from the first, context fraction 0.5 (future:FRACTION)",
     )

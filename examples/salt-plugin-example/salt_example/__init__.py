@@ -1,8 +1,8 @@
-"""An example salt plugin: a future-prediction masker and a smooth-L1 loss.
+"""An example salt plugin: a frame-interpolation masker and a smooth-L1 loss.
 
 salt finds this module through the ``salt`` entry-point group (see pyproject.toml) and calls
 the hooks below with a ``register`` callback; what they register is then available by name
-everywhere: ``--set mask.name=future:0.5``, ``--set loss.name=smooth_l1``, ``salt plugins``.
+everywhere: ``--set mask.name=interleave:2``, ``--set loss.name=smooth_l1``, ``salt plugins``.
 """
 
 from __future__ import annotations
@@ -17,40 +17,39 @@ from salt.masking import MaskGroup, indices
 __version__ = "0.1.0"
 
 
-class FutureMasker:
-    """Context: every token of the first time slices; targets: every token after them.
+class InterleaveMasker:
+    """Context: every ``stride``-th time slice (0, stride, 2*stride, ...); targets: the slices
+    between them - the student learns to fill in the frames it did not see.
 
     Deterministic, so every sample of a batch has the same counts (what the predictor's
     batching needs) and ``keys`` - the per-sample random keys - go unused.
     """
 
-    group_names = ("future",)
+    group_names = ("interleave",)
     deterministic = True  # the same split for every sample: the keys go unused
 
-    def __init__(self, grid: tuple[int, int, int], context_fraction: float = 0.5):
+    def __init__(self, grid: tuple[int, int, int], stride: int = 2):
         self.grid = tuple(grid)
-        slices = grid[0]
-        self.context_slices = round(slices * context_fraction)
-        if not 1 <= self.context_slices < slices:
+        self.stride = int(stride)
+        if not 2 <= self.stride <= grid[0]:
             raise ValueError(
-                f"future:{context_fraction} keeps {self.context_slices} of {slices} time "
-                f"slices as context; choose a fraction that keeps at least one slice on each "
-                f"side (e.g. future:0.5)"
+                f"interleave:{stride} needs a stride from 2 to the clip's {grid[0]} time "
+                f"slices, so that some slices are seen and some predicted (e.g. interleave:2)"
             )
 
     def __call__(self, keys: np.ndarray) -> list[MaskGroup]:
         """One group for a batch of ``len(keys)`` samples."""
-        per_slice = self.grid[1] * self.grid[2]
-        context = np.zeros((len(keys), self.grid[0] * per_slice), dtype=bool)
-        context[:, : self.context_slices * per_slice] = True
+        seen = np.arange(self.grid[0]) % self.stride == 0  # [T]
+        per_token = np.repeat(seen, self.grid[1] * self.grid[2])  # [T*H*W]
+        context = np.broadcast_to(per_token, (len(keys), per_token.size))
         return [MaskGroup(indices(context), indices(~context))]
 
 
-def future_masker(arg: str | None, grid: tuple[int, int, int], **options) -> FutureMasker:
-    """``future[:FRACTION]``; ``mask.options`` may also set ``context_fraction``."""
+def interleave_masker(arg: str | None, grid: tuple[int, int, int], **options) -> InterleaveMasker:
+    """``interleave[:STRIDE]``; ``mask.options`` may also set ``stride``."""
     if arg is not None:
-        options["context_fraction"] = float(arg)
-    return FutureMasker(grid, **options)
+        options["stride"] = int(arg)
+    return InterleaveMasker(grid, **options)
 
 
 def smooth_l1(arg: str | None = None, beta: float = 1.0, weight: float = 1.0):
@@ -69,7 +68,7 @@ def smooth_l1(arg: str | None = None, beta: float = 1.0, weight: float = 1.0):
 
 @hookimpl
 def register_maskers(register):
-    register("future", future_masker, "predict the later time slices from the first (future:0.5)")
+    register("interleave", interleave_masker, "predict the slices between every 2nd (interleave:2)")
 
 
 @hookimpl
