@@ -628,15 +628,18 @@ def cmd_app(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     import attrs
 
-    from salt.quickstart import FAST, STAGES, QuickstartSettings, run_quickstart
+    from salt.quickstart import FAST, LONG, STAGES, QuickstartSettings, run_quickstart
 
-    settings = FAST if args.fast else QuickstartSettings()
+    settings = FAST if args.fast else LONG if args.long else QuickstartSettings()
     knobs = {
         "teacher_steps": args.teacher_steps,
         "student_steps": args.student_steps,
         "probe_videos": args.probe_videos,
         "classify_clips": args.classify_clips,
         "classify_whiten": args.whiten or None,
+        "classify_max_train": args.classify_max_train,
+        "mask": args.mask,
+        "image_size": args.image_size,
         "data": args.data,
         "device": args.device,
         "batch_size": args.batch_size,
@@ -1051,8 +1054,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="quickstart", help="folder for everything (default: quickstart)"
     )
     q.add_argument("--force", action="store_true", help="replace an earlier quickstart in --out")
-    q.add_argument(
+    preset = q.add_mutually_exclusive_group()
+    preset.add_argument(
         "--fast", action="store_true", help="tiny sizes: seconds, not minutes (for tests)"
+    )
+    preset.add_argument(
+        "--long",
+        action="store_true",
+        help="the budget that shows student > teacher > random on 2 CPU cores (~1 hour): "
+        "future-prediction masks, 6000 steps per run at 8x64 on the motion benchmark, a "
+        "low-shot whitened probe on 7168 test clips",
     )
     q.add_argument("--teacher-steps", type=positive_int, help="teacher training steps")
     q.add_argument("--student-steps", type=positive_int, help="student training steps")
@@ -1061,6 +1072,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--classify-clips",
         type=positive_int,
         help="motion-benchmark training clips (motion:N, at least 14; N/2 more are tested)",
+    )
+    q.add_argument(
+        "--classify-max-train",
+        type=nonneg_int,
+        help="label only the first N motion-benchmark training clips (low-shot; 0: all)",
+    )
+    q.add_argument(
+        "--mask",
+        help="both runs' masker, as mask.name: multiblock (default), future:0.5, tube:0.9 ...",
+    )
+    q.add_argument(
+        "--image-size", type=positive_int, help="clip height and width (default 112; 64: faster)"
     )
     q.add_argument(
         "--data",

@@ -17,9 +17,10 @@ from PIL import Image
 from salt.classify import ProbeScore, gap_in_stderr
 from salt.cli import main
 from salt.encoder import VideoEncoder
+from salt.export import load_encoder
 from salt.metrics import read_series
 from salt.plots import PALETTE
-from salt.quickstart import FAST, MODELS, STAGES, check_out, stage_config
+from salt.quickstart import FAST, LONG, MODELS, STAGES, check_out, run_classify, stage_config
 from salt.synthetic import SyntheticMotion
 
 
@@ -48,6 +49,7 @@ def test_the_table_reports_every_stage_model_and_loss(quickstart):
     row = next(line for line in lines if line.startswith("  attentive probe"))
     assert "whitened" not in row  # the default: raw tokens, V-JEPA's protocol
     assert len(re.findall(r"\d\.\d{3}\+-\d\.\d{3}", row)) == len(MODELS)
+    assert re.search(r"^  clips labelled / tested +28 / 14$", text, re.M)
     assert re.search(r"^  student > teacher +[-+](\d+\.\d|inf) s\.e\.$", text, re.M)
     assert re.search(r"^  SALT's claim \(>= 3 s\.e\. each\) +(not )?reached$", text, re.M)
     assert (out / "summary.txt").read_text().strip() in text
@@ -178,6 +180,53 @@ def test_flags_reach_the_settings(tmp_path, monkeypatch):
         32,
     )
     assert (default.clips, default.workers, chosen.clips, chosen.workers) == (512, 1, 4096, 4)
+
+
+def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
+    """--long starts from the LONG preset; flags given with it still win."""
+    import salt.quickstart
+
+    seen = []
+
+    def stop(out, settings, **kwargs):
+        seen.append(settings)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(salt.quickstart, "run_quickstart", stop)
+    out = ["--out", str(tmp_path / "q")]
+    for extra in (
+        ["--long"],
+        ["--long", "--teacher-steps", "100", "--classify-max-train", "0"],
+        ["--mask", "tube:0.75", "--image-size", "64", "--classify-max-train", "28"],
+    ):
+        with pytest.raises(KeyboardInterrupt):
+            main(["quickstart", *out, *extra])
+    long, shortened, masked = seen
+    assert long == LONG
+    assert (long.mask, long.classify_max_train, long.classify_whiten) == ("future:0.5", 448, True)
+    assert shortened == attrs.evolve(LONG, teacher_steps=100, classify_max_train=0)
+    assert (masked.mask, masked.image_size, masked.classify_max_train) == ("tube:0.75", 64, 28)
+    with pytest.raises(SystemExit):
+        main(["quickstart", *out, "--long", "--fast"])
+
+
+def test_both_runs_use_the_chosen_masker(tmp_path):
+    for name in ("teacher", "student"):
+        cfg = stage_config(LONG, tmp_path, name, "pixels", 5, progress=False)
+        assert (cfg.mask.name, cfg.data.spec, cfg.data.image_size) == (
+            "future:0.5",
+            "motion:2048",
+            64,
+        )
+
+
+def test_classify_max_train_labels_only_the_first_clips(quickstart):
+    out, _, _ = quickstart
+    model, config = load_encoder(out / "encoders" / "student")
+    settings = attrs.evolve(FAST, classify_max_train=14, classify_seeds=2, classify_epochs=1)
+    (report,) = run_classify({"student": (model, config)}, settings, progress=False).values()
+    assert (report.train_clips, report.test_clips) == (14, 14)  # one clip per class, all tests
+    assert (report.data, len(report.classes)) == ("motion:28", 14)
 
 
 def test_runs_train_on_the_chosen_data_and_device(tmp_path):
