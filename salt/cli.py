@@ -647,6 +647,12 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         "workers": args.workers,
     }
     settings = attrs.evolve(settings, **given(knobs))
+    if args.dry_run:
+        from salt.quickstart import plan_quickstart
+
+        print("\n".join(plan_quickstart(args.out, settings, force=args.force)))
+        print("dry run: config, data, masks and the benchmark check out; nothing was trained")
+        return 0
     # The stage headers and bars tell the story; the stages' own start-up lines would bury it.
     quiet = (
         []
@@ -1104,6 +1110,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="probe the motion benchmark on ZCA-whitened tokens (default: raw tokens, V-JEPA's "
         "protocol)",
+    )
+    q.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the settings, data and masks and print each stage's size; train nothing",
     )
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_quickstart)

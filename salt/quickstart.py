@@ -450,16 +450,9 @@ def run_classify(
     models: dict[str, tuple[torch.nn.Module, dict]], settings: QuickstartSettings, progress: bool
 ) -> dict[str, ClassifyReport]:
     """Each model's attentive-probe top-1 on the motion benchmark (``salt eval classify``)."""
-    from salt.classify import ClassifySettings, classify, encoder_splits
+    from salt.classify import classify, encoder_splits
 
-    chosen = ClassifySettings(
-        probes=("attentive",),
-        seeds=settings.classify_seeds,
-        epochs=settings.classify_epochs,
-        workers=min(settings.workers, 2),
-        whiten=settings.classify_whiten,
-        max_train=settings.classify_max_train,
-    )
+    chosen = classify_settings(settings)
     reports = {}
     for name, (model, config) in models.items():
         splits = encoder_splits(config, f"motion:{settings.classify_clips}", settings=chosen)
@@ -468,6 +461,61 @@ def run_classify(
                 model, splits, config["mean"], config["std"], chosen, name, settings.device, advance
             )
     return reports
+
+
+def classify_settings(settings: QuickstartSettings):
+    """The classify stage's ``salt.classify.ClassifySettings``."""
+    from salt.classify import ClassifySettings
+
+    return ClassifySettings(
+        probes=("attentive",),
+        seeds=settings.classify_seeds,
+        epochs=settings.classify_epochs,
+        workers=min(settings.workers, 2),
+        whiten=settings.classify_whiten,
+        max_train=settings.classify_max_train,
+    )
+
+
+def plan_quickstart(
+    out: str | Path, settings: QuickstartSettings, force: bool = False
+) -> list[str]:
+    """What ``salt quickstart --dry-run`` prints: each stage's size, after checking what
+    can be checked before training - the folder, the runs' config, data and masker, and
+    the classify stage's data - without training or writing anything."""
+    from salt.classify import encoder_splits, plan_lines
+    from salt.export import build_encoder, encoder_config
+    from salt.train import dry_run
+
+    out = Path(out)
+    if not force:
+        check_out(out, force=False)  # refuses a non-empty folder; removes nothing
+    teacher_cfg = stage_config(settings, out, "teacher", "pixels", settings.teacher_steps, False)
+    teacher = dry_run(teacher_cfg)
+    # The student trains on the same clips with the same masks; its teacher is the cache
+    # the first stages write, so only its length differs from the teacher run's plan.
+    student_cfg = stage_config(settings, out, "student", "pixels", settings.student_steps, False)
+    student = dry_run(student_cfg)
+    config = encoder_config(teacher_cfg.to_dict())
+    with torch.device("meta"):
+        encoder = build_encoder(config).eval()
+    chosen = classify_settings(settings)
+    splits = encoder_splits(config, f"motion:{settings.classify_clips}", settings=chosen)
+    indent = lambda lines: [f"  {line}" for line in lines]  # noqa: E731
+    return [
+        f"quickstart into {out}/, device {settings.device}",
+        "teacher (stage 1, pixel reconstruction):",
+        *indent(teacher.lines()[1:]),
+        f"student (stage 2): {student.steps} steps on the teacher's cached latents of the same "
+        f"{student.dataset_size} clips, masks {student_cfg.mask.name}, "
+        f"{student.global_batch} clips/step",
+        f"temporal probes: {settings.probe_videos} videos per task, for each of "
+        + ", ".join(MODELS),
+        f"classify (attentive probe{', whitened' if chosen.whiten else ''}), for each of "
+        + ", ".join(MODELS)
+        + ":",
+        *indent(plan_lines(encoder, config, splits, chosen)[1:]),
+    ]
 
 
 @contextlib.contextmanager

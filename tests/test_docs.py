@@ -58,7 +58,7 @@ PAGES = (
 FENCE = re.compile(
     r"^(?:<!-- docs: (?P<mode>[\w:.\-/]+) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)^```", re.S | re.M
 )
-DRY_RUN = re.compile(r"\b(salt|salt\.cli) (train|eval classify)\b")
+DRY_RUN = re.compile(r"\b(salt|salt\.cli) (train|eval classify|quickstart)\b")
 
 
 @attrs.frozen
@@ -245,8 +245,8 @@ class Guide:
 def dry_run(command: str) -> str:
     if not DRY_RUN.search(command):
         raise AssertionError(
-            f"a dry-run block holds a command that is neither `salt train` nor "
-            f"`salt eval classify`: {command}"
+            f"a dry-run block holds a command that is not `salt train`, `salt eval classify` "
+            f"or `salt quickstart`: {command}"
         )
     # Eight processes on a 2-core machine check the same process group as two, at four
     # times the start-up (each imports torch): the guide's 8-GPU lines run with 2.

@@ -210,6 +210,20 @@ def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
         main(["quickstart", *out, "--long", "--fast"])
 
 
+def test_dry_run_sizes_every_stage_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "q"
+    assert main(["quickstart", "--long", "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "data motion:2048 (2048 clips), 8x64px clips, grid (4, 4, 4)" in text
+    assert "masks future:0.5, context 32 tokens" in text  # the first 2 of 4 time slices
+    assert "student (stage 2): 6000 steps" in text
+    assert "14 classes, 448 train / 7168 test clips" in text
+    assert "attentive probe, whitened" in text
+    assert not out.exists()
+    assert main(["quickstart", "--dry-run", "--mask", "nope", "--out", str(out)]) == 2
+    assert "unknown masker 'nope'" in capsys.readouterr().err
+
+
 def test_both_runs_use_the_chosen_masker(tmp_path):
     for name in ("teacher", "student"):
         cfg = stage_config(LONG, tmp_path, name, "pixels", 5, progress=False)
