@@ -1,6 +1,7 @@
 """SALT's claim against the training budget: the quick start at growing step counts.
 
     python benchmarks/claim_curve.py --device auto               # a GPU: the budgets below
+    python benchmarks/claim_curve.py --long --device cpu         # 2 CPU cores: ~3 hours
     python benchmarks/claim_curve.py --smoke --device cpu        # any machine: seconds
 
 For each budget (teacher steps = student steps) it runs the whole quick start (pixel
@@ -25,7 +26,7 @@ import attrs
 
 from salt.distributed import resolve_device
 from salt.plots import Line, Panel, colour_of, draw_panels, save_png
-from salt.quickstart import FAST, MODELS, QuickstartSettings, run_quickstart
+from salt.quickstart import FAST, LONG, MODELS, QuickstartSettings, run_quickstart
 
 # A GPU box (16 cores drawing clips): every 8x112 clip kept in memory by each worker.
 GPU = QuickstartSettings(
@@ -37,6 +38,8 @@ GPU = QuickstartSettings(
     classify_epochs=20,
 )
 GPU_BUDGETS = (1000, 3000, 6000)
+# salt quickstart --long (future-prediction masks, 8x64, low-shot whitened probe) on a CPU.
+LONG_BUDGETS = (1500, 3000, 6000)
 SMOKE_BUDGETS = (2, 4)
 
 
@@ -83,19 +86,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="claim-curve", help="folder for every budget's run")
     parser.add_argument("--budgets", help="comma-separated step counts (default: per size)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
-    parser.add_argument("--smoke", action="store_true", help="the quick start's --fast size")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true", help="the quick start's --fast size")
+    size.add_argument("--long", action="store_true", help="salt quickstart --long, for a CPU")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    if not args.smoke and device.type != "cuda":
+    if not (args.smoke or args.long) and device.type != "cuda":
         print(
-            "claim_curve: the default budgets are sized for a GPU; pass --smoke (seconds, any "
-            "machine) or --budgets with --device cpu",
+            "claim_curve: the default budgets are sized for a GPU; pass --long (hours on a "
+            "CPU), --smoke (seconds, any machine) or --budgets with --device cpu",
             file=sys.stderr,
         )
         if not args.budgets:
             return 2
-    base = FAST if args.smoke else GPU
-    budgets = SMOKE_BUDGETS if args.smoke else GPU_BUDGETS
+    base, budgets = (
+        (FAST, SMOKE_BUDGETS)
+        if args.smoke
+        else (LONG, LONG_BUDGETS)
+        if args.long
+        else (GPU, GPU_BUDGETS)
+    )
     if args.budgets:
         budgets = tuple(int(b) for b in args.budgets.split(","))
     out = Path(args.out)
