@@ -38,9 +38,14 @@ GPU = QuickstartSettings(
     classify_epochs=20,
 )
 GPU_BUDGETS = (1000, 3000, 6000)
+SMOKE_BUDGETS = (2, 4)
 # salt quickstart --long (future-prediction masks, 8x64, low-shot whitened probe) on a CPU.
 LONG_BUDGETS = (1500, 3000, 6000)
-SMOKE_BUDGETS = (2, 4)
+SIZES = {
+    "gpu": (GPU, GPU_BUDGETS),
+    "long": (LONG, LONG_BUDGETS),
+    "smoke": (FAST, SMOKE_BUDGETS),
+}
 
 
 def row(steps: int, result) -> dict:
@@ -99,13 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not args.budgets:
             return 2
-    base, budgets = (
-        (FAST, SMOKE_BUDGETS)
-        if args.smoke
-        else (LONG, LONG_BUDGETS)
-        if args.long
-        else (GPU, GPU_BUDGETS)
-    )
+    size = "smoke" if args.smoke else "long" if args.long else "gpu"
+    base, budgets = SIZES[size]
     if args.budgets:
         budgets = tuple(int(b) for b in args.budgets.split(","))
     out = Path(args.out)

@@ -636,7 +636,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         "student_steps": args.student_steps,
         "probe_videos": args.probe_videos,
         "classify_clips": args.classify_clips,
-        "classify_whiten": args.whiten or None,
+        "classify_whiten": args.whiten,
         "classify_max_train": args.classify_max_train,
         "mask": args.mask,
         "image_size": args.image_size,
@@ -1067,9 +1067,9 @@ def build_parser() -> argparse.ArgumentParser:
     preset.add_argument(
         "--long",
         action="store_true",
-        help="the budget that shows student > teacher > random on 2 CPU cores (~1 hour): "
-        "future-prediction masks, 6000 steps per run at 8x64 on the motion benchmark, a "
-        "low-shot whitened probe on 7168 test clips",
+        help="the recipe of docs/evaluation.md's student > teacher > random result (~1 hour on "
+        "2 CPU cores): future:0.5 masks, 6000 steps per run at 8x64 on the motion benchmark's "
+        "clips, a low-shot whitened probe (448 labelled clips) on 7168 test clips",
     )
     q.add_argument("--teacher-steps", type=positive_int, help="teacher training steps")
     q.add_argument("--student-steps", type=positive_int, help="student training steps")
@@ -1086,19 +1086,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument(
         "--mask",
-        help="both runs' masker, as mask.name: multiblock (default), future:0.5, tube:0.9 ...",
+        help="both runs' masker, as mask.name: multiblock (default; --long: future:0.5), "
+        "tube:0.9 ...",
     )
     q.add_argument(
-        "--image-size", type=positive_int, help="clip height and width (default 112; 64: faster)"
+        "--image-size", type=positive_int, help="clip height and width (default 112; --long: 64)"
     )
     q.add_argument(
         "--data",
         choices=["synthetic", "motion"],
         help="training data of both runs: the built-in synthetic world (default) or the motion "
-        "benchmark's training clips, unlabelled",
+        "benchmark's training clips, unlabelled (--long's)",
     )
     q.add_argument("--batch-size", type=positive_int, help="clips per training step (default 8)")
-    q.add_argument("--clips", type=positive_int, help="training clips (default 512)")
+    q.add_argument("--clips", type=positive_int, help="training clips (default 512; --long: 2048)")
     q.add_argument("--workers", type=nonneg_int, help="DataLoader workers making clips (default 1)")
     q.add_argument(
         "--device",
@@ -1107,9 +1108,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument(
         "--whiten",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="probe the motion benchmark on ZCA-whitened tokens (default: raw tokens, V-JEPA's "
-        "protocol)",
+        "protocol; --long whitens)",
     )
     q.add_argument(
         "--dry-run",

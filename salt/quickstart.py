@@ -20,7 +20,7 @@ from pathlib import Path
 import attrs
 import torch
 
-from salt.classify import ClassifyReport, ProbeScore, gap_in_stderr
+from salt.classify import ClassifyReport, ClassifySettings, ProbeScore, gap_in_stderr
 from salt.config import Config, build_config
 from salt.distill import DistillReport
 from salt.metrics import read_series
@@ -99,7 +99,7 @@ FAST = QuickstartSettings(
 # The budget at which SALT's claim was measured on 2 CPU cores (docs/evaluation.md): a
 # future-prediction teacher and its student, 6000 steps each at 8x64 on the motion
 # benchmark's unlabelled training clips, then a low-shot whitened attentive probe (32
-# labelled clips per class) scored on 7168 test clips. About 55 minutes.
+# labelled clips per class) scored on 7168 test clips. About an hour.
 LONG = QuickstartSettings(
     data="motion",
     teacher_steps=6000,
@@ -463,10 +463,8 @@ def run_classify(
     return reports
 
 
-def classify_settings(settings: QuickstartSettings):
-    """The classify stage's ``salt.classify.ClassifySettings``."""
-    from salt.classify import ClassifySettings
-
+def classify_settings(settings: QuickstartSettings) -> ClassifySettings:
+    """The classify stage's settings (``salt eval classify``'s)."""
     return ClassifySettings(
         probes=("attentive",),
         seeds=settings.classify_seeds,
@@ -488,8 +486,8 @@ def plan_quickstart(
     from salt.train import dry_run
 
     out = Path(out)
-    if not force:
-        check_out(out, force=False)  # refuses a non-empty folder; removes nothing
+    if out.is_file() or not force:
+        check_out(out, force=False)  # refuses a file or a non-empty folder; removes nothing
     teacher_cfg = stage_config(settings, out, "teacher", "pixels", settings.teacher_steps, False)
     teacher = dry_run(teacher_cfg)
     # The student trains on the same clips with the same masks; its teacher is the cache
@@ -502,8 +500,10 @@ def plan_quickstart(
     chosen = classify_settings(settings)
     splits = encoder_splits(config, f"motion:{settings.classify_clips}", settings=chosen)
     indent = lambda lines: [f"  {line}" for line in lines]  # noqa: E731
+    replaced = [name for name in OUTPUTS if (out / name).exists()] if force else []
     return [
-        f"quickstart into {out}/, device {settings.device}",
+        f"quickstart into {out}/, device {teacher.device}"
+        + (f" (--force replaces: {', '.join(replaced)})" if replaced else ""),
         "teacher (stage 1, pixel reconstruction):",
         *indent(teacher.lines()[1:]),
         f"student (stage 2): {student.steps} steps on the teacher's cached latents of the same "

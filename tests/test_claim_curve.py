@@ -51,3 +51,16 @@ def test_without_a_gpu_the_default_budgets_are_refused(tmp_path):
     assert proc.returncode == 2
     assert "--smoke" in proc.stderr and "--budgets" in proc.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_one_size_at_a_time(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--long", "--smoke", "--out", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    assert proc.returncode == 2
+    assert "--smoke: not allowed with argument --long" in proc.stderr
+    assert not (tmp_path / "c").exists()

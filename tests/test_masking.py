@@ -254,6 +254,8 @@ def test_future_masker_sees_the_first_time_slices_and_predicts_every_later_one()
 def test_future_masker_refuses_a_fraction_that_leaves_one_side_empty(spec):
     with pytest.raises(ValueError, match="at least one slice on each side"):
         make(spec, grid=(4, 3, 3))
+    with pytest.raises(ValueError, match=r"future:half needs a fraction .* e\.g\. future:0\.5"):
+        make("future:half", grid=(4, 3, 3))
 
 
 # --- no time slice is favoured ---------------------------------------------------------------

@@ -62,6 +62,8 @@ def test_interleave_masker_sees_every_stride_th_time_slice_and_predicts_the_rest
     assert torch.equal(wide.context[0], torch.cat([torch.arange(0, 6), torch.arange(18, 24)]))
     with pytest.raises(ValueError, match="stride from 2 to the clip's 5 time slices"):
         maskers.create("interleave:1", grid=grid)
+    with pytest.raises(ValueError, match="whole-number stride, e.g. interleave:2"):
+        maskers.create("interleave:1.5", grid=grid)
 
 
 def test_smooth_l1_is_quadratic_below_beta_and_linear_above(example_plugin):

@@ -19,7 +19,7 @@ BUILTIN = {
     "students": {"vit_tiny", "vit_small", "vit_base", "vit_large", "vit_huge", "vit_giant"},
     "teachers": {"pixels", "random", "encoder", "cached", "videomae"},
     "predictors": {"transformer"},
-    "maskers": {"multiblock", "tube", "random"},
+    "maskers": {"multiblock", "tube", "random", "future"},
     "losses": {"mse", "l1", "cosine", "vicreg"},
 }
 
@@ -29,7 +29,7 @@ def test_builtin_plugins_fill_every_registry():
         assert names <= set(REGISTRIES[kind].names()), kind
     assert students.get("vit_l").name == "vit_large"
     assert students.get("vit_g").plugin == "vit"
-    assert maskers.get("multiblock").plugin == "masks"
+    assert maskers.get("multiblock").plugin == maskers.get("future").plugin == "masks"
 
 
 @pytest.mark.parametrize(

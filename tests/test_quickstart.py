@@ -205,6 +205,9 @@ def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
     assert long == LONG
     assert (long.mask, long.classify_max_train, long.classify_whiten) == ("future:0.5", 448, True)
     assert shortened == attrs.evolve(LONG, teacher_steps=100, classify_max_train=0)
+    with pytest.raises(KeyboardInterrupt):
+        main(["quickstart", *out, "--long", "--no-whiten"])
+    assert seen[-1] == attrs.evolve(LONG, classify_whiten=False)
     assert (masked.mask, masked.image_size, masked.classify_max_train) == ("tube:0.75", 64, 28)
     with pytest.raises(SystemExit):
         main(["quickstart", *out, "--long", "--fast"])
@@ -222,6 +225,14 @@ def test_dry_run_sizes_every_stage_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
     assert main(["quickstart", "--dry-run", "--mask", "nope", "--out", str(out)]) == 2
     assert "unknown masker 'nope'" in capsys.readouterr().err
+    # An earlier quickstart there: refused without --force; with it, named and kept.
+    out.mkdir()
+    (out / "summary.txt").write_text("earlier")
+    assert main(["quickstart", "--fast", "--dry-run", "--out", str(out)]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert main(["quickstart", "--fast", "--dry-run", "--force", "--out", str(out)]) == 0
+    assert "(--force replaces: summary.txt)" in capsys.readouterr().out
+    assert (out / "summary.txt").read_text() == "earlier"
 
 
 def test_both_runs_use_the_chosen_masker(tmp_path):

@@ -228,7 +228,13 @@ def _build(name, cls, grid, options):
 
 def _future(arg, grid, **options):
     if arg is not None:
-        options["context_fraction"] = float(arg)
+        try:
+            options["context_fraction"] = float(arg)
+        except ValueError:
+            raise ValueError(
+                f"future:{arg} needs a fraction of the time slices to keep as context, "
+                f"e.g. future:0.5"
+            ) from None
     return _build("future", FutureMasker, grid, options)
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from salt.hookspecs import hookimpl
 from salt.masking import MaskGroup, indices
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 class InterleaveMasker:
@@ -48,6 +48,8 @@ class InterleaveMasker:
 def interleave_masker(arg: str | None, grid: tuple[int, int, int], **options) -> InterleaveMasker:
     """``interleave[:STRIDE]``; ``mask.options`` may also set ``stride``."""
     if arg is not None:
+        if not arg.isdigit():
+            raise ValueError(f"interleave:{arg} needs a whole-number stride, e.g. interleave:2")
         options["stride"] = int(arg)
     return InterleaveMasker(grid, **options)
 
