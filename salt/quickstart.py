@@ -490,10 +490,8 @@ def plan_quickstart(
         check_out(out, force=False)  # refuses a file or a non-empty folder; removes nothing
     teacher_cfg = stage_config(settings, out, "teacher", "pixels", settings.teacher_steps, False)
     teacher = dry_run(teacher_cfg)
-    # The student trains on the same clips with the same masks; its teacher is the cache
-    # the first stages write, so only its length differs from the teacher run's plan.
-    student_cfg = stage_config(settings, out, "student", "pixels", settings.student_steps, False)
-    student = dry_run(student_cfg)
+    # The student trains on the same clips with the same masks and batch; its teacher is
+    # the cache the first stages write, so only its length differs from the teacher's plan.
     config = encoder_config(teacher_cfg.to_dict())
     with torch.device("meta"):
         encoder = build_encoder(config).eval()
@@ -506,9 +504,9 @@ def plan_quickstart(
         + (f" (--force replaces: {', '.join(replaced)})" if replaced else ""),
         "teacher (stage 1, pixel reconstruction):",
         *indent(teacher.lines()[1:]),
-        f"student (stage 2): {student.steps} steps on the teacher's cached latents of the same "
-        f"{student.dataset_size} clips, masks {student_cfg.mask.name}, "
-        f"{student.global_batch} clips/step",
+        f"student (stage 2): {settings.student_steps} steps on the teacher's cached latents of "
+        f"the same {teacher.dataset_size} clips, masks {settings.mask}, "
+        f"{teacher.global_batch} clips/step",
         f"temporal probes: {settings.probe_videos} videos per task, for each of "
         + ", ".join(MODELS),
         f"classify (attentive probe{', whitened' if chosen.whiten else ''}), for each of "

@@ -40,27 +40,25 @@ def test_one_budget_gives_a_row_a_json_line_and_a_plot(tmp_path):
         assert image.format == "PNG"
 
 
-def test_without_a_gpu_the_default_budgets_are_refused(tmp_path):
+def refused(tmp_path, *flags: str) -> str:
+    """Run the script with ``flags``; it must refuse (exit 2) without writing --out."""
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--device", "cpu", "--out", str(tmp_path / "c")],
+        [sys.executable, str(SCRIPT), *flags, "--out", str(tmp_path / "c")],
         capture_output=True,
         text=True,
         timeout=120,
         env=ENV,
     )
     assert proc.returncode == 2
-    assert "--smoke" in proc.stderr and "--budgets" in proc.stderr
     assert not (tmp_path / "c").exists()
+    return proc.stderr
+
+
+def test_without_a_gpu_the_default_budgets_are_refused(tmp_path):
+    stderr = refused(tmp_path, "--device", "cpu")
+    assert "--smoke" in stderr and "--budgets" in stderr
 
 
 def test_one_size_at_a_time(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--long", "--smoke", "--out", str(tmp_path / "c")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=ENV,
-    )
-    assert proc.returncode == 2
-    assert "--smoke: not allowed with argument --long" in proc.stderr
-    assert not (tmp_path / "c").exists()
+    stderr = refused(tmp_path, "--long", "--smoke")
+    assert "--smoke: not allowed with argument --long" in stderr
