@@ -1067,9 +1067,10 @@ def build_parser() -> argparse.ArgumentParser:
     preset.add_argument(
         "--long",
         action="store_true",
-        help="the recipe of docs/evaluation.md's student > teacher > random result (~1 hour on "
-        "2 CPU cores): future:0.5 masks, 6000 steps per run at 8x64 on the motion benchmark's "
-        "clips, a low-shot whitened probe (448 labelled clips) on 7168 test clips",
+        help="the recipe that first reached student > teacher > random in docs/evaluation.md "
+        "(~1 hour on 2 CPU cores; not every training reaches it): future:0.5 masks, 6000 "
+        "steps per run at 8x64 on the motion benchmark's clips, a low-shot whitened probe "
+        "(448 labelled clips) on 7168 test clips",
     )
     q.add_argument("--teacher-steps", type=positive_int, help="teacher training steps")
     q.add_argument("--student-steps", type=positive_int, help="student training steps")

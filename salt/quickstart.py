@@ -96,10 +96,12 @@ FAST = QuickstartSettings(
     peak_tflops=1.0,
 )
 
-# The budget at which SALT's claim was measured on 2 CPU cores (docs/evaluation.md): a
+# The budget at which SALT's claim was first reached on 2 CPU cores (docs/evaluation.md): a
 # future-prediction teacher and its student, 6000 steps each at 8x64 on the motion
 # benchmark's unlabelled training clips, then a low-shot whitened attentive probe (32
-# labelled clips per class) scored on 7168 test clips. About an hour.
+# labelled clips per class) scored on 7168 test clips. About an hour. A second training on
+# another machine trained a better teacher that its student only tied: the table says
+# which happened.
 LONG = QuickstartSettings(
     data="motion",
     teacher_steps=6000,
