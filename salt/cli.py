@@ -645,6 +645,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "clips": args.clips,
         "workers": args.workers,
+        "seed": args.seed,
     }
     settings = attrs.evolve(settings, **given(knobs))
     if args.dry_run:
@@ -1100,6 +1101,13 @@ def build_parser() -> argparse.ArgumentParser:
         "benchmark's training clips, unlabelled (--long's)",
     )
     q.add_argument("--batch-size", type=positive_int, help="clips per training step (default 8)")
+    q.add_argument(
+        "--seed",
+        type=nonneg_int,
+        help="seed of both runs (init, data order, masks), the random encoder, the held-out "
+        "loss's clips and the temporal probes' videos (default 0): another training of the "
+        "same recipe; the motion benchmark and its probe seeds stay the same",
+    )
     q.add_argument("--clips", type=positive_int, help="training clips (default 512; --long: 2048)")
     q.add_argument("--workers", type=nonneg_int, help="DataLoader workers making clips (default 1)")
     q.add_argument(

@@ -208,6 +208,9 @@ def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         main(["quickstart", *out, "--long", "--no-whiten"])
     assert seen[-1] == attrs.evolve(LONG, classify_whiten=False)
+    with pytest.raises(KeyboardInterrupt):
+        main(["quickstart", *out, "--long", "--seed", "3"])
+    assert seen[-1] == attrs.evolve(LONG, seed=3)
     assert (masked.mask, masked.image_size, masked.classify_max_train) == ("tube:0.75", 64, 28)
     with pytest.raises(SystemExit):
         main(["quickstart", *out, "--long", "--fast"])
@@ -254,10 +257,11 @@ def test_classify_max_train_labels_only_the_first_clips(quickstart):
     assert (report.data, len(report.classes)) == ("motion:28", 14)
 
 
-def test_runs_train_on_the_chosen_data_and_device(tmp_path):
-    settings = attrs.evolve(FAST, data="motion", device="auto")
+def test_runs_train_on_the_chosen_data_device_and_seed(tmp_path):
+    settings = attrs.evolve(FAST, data="motion", device="auto", seed=7)
     cfg = stage_config(settings, tmp_path, "teacher", "pixels", 5, progress=False)
     assert (cfg.data.spec, cfg.train.device, cfg.train.steps) == ("motion:24", "auto", 5)
+    assert cfg.train.seed == 7
     with pytest.raises(ValueError, match="data"):
         attrs.evolve(FAST, data="kinetics")
 
