@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 import pytest
 import torch
@@ -34,6 +35,32 @@ TINY = {
     "train.peak_tflops": 1.0,
     "train.progress": False,
 }
+
+
+# The suite runs on pytest-xdist workers (the README's ``-n auto --dist loadfile``): each
+# test file on one worker, so the docs guide - one chain of commands, ~10 minutes - runs in
+# order on one while the other files spread over the rest. More workers than this would
+# only wait for that chain.
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_WORKERS, cores or 1))
+
+
+def pytest_collection_modifyitems(config, items):
+    # The docs guide first: under xdist the longest file starts at once and the others fill
+    # the remaining workers around it, instead of it starting last and running alone.
+    items.sort(key=lambda item: item.path.name != "test_docs.py")
+
+
+def pytest_configure(config):
+    # Workers share the cores: one OpenMP thread each - for the worker and for the commands
+    # it starts - or their threads spin-wait on each other and everything runs 10x slower.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture
