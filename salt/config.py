@@ -179,12 +179,19 @@ class MaskConfig:
     lengths: str = field(default="auto", validator=_one_of("auto", "batch", "fixed"))
 
 
+TARGET_NORMS = ("none", "layer", "instance")
+
+
 @attrs.frozen
 class LossConfig:
     """Loss terms joined by '+', e.g. 'mse+vicreg'; options per term name."""
 
     name: str = field(default="mse", validator=_spec)
     options: dict = field(factory=dict, validator=_options)
+    # What the loss compares against: the teacher's latents as they are ("none"), each
+    # token standardized over its channels ("layer"), or each channel standardized over a
+    # clip's tokens ("instance": a clip's constant part - colours, layout - drops out).
+    target_norm: str = field(default="none", validator=validators.in_(TARGET_NORMS))
 
 
 @attrs.frozen
@@ -550,6 +557,8 @@ HELP: dict[str, str] = {
     "(one per run: what compile wants) or auto (fixed when train.compile)",
     "loss.name": "loss terms joined by '+', e.g. mse or mse+vicreg",
     "loss.options": "per-term options, a table (e.g. {vicreg = {weight = 0.1}})",
+    "loss.target_norm": "teacher latents as they are (none), standardized per token (layer) "
+    "or per channel over a clip's tokens (instance)",
     "optim.lr": "peak learning rate (AdamW), after warmup",
     "optim.min_lr": "learning rate at the end of the cosine decay",
     "optim.warmup_steps": "linear warmup steps",

@@ -120,7 +120,7 @@ def distill_loss(
         seed,
         min(cfg.data.num_workers, 2),
     )
-    objective = Objective(cfg.loss.name, cfg.loss.options)
+    objective = Objective(cfg.loss.name, cfg.loss.options, cfg.loss.target_norm)
     total, power, clips, steps = 0.0, 0.0, 0, 0
     terms: dict[str, float] = {}
     with torch.inference_mode():
@@ -136,9 +136,10 @@ def distill_loss(
             total += float(loss) * n
             for name, value in parts.items():
                 terms[name] = terms.get(name, 0.0) + float(value) * n
+            normed = objective.normalize(targets)  # the loss's targets
             power += (
                 n
-                * sum(float(gather_tokens(targets, g.target).pow(2).mean()) for g in masks)
+                * sum(float(gather_tokens(normed, g.target).pow(2).mean()) for g in masks)
                 / len(masks)
             )
             clips += n

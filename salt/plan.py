@@ -132,7 +132,7 @@ def dry_run(cfg: Config) -> TrainPlan:
             student = student_of(cfg)
             model = SaltModel(student, predictor_of(cfg, student.embed_dim, teacher.teacher_dim))
         masker = masker_of(cfg)
-        Objective(cfg.loss.name, cfg.loss.options)
+        Objective(cfg.loss.name, cfg.loss.options, cfg.loss.target_norm)
         plan = make_plan(
             cfg,
             model,

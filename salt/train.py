@@ -129,7 +129,7 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
     predictor = predictor_of(cfg, student.embed_dim, teacher.teacher_dim)
     model = SaltModel(student, predictor).to(device)
     masker = masker_of(cfg)
-    objective = Objective(cfg.loss.name, cfg.loss.options)
+    objective = Objective(cfg.loss.name, cfg.loss.options, cfg.loss.target_norm)
     steps = total_steps(cfg, len(clips), info.world)
     optimizer = build_optimizer(model, cfg.optim, fused=device.type == "cuda")
 

@@ -57,6 +57,20 @@ def test_flags_win_over_the_checkpoint_and_are_reported(run):
     assert report.loss == pytest.approx(sum(report.terms.values()), rel=1e-5)
 
 
+def test_held_out_power_is_that_of_the_normalized_targets(run):
+    """With loss.target_norm the loss compares against standardized latents, so the ratio's
+    denominator is their power: 1 for "layer" (every token's channels have variance 1; the
+    pixel teacher's own targets have the unbiased variance 1, so (n - 1) / n)."""
+    run_dir, _ = run
+    plain = distill_loss(run_dir, batches=2, seed=4)
+    layer = distill_loss(run_dir, {"loss.target_norm": "layer"}, batches=2, seed=4)
+    assert layer.overridden["loss.target_norm"] == ["none", "layer"]
+    assert layer.target_power == pytest.approx(1.0, rel=1e-5)
+    assert plain.target_power != pytest.approx(1.0, rel=1e-5)
+    assert layer.loss != plain.loss
+    assert layer.ratio == pytest.approx(layer.loss / layer.target_power)
+
+
 def test_a_teacher_of_another_width_is_a_clear_error(run):
     run_dir, _ = run
     with pytest.raises(ValueError, match="trained to predict teacher 'pixels'.*192-dim latents"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from salt.losses import Objective
+from salt.losses import Objective, masked_loss
+from salt.masking import MaskGroup
 from salt.registry import UnknownNameError, losses
 from salt_vicreg import covariance_penalty, variance_penalty
 
@@ -193,3 +194,62 @@ def test_two_terms_with_one_name_are_rejected():
     pred, target = pair(7)
     with pytest.raises(ValueError, match="both named 'mse'"):
         Objective("mse+mse")(pred, target)
+
+
+# --- target normalization (loss.target_norm) -------------------------------------------------
+
+
+def test_instance_norm_standardizes_each_channel_over_a_clips_tokens():
+    gen = torch.Generator().manual_seed(0)
+    # A clip-constant offset per channel (its "appearance") on top of varying tokens.
+    targets = torch.randn(3, 16, 4, generator=gen) * 2 + torch.randn(3, 1, 4, generator=gen) * 10
+    normed = Objective("mse", target_norm="instance").normalize(targets)
+    torch.testing.assert_close(normed.mean(dim=1), torch.zeros(3, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        normed.var(dim=1, unbiased=False), torch.ones(3, 4), atol=1e-4, rtol=0
+    )
+    # The same tokens on another clip-constant background give the same targets.
+    shifted = targets + torch.randn(3, 1, 4, generator=gen) * 5
+    torch.testing.assert_close(
+        Objective("mse", target_norm="instance").normalize(shifted), normed, atol=1e-4, rtol=0
+    )
+
+
+def test_layer_norm_standardizes_each_token_over_its_channels():
+    gen = torch.Generator().manual_seed(1)
+    targets = torch.randn(2, 5, 8, generator=gen) * 3 + 1
+    normed = Objective("mse", target_norm="layer").normalize(targets)
+    torch.testing.assert_close(normed.mean(dim=-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        normed.var(dim=-1, unbiased=False), torch.ones(2, 5), atol=1e-4, rtol=0
+    )
+
+
+def test_no_target_norm_leaves_the_targets_untouched():
+    targets = torch.randn(2, 5, 8)
+    assert Objective("mse").normalize(targets) is targets
+
+
+def test_a_channel_constant_over_a_clip_becomes_zeros_not_nan():
+    targets = torch.ones(1, 6, 2)
+    targets[0, :, 1] = torch.arange(6.0)
+    normed = Objective("mse", target_norm="instance").normalize(targets.half())
+    assert normed.dtype == torch.float32 and torch.isfinite(normed).all()
+    assert torch.count_nonzero(normed[0, :, 0]) == 0
+
+
+def test_masked_loss_normalizes_the_whole_clip_before_picking_tokens():
+    """Statistics over every token of the clip, not only the masked ones: the two target
+    tokens alone would standardize to +-1, the clip's six give other values."""
+    targets = torch.arange(6.0).view(1, 6, 1)
+    masks = [MaskGroup(torch.tensor([[0]]), torch.tensor([[4, 5]]))]
+    loss, _ = masked_loss(
+        [torch.zeros(1, 2, 1)], targets, masks, Objective("mse", target_norm="instance")
+    )
+    z = (torch.tensor([4.0, 5.0]) - 2.5) / torch.tensor(17.5 / 6).sqrt()
+    assert loss.item() == pytest.approx(z.square().mean().item(), rel=1e-5)
+
+
+def test_an_unknown_target_norm_names_the_choices():
+    with pytest.raises(ValueError, match=r"loss.target_norm must be one of none, layer, instance"):
+        Objective("mse", target_norm="batch")
