@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from salt import __version__
-from salt.config import Config, apply_overrides, build_config, parse_value
+from salt.config import TARGET_NORMS, Config, apply_overrides, build_config, parse_value
 
 log = logging.getLogger("salt")
 
@@ -639,6 +639,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         "classify_whiten": args.whiten,
         "classify_max_train": args.classify_max_train,
         "mask": args.mask,
+        "target_norm": args.target_norm,
         "image_size": args.image_size,
         "data": args.data,
         "device": args.device,
@@ -1090,6 +1091,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--mask",
         help="both runs' masker, as mask.name: multiblock (default; --long: future:0.5), "
         "tube:0.9 ...",
+    )
+    q.add_argument(
+        "--target-norm",
+        choices=TARGET_NORMS,
+        help="the student's targets, as loss.target_norm: the teacher's latents as they are "
+        "(none, default), standardized per token (layer) or per channel over a clip (instance)",
     )
     q.add_argument(
         "--image-size", type=positive_int, help="clip height and width (default 112; --long: 64)"

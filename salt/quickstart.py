@@ -21,7 +21,7 @@ import attrs
 import torch
 
 from salt.classify import ClassifyReport, ClassifySettings, ProbeScore, gap_in_stderr
-from salt.config import Config, build_config
+from salt.config import TARGET_NORMS, Config, build_config
 from salt.distill import DistillReport
 from salt.metrics import read_series
 from salt.plots import draw_losses_per_run, save_png
@@ -57,6 +57,9 @@ class QuickstartSettings:
     image_size: int = attrs.field(default=112, validator=attrs.validators.gt(0))
     # Both runs' masker (``mask.name``): V-JEPA's multi-block, or e.g. future:0.5.
     mask: str = "multiblock"
+    # The student's targets (``loss.target_norm``): the teacher's latents as they are (none),
+    # or standardized per token (layer) or per channel over a clip (instance).
+    target_norm: str = attrs.field(default="none", validator=attrs.validators.in_(TARGET_NORMS))
     probe_videos: int = attrs.field(default=64, validator=attrs.validators.ge(4))
     # The motion benchmark (motion:N: N training clips, N/2 test) and its attentive probes.
     classify_clips: int = attrs.field(default=224, validator=attrs.validators.ge(14))
@@ -137,6 +140,7 @@ class QuickstartResult:
     classify: dict[str, ClassifyReport]  # model name -> motion benchmark report, MODELS order
     reload_max_diff: float  # reloaded export vs checkpoint student tokens, max |a - b|
     seconds: dict[str, float]  # stage -> wall seconds, in STAGES order
+    target_norm: str = "none"  # the student's loss.target_norm (its loss's scale follows it)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
@@ -152,6 +156,7 @@ class QuickstartResult:
             },
             "teacher_summary": self.teacher_summary,
             "student_summary": self.student_summary,
+            "target_norm": self.target_norm,
             "distill": self.distill.to_dict(),
             "probes": {name: r.to_dict() for name, r in self.probes.items()},
             "classify": {name: r.to_dict() for name, r in self.classify.items()},
@@ -164,7 +169,10 @@ class QuickstartResult:
         """One table: losses, probe accuracies per model and wall time per stage."""
         t, s, d = self.teacher_summary, self.student_summary, self.distill
         rows: list[tuple[str, ...]] = [("losses", "min (step)", "last (step)")]
-        for name, summary in (("teacher (pixels)", t), ("student (cached)", s)):
+        student = "student (cached" + (
+            f", {self.target_norm})" if self.target_norm != "none" else ")"
+        )
+        for name, summary in (("teacher (pixels)", t), (student, s)):
             rows.append(
                 (
                     f"  {name}",
@@ -254,6 +262,8 @@ def stage_config(
             "train.batch_size": settings.batch_size,
             "train.device": settings.device,
             "train.seed": settings.seed,
+            # Only the student distils latents; the pixel teacher's loss has its own norm.
+            "loss.target_norm": settings.target_norm if name == "student" else "none",
             # ~50 points per loss curve
             "train.log_every": max(1, steps // 50),
             "train.checkpoint_every": steps,
@@ -292,7 +302,9 @@ def run_quickstart(
     descriptions = {
         "teacher": f"train a pixel-reconstruction teacher ({settings.teacher_steps} steps)",
         "cache": "export the teacher and cache its latents",
-        "student": f"train a student on the cached latents ({settings.student_steps} steps)",
+        "student": f"train a student on the cached latents ({settings.student_steps} steps"
+        + (f", {settings.target_norm}-standardized" if settings.target_norm != "none" else "")
+        + ")",
         "distill": "held-out distillation loss of the student",
         "probes": "temporal probes: " + ", ".join(MODELS),
         "classify": f"motion benchmark (motion:{settings.classify_clips}"
@@ -396,6 +408,7 @@ def run_quickstart(
         classify=classified,
         reload_max_diff=reload_max_diff,
         seconds={k: round(v, 2) for k, v in seconds.items()},
+        target_norm=settings.target_norm,
     )
     result.report.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     (out / "summary.txt").write_text(result.table() + "\n")
@@ -510,7 +523,7 @@ def plan_quickstart(
         *indent(teacher.lines()[1:]),
         f"student (stage 2): {settings.student_steps} steps on the teacher's cached latents of "
         f"the same {teacher.dataset_size} clips, masks {settings.mask}, "
-        f"{teacher.global_batch} clips/step",
+        f"{teacher.global_batch} clips/step, targets {settings.target_norm} (loss.target_norm)",
         f"temporal probes: {settings.probe_videos} videos per task, for each of "
         + ", ".join(MODELS),
         f"classify (attentive probe{', whitened' if chosen.whiten else ''}), for each of "

@@ -26,11 +26,14 @@ from salt.synthetic import SyntheticMotion
 
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory):
-    """One fast quickstart through the CLI, in-process: (out dir, stdout, exit code)."""
+    """One fast quickstart through the CLI, in-process: (out dir, stdout, exit code). Its
+    student standardizes its targets, so that path runs end to end too (the docs test runs
+    the default one)."""
     out = tmp_path_factory.mktemp("quickstart") / "qs"
     stdout = io.StringIO()
+    flags = ["--fast", "--no-progress", "--target-norm", "instance"]
     with contextlib.redirect_stdout(stdout):
-        code = main(["quickstart", "--fast", "--no-progress", "--out", str(out)])
+        code = main(["quickstart", *flags, "--out", str(out)])
     return out, stdout.getvalue(), code
 
 
@@ -42,7 +45,12 @@ def test_the_table_reports_every_stage_model_and_loss(quickstart):
         assert re.search(rf"^  {stage} +\d+\.\d$", text, re.M), f"no time for stage {stage}"
     header = next(line for line in lines if line.startswith("probes (accuracy)"))
     assert header.split()[2:] == [*MODELS, "chance"]
-    for row in ("teacher (pixels)", "student (cached)", "distill, held-out", "time-arrow"):
+    for row in (
+        "teacher (pixels)",
+        "student (cached, instance)",
+        "distill, held-out",
+        "time-arrow",
+    ):
         assert row in text
     header = next(line for line in lines if line.startswith("motion:28 (top-1)"))
     assert header.split()[2:] == [*MODELS, "chance"]
@@ -211,6 +219,11 @@ def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         main(["quickstart", *out, "--long", "--seed", "3"])
     assert seen[-1] == attrs.evolve(LONG, seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        main(["quickstart", *out, "--long", "--target-norm", "instance"])
+    assert seen[-1] == attrs.evolve(LONG, target_norm="instance")
+    with pytest.raises(SystemExit):
+        main(["quickstart", *out, "--target-norm", "batch"])
     assert (masked.mask, masked.image_size, masked.classify_max_train) == ("tube:0.75", 64, 28)
     with pytest.raises(SystemExit):
         main(["quickstart", *out, "--long", "--fast"])
@@ -225,6 +238,7 @@ def test_dry_run_sizes_every_stage_and_writes_nothing(tmp_path, capsys):
     assert "student (stage 2): 6000 steps" in text
     assert "14 classes, 448 train / 7168 test clips" in text
     assert "attentive probe, whitened" in text
+    assert "targets none (loss.target_norm)" in text
     assert not out.exists()
     assert main(["quickstart", "--dry-run", "--mask", "nope", "--out", str(out)]) == 2
     assert "unknown masker 'nope'" in capsys.readouterr().err
@@ -246,6 +260,30 @@ def test_both_runs_use_the_chosen_masker(tmp_path):
             "motion:2048",
             64,
         )
+
+
+def test_only_the_student_standardizes_its_targets(quickstart, tmp_path):
+    """--target-norm is the student's loss.target_norm; the pixel teacher keeps its own."""
+    out, _, _ = quickstart
+    runs = {
+        name: json.loads((out / "runs" / name / "config.json").read_text())
+        for name in ("teacher", "student")
+    }
+    assert (runs["teacher"]["loss"]["target_norm"], runs["student"]["loss"]["target_norm"]) == (
+        "none",
+        "instance",
+    )
+    assert json.loads((out / "quickstart.json").read_text())["target_norm"] == "instance"
+    settings = attrs.evolve(LONG, target_norm="instance")
+    stages = {
+        name: stage_config(settings, tmp_path, name, teacher, 5, progress=False)
+        for name, teacher in (("teacher", "pixels"), ("student", f"cached:{tmp_path}"))
+    }
+    assert stages["student"].loss.target_norm == "instance"
+    assert stages["teacher"].loss.target_norm == "none"
+    assert stage_config(LONG, tmp_path, "student", "pixels", 5, False).loss.target_norm == "none"
+    with pytest.raises(ValueError, match="target_norm"):
+        attrs.evolve(LONG, target_norm="batch")
 
 
 def test_classify_max_train_labels_only_the_first_clips(quickstart):
