@@ -21,7 +21,7 @@ import attrs
 import torch
 
 from salt.classify import ClassifyReport, ClassifySettings, ProbeScore, gap_in_stderr
-from salt.config import TARGET_NORMS, Config, build_config
+from salt.config import DEMO_PROFILE, TARGET_NORMS, Config, build_config
 from salt.distill import DistillReport
 from salt.metrics import read_series
 from salt.plots import draw_losses_per_run, save_png
@@ -60,6 +60,12 @@ class QuickstartSettings:
     # The student's targets (``loss.target_norm``): the teacher's latents as they are (none),
     # or standardized per token (layer) or per channel over a clip (instance).
     target_norm: str = attrs.field(default="none", validator=attrs.validators.in_(TARGET_NORMS))
+    # The student's linear warmup (``optim.warmup_steps``, capped at 10% of its steps by
+    # ``optim.max_warmup_fraction``); the default is the demo profile's, which the teacher
+    # keeps. Instance targets sit on a plateau for ~2400 steps after a 10-step warmup.
+    student_warmup: int = attrs.field(
+        default=DEMO_PROFILE["optim.warmup_steps"], validator=attrs.validators.ge(0)
+    )
     probe_videos: int = attrs.field(default=64, validator=attrs.validators.ge(4))
     # The motion benchmark (motion:N: N training clips, N/2 test) and its attentive probes.
     classify_clips: int = attrs.field(default=224, validator=attrs.validators.ge(14))
@@ -264,6 +270,9 @@ def stage_config(
             "train.seed": settings.seed,
             # Only the student distils latents; the pixel teacher's loss has its own norm.
             "loss.target_norm": settings.target_norm if name == "student" else "none",
+            "optim.warmup_steps": (
+                settings.student_warmup if name == "student" else DEMO_PROFILE["optim.warmup_steps"]
+            ),
             # ~50 points per loss curve
             "train.log_every": max(1, steps // 50),
             "train.checkpoint_every": steps,
@@ -500,6 +509,7 @@ def plan_quickstart(
     the classify stage's data - without training or writing anything."""
     from salt.classify import encoder_splits, plan_lines
     from salt.export import build_encoder, encoder_config
+    from salt.optim import warmup_steps
     from salt.train import dry_run
 
     out = Path(out)
@@ -507,6 +517,7 @@ def plan_quickstart(
         check_out(out, force=False)  # refuses a file or a non-empty folder; removes nothing
     teacher_cfg = stage_config(settings, out, "teacher", "pixels", settings.teacher_steps, False)
     teacher = dry_run(teacher_cfg)
+    student_optim = attrs.evolve(teacher_cfg.optim, warmup_steps=settings.student_warmup)
     # The student trains on the same clips with the same masks and batch; its teacher is
     # the cache the first stages write, so only its length differs from the teacher's plan.
     config = encoder_config(teacher_cfg.to_dict())
@@ -523,7 +534,8 @@ def plan_quickstart(
         *indent(teacher.lines()[1:]),
         f"student (stage 2): {settings.student_steps} steps on the teacher's cached latents of "
         f"the same {teacher.dataset_size} clips, masks {settings.mask}, "
-        f"{teacher.global_batch} clips/step, targets {settings.target_norm} (loss.target_norm)",
+        f"{teacher.global_batch} clips/step, targets {settings.target_norm} (loss.target_norm), "
+        f"warmup {warmup_steps(student_optim, settings.student_steps)} (optim.warmup_steps)",
         f"temporal probes: {settings.probe_videos} videos per task, for each of "
         + ", ".join(MODELS),
         f"classify (attentive probe{', whitened' if chosen.whiten else ''}), for each of "

@@ -224,6 +224,11 @@ def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
     assert seen[-1] == attrs.evolve(LONG, target_norm="instance")
     with pytest.raises(SystemExit):
         main(["quickstart", *out, "--target-norm", "batch"])
+    with pytest.raises(KeyboardInterrupt):
+        main(["quickstart", *out, "--long", "--student-warmup", "1200"])
+    assert seen[-1] == attrs.evolve(LONG, student_warmup=1200)
+    with pytest.raises(SystemExit):
+        main(["quickstart", *out, "--student-warmup", "-1"])
     assert (masked.mask, masked.image_size, masked.classify_max_train) == ("tube:0.75", 64, 28)
     with pytest.raises(SystemExit):
         main(["quickstart", *out, "--long", "--fast"])
@@ -238,8 +243,13 @@ def test_dry_run_sizes_every_stage_and_writes_nothing(tmp_path, capsys):
     assert "student (stage 2): 6000 steps" in text
     assert "14 classes, 448 train / 7168 test clips" in text
     assert "attentive probe, whitened" in text
-    assert "targets none (loss.target_norm)" in text
+    assert "targets none (loss.target_norm), warmup 10 (optim.warmup_steps)" in text
     assert not out.exists()
+    # The student's warmup as its run will use it: capped at 10% of its steps.
+    for given, used in (("1200", 600), ("300", 300)):
+        flags = ["--long", "--dry-run", "--student-warmup", given, "--out", str(out)]
+        assert main(["quickstart", *flags]) == 0
+        assert f"warmup {used} (optim.warmup_steps)" in capsys.readouterr().out
     assert main(["quickstart", "--dry-run", "--mask", "nope", "--out", str(out)]) == 2
     assert "unknown masker 'nope'" in capsys.readouterr().err
     # An earlier quickstart there: refused without --force; with it, named and kept.
@@ -284,6 +294,17 @@ def test_only_the_student_standardizes_its_targets(quickstart, tmp_path):
     assert stage_config(LONG, tmp_path, "student", "pixels", 5, False).loss.target_norm == "none"
     with pytest.raises(ValueError, match="target_norm"):
         attrs.evolve(LONG, target_norm="batch")
+
+
+def test_only_the_student_takes_the_chosen_warmup(tmp_path):
+    """--student-warmup is the student's optim.warmup_steps; the teacher keeps the demo's."""
+    settings = attrs.evolve(LONG, student_warmup=1200)
+    teacher = stage_config(settings, tmp_path, "teacher", "pixels", 4000, progress=False)
+    student = stage_config(settings, tmp_path, "student", f"cached:{tmp_path}", 12000, False)
+    assert (teacher.optim.warmup_steps, student.optim.warmup_steps) == (10, 1200)
+    assert stage_config(LONG, tmp_path, "student", "pixels", 5, False).optim.warmup_steps == 10
+    with pytest.raises(ValueError, match="student_warmup"):
+        attrs.evolve(LONG, student_warmup=-1)
 
 
 def test_classify_max_train_labels_only_the_first_clips(quickstart):
