@@ -517,7 +517,9 @@ def plan_quickstart(
         check_out(out, force=False)  # refuses a file or a non-empty folder; removes nothing
     teacher_cfg = stage_config(settings, out, "teacher", "pixels", settings.teacher_steps, False)
     teacher = dry_run(teacher_cfg)
-    student_optim = attrs.evolve(teacher_cfg.optim, warmup_steps=settings.student_warmup)
+    student_cfg = stage_config(
+        settings, out, "student", f"cached:{out / 'cache'}", settings.student_steps, False
+    )
     # The student trains on the same clips with the same masks and batch; its teacher is
     # the cache the first stages write, so only its length differs from the teacher's plan.
     config = encoder_config(teacher_cfg.to_dict())
@@ -535,7 +537,7 @@ def plan_quickstart(
         f"student (stage 2): {settings.student_steps} steps on the teacher's cached latents of "
         f"the same {teacher.dataset_size} clips, masks {settings.mask}, "
         f"{teacher.global_batch} clips/step, targets {settings.target_norm} (loss.target_norm), "
-        f"warmup {warmup_steps(student_optim, settings.student_steps)} (optim.warmup_steps)",
+        f"warmup {warmup_steps(student_cfg.optim, settings.student_steps)} (optim.warmup_steps)",
         f"temporal probes: {settings.probe_videos} videos per task, for each of "
         + ", ".join(MODELS),
         f"classify (attentive probe{', whitened' if chosen.whiten else ''}), for each of "
