@@ -640,6 +640,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         "classify_max_train": args.classify_max_train,
         "mask": args.mask,
         "target_norm": args.target_norm,
+        "teacher_warmup": args.teacher_warmup,
         "student_warmup": args.student_warmup,
         "image_size": args.image_size,
         "data": args.data,
@@ -1100,10 +1101,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(none, default), standardized per token (layer) or per channel over a clip (instance)",
     )
     q.add_argument(
+        "--teacher-warmup",
+        type=nonneg_int,
+        help="the teacher's warmup steps, as optim.warmup_steps (at most 10%% of its steps; "
+        "default 10, the demo profile's)",
+    )
+    q.add_argument(
         "--student-warmup",
         type=nonneg_int,
         help="the student's warmup steps, as optim.warmup_steps (at most 10%% of its steps; "
-        "default 10, the demo profile's, which the teacher keeps)",
+        "default 10, the demo profile's)",
     )
     q.add_argument(
         "--image-size", type=positive_int, help="clip height and width (default 112; --long: 64)"

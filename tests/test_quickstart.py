@@ -227,8 +227,12 @@ def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         main(["quickstart", *out, "--long", "--student-warmup", "1200"])
     assert seen[-1] == attrs.evolve(LONG, student_warmup=1200)
-    with pytest.raises(SystemExit):
-        main(["quickstart", *out, "--student-warmup", "-1"])
+    with pytest.raises(KeyboardInterrupt):
+        main(["quickstart", *out, "--long", "--teacher-warmup", "400"])
+    assert seen[-1] == attrs.evolve(LONG, teacher_warmup=400)
+    for flag in ("--student-warmup", "--teacher-warmup"):
+        with pytest.raises(SystemExit):
+            main(["quickstart", *out, flag, "-1"])
     assert (masked.mask, masked.image_size, masked.classify_max_train) == ("tube:0.75", 64, 28)
     with pytest.raises(SystemExit):
         main(["quickstart", *out, "--long", "--fast"])
@@ -250,6 +254,12 @@ def test_dry_run_sizes_every_stage_and_writes_nothing(tmp_path, capsys):
         flags = ["--long", "--dry-run", "--student-warmup", given, "--out", str(out)]
         assert main(["quickstart", *flags]) == 0
         assert f"warmup {used} (optim.warmup_steps)" in capsys.readouterr().out
+    # The teacher's, capped the same way, in its own run's plan.
+    for given, used in ("400", 400), ("1000", 600):
+        flags = ["--long", "--dry-run", "--teacher-warmup", given, "--out", str(out)]
+        assert main(["quickstart", *flags]) == 0
+        teacher_plan = capsys.readouterr().out.split("student (stage 2)")[0]
+        assert f"6000 steps (warmup {used}," in teacher_plan
     assert main(["quickstart", "--dry-run", "--mask", "nope", "--out", str(out)]) == 2
     assert "unknown masker 'nope'" in capsys.readouterr().err
     # An earlier quickstart there: refused without --force; with it, named and kept.
@@ -296,15 +306,22 @@ def test_only_the_student_standardizes_its_targets(quickstart, tmp_path):
         attrs.evolve(LONG, target_norm="batch")
 
 
-def test_only_the_student_takes_the_chosen_warmup(tmp_path):
-    """--student-warmup is the student's optim.warmup_steps; the teacher keeps the demo's."""
-    settings = attrs.evolve(LONG, student_warmup=1200)
-    teacher = stage_config(settings, tmp_path, "teacher", "pixels", 4000, progress=False)
-    student = stage_config(settings, tmp_path, "student", f"cached:{tmp_path}", 12000, False)
-    assert (teacher.optim.warmup_steps, student.optim.warmup_steps) == (10, 1200)
-    assert stage_config(LONG, tmp_path, "student", "pixels", 5, False).optim.warmup_steps == 10
-    with pytest.raises(ValueError, match="student_warmup"):
-        attrs.evolve(LONG, student_warmup=-1)
+def test_each_run_takes_its_own_warmup(tmp_path):
+    """--student-warmup and --teacher-warmup are each run's optim.warmup_steps; both default
+    to the demo profile's 10."""
+    for chosen, expected in (
+        ({"student_warmup": 1200}, (10, 1200)),
+        ({"teacher_warmup": 400}, (400, 10)),
+        ({"teacher_warmup": 400, "student_warmup": 1200}, (400, 1200)),
+        ({}, (10, 10)),
+    ):
+        settings = attrs.evolve(LONG, **chosen)
+        teacher = stage_config(settings, tmp_path, "teacher", "pixels", 4000, progress=False)
+        student = stage_config(settings, tmp_path, "student", f"cached:{tmp_path}", 12000, False)
+        assert (teacher.optim.warmup_steps, student.optim.warmup_steps) == expected
+    for field in ("student_warmup", "teacher_warmup"):
+        with pytest.raises(ValueError, match=field):
+            attrs.evolve(LONG, **{field: -1})
 
 
 def test_classify_max_train_labels_only_the_first_clips(quickstart):
