@@ -616,7 +616,13 @@ def cmd_app(args: argparse.Namespace) -> int:
             f"clone with: pip install -e '.[app]'"
         ) from None
 
-    page, url = launch(host=args.host, port=args.port, runs=args.runs, allow=tuple(args.allow))
+    page, url = launch(
+        host=args.host,
+        port=args.port,
+        runs=args.runs,
+        allow=tuple(args.allow),
+        allow_hub=args.allow_hub,
+    )
     print(f"salt viewer on {url} (Ctrl+C stops it)")
     try:
         page.block_thread()
@@ -1174,6 +1180,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="DIR",
         help="another folder the viewer may read (e.g. where teachers or videos live); repeatable",
+    )
+    a.add_argument(
+        "--allow-hub",
+        action="store_true",
+        help="let a teacher field name a Hugging Face Hub repo (encoder:org/name); without it "
+        "the viewer never reaches the network",
     )
     a.set_defaults(func=cmd_app)
     for leaf in _leaves(parser):

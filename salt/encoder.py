@@ -66,7 +66,12 @@ class VideoEncoder(nn.Module):
         checkpoint or a Hugging Face Hub repo id (``"org/name"``, at ``revision``; the Hub's
         cache and ``HF_HUB_OFFLINE`` apply), then move it to ``device``/``dtype``; every
         weight must match the architecture (no missing or extra keys). Exports are
-        safetensors; checkpoints are read with ``torch.load(weights_only=True)``."""
+        safetensors; checkpoints are read with ``torch.load(weights_only=True)``.
+
+        What looks like a path (``./``, ``../``, ``/``, ``~``, a drive, a backslash, more
+        than one ``/``, a file suffix, or a first part such as ``runs/`` that is a local
+        folder) is never sent to the Hub: a missing one is a ``FileNotFoundError`` naming
+        it. A Hub id with no network fails within seconds, or loads the cached copy."""
         model, config = load_encoder(path, revision)
         return cls(model, config).to(device=device, dtype=dtype).eval()
 

@@ -189,12 +189,14 @@ def load_encoder(path: str | Path, revision: str | None = None) -> tuple[nn.Modu
     """A trained encoder from an export directory, its ``model.safetensors``, a run
     directory, a checkpoint, or a Hugging Face Hub repo id (``org/name``, at ``revision``;
     through the Hub's cache and offline mode); returns the module (eval mode) and its
-    config."""
+    config. What looks like a path (:func:`salt.hub.looks_like_path`: ``./``, ``/``, ``~``,
+    ``runs/...``, a drive, a file suffix) is never looked up on the Hub."""
     from salt.hub import download, is_repo_id
 
-    if is_repo_id(str(path)):
-        path = download(str(path), revision)
-    path = Path(path)
+    given = str(path)
+    if is_repo_id(given):
+        path = download(given, revision)
+    path = Path(path).expanduser()
     folder = path.parent if path.suffix == ".safetensors" else path
     if (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file():
         config = check_encoder_config(read_json(folder / CONFIG), str(folder / CONFIG))
@@ -211,7 +213,8 @@ def load_encoder(path: str | Path, revision: str | None = None) -> tuple[nn.Modu
         load_strict(model, state["student"], str(resolve_checkpoint(path)))
     else:
         raise FileNotFoundError(
-            f"no encoder at {str(path)!r}: expected an export directory ({CONFIG} + {WEIGHTS}), "
-            f"a run directory, a checkpoint file or a Hub repo id (org/name)"
+            f"no encoder at {given!r}: no such file or folder (a local path, so the Hub was "
+            f"not asked); expected an export directory ({CONFIG} + {WEIGHTS}), a run directory, "
+            f"a checkpoint file or a Hub repo id (org/name)"
         )
     return model.eval(), config

@@ -4,31 +4,91 @@ every export, and ``push_to_hub``.
 Loading goes through ``huggingface_hub``, so its cache (``HF_HUB_CACHE``), offline mode
 (``HF_HUB_OFFLINE=1``: the cache only, no network) and tokens apply as for any Hub model.
 Only ``config.json``, ``model.safetensors`` and ``README.md`` are fetched: an export holds
-nothing that could run code.
+nothing that could run code. Without a network, a lookup fails in about
+:data:`PROBE_TIMEOUT_S` seconds (or loads the cached copy) instead of retrying for half a
+minute.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
 from salt import __version__
 
+log = logging.getLogger(__name__)
+
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FILES = ("config.json", "model.safetensors")
 CARD = "README.md"
+# First folders of the relative paths salt's guides write to: ``runs/typo`` is a run that
+# is not there, never the Hub repo of a user called "runs".
+LOCAL_FOLDERS = ("runs", "encoders", "exports", "caches", "checkpoints")
+# A name ending like a weights or config file is a file, whatever else it looks like.
+FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".json")
+WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+PROBE_TIMEOUT_S = 2.0  # how long the Hub (or its proxy) gets to accept a connection
 
 
-def is_repo_id(text: str) -> bool:
-    """``org/name`` that is not a local path: what ``from_pretrained`` fetches from the Hub."""
-    return bool(REPO_ID.match(str(text))) and not Path(text).exists()
+def looks_like_path(text: str | Path) -> bool:
+    """Whether ``text`` names a local file or folder, never a Hub repo: it starts with
+    ``./``, ``../``, ``/``, ``~`` or a Windows drive (``C:\\``, ``C:/``), holds a backslash,
+    has no ``/`` or more than one, has a ``.`` or ``..`` part, ends in a weights or config
+    suffix (``.safetensors``, ``.pt``, ``.json``, ...), exists, or its first part is a local
+    folder or one salt's guides use (``runs/``, ``encoders/``, ``exports/``, ``caches/``,
+    ``checkpoints/``)."""
+    text = str(text)
+    first = text.split("/", 1)[0]
+    return (
+        text.startswith(("./", "../", "/", "~"))
+        or bool(WINDOWS_DRIVE.match(text))
+        or "\\" in text
+        or text.count("/") != 1
+        or any(part in (".", "..") for part in text.split("/"))
+        or text.lower().endswith(FILE_SUFFIXES)
+        or first in LOCAL_FOLDERS
+        or Path(first).is_dir()
+        or Path(text).exists()
+    )
+
+
+def is_repo_id(text: str | Path) -> bool:
+    """``org/name`` that is not a local path (see :func:`looks_like_path`): what
+    ``from_pretrained`` fetches from the Hub."""
+    return bool(REPO_ID.match(str(text))) and not looks_like_path(text)
 
 
 def download(repo_id: str, revision: str | None = None) -> Path:
-    """The local folder (in the Hub cache) holding ``repo_id``'s export at ``revision``."""
+    """The local folder (in the Hub cache) holding ``repo_id``'s export at ``revision``.
+
+    When the Hub cannot be reached (checked first, in :data:`PROBE_TIMEOUT_S` seconds), a
+    copy in the cache is used, and without one this is a one-line error at once."""
     from huggingface_hub import constants, hf_hub_download
 
+    if not constants.is_offline_mode():
+        host, port, what = hub_address()
+        if not reachable(host, port):
+            folder = cached_copy(repo_id, revision)
+            if folder is None:
+                raise FileNotFoundError(
+                    f"could not load {repo_id!r} from the Hugging Face Hub: {what} {host}:{port} "
+                    f"cannot be reached (no network?) and the Hub cache "
+                    f"({constants.HF_HUB_CACHE}) has no copy; to work offline, fetch it once "
+                    f"while online (`hf download {repo_id}`) and set HF_HUB_OFFLINE=1, or give a "
+                    f"local export folder"
+                )
+            log.warning(
+                "%s %s:%d cannot be reached: loading %r from the Hub cache",
+                what,
+                host,
+                port,
+                repo_id,
+            )
+            return folder
     folder = None
     try:
         for name in FILES:
@@ -47,6 +107,58 @@ def download(repo_id: str, revision: str | None = None) -> Path:
             f"local export directory"
         ) from None
     return folder
+
+
+def cached_copy(repo_id: str, revision: str | None = None) -> Path | None:
+    """The Hub cache's folder holding ``repo_id``'s export files, or None; never the network."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        paths = [
+            hf_hub_download(repo_id, n, revision=revision, local_files_only=True) for n in FILES
+        ]
+    except Exception:  # noqa: BLE001 - not cached (huggingface_hub raises several kinds)
+        return None
+    return Path(paths[-1]).parent
+
+
+def hub_address() -> tuple[str, int, str]:
+    """``(host, port, what)`` a Hub request connects to first: the proxy the environment
+    sets for the endpoint (``HTTPS_PROXY``, ``ALL_PROXY``, unless ``NO_PROXY`` names the
+    host), else the endpoint itself (``HF_ENDPOINT``, default huggingface.co)."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    host = url.hostname or "huggingface.co"
+    proxies = getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not proxy_bypass(host):
+        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        default = 443 if p.scheme == "https" else 1080 if p.scheme.startswith("socks") else 80
+        return p.hostname or host, p.port or default, "the proxy"
+    return host, url.port or (443 if url.scheme == "https" else 80), "the Hub at"
+
+
+def reachable(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds, the name
+    lookup included (in a thread, as a lookup can hang past any socket timeout)."""
+    done, opened = threading.Event(), threading.Event()
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            opened.set()
+        except Exception:  # noqa: BLE001 - any failure means not reachable
+            pass
+        finally:
+            done.set()
+
+    threading.Thread(target=probe, name="salt-hub-probe", daemon=True).start()
+    done.wait(timeout)
+    return opened.is_set()
 
 
 def model_card(config: dict[str, Any]) -> str:

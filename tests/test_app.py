@@ -115,13 +115,13 @@ def test_paths_outside_the_allowed_roots_are_refused(tmp_path):
     outside.write_bytes(b"x")
     roots = [inside.resolve()]
     with pytest.raises(cb.PathRefused):
-        cb.check_path(outside, roots)
+        cb.confined(outside, roots)
     with pytest.raises(cb.PathRefused):  # .. and symlinks do not escape
-        cb.check_path(inside / ".." / "out" / "clip.mp4", roots)
+        cb.confined(inside / ".." / "out" / "clip.mp4", roots)
     (inside / "link.mp4").symlink_to(outside)
     with pytest.raises(cb.PathRefused):
-        cb.check_path(inside / "link.mp4", roots)
-    assert cb.check_path(inside, roots) == inside.resolve()
+        cb.confined(inside / "link.mp4", roots)
+    assert cb.confined(inside, roots) == inside.resolve()
     r = cb.render_masks(str(outside), "tube", "", roots=roots, **GEOMETRY)
     assert r.message.startswith("Refused:") and r.images == []
     assert cb.plot_runs([str(outside.parent)], roots).message.startswith("Refused:")
@@ -252,6 +252,167 @@ def test_teacher_specs_are_confined_to_the_allowed_roots(run, tmp_path):
     assert cb.check_teacher_spec("random:vit_tiny", [tmp_path]) == "random:vit_tiny"
 
 
+# A file outside the roots, as /etc/passwd would be: nothing of it may reach the page.
+SECRET = "root:x:0:0:SECRET-LINE:/root:/bin/bash\nsecond:SECRET-TWO\n"
+
+
+def _no_secret(message: str) -> bool:
+    return "SECRET" not in message and "root:x" not in message
+
+
+@pytest.fixture
+def fenced(tmp_path, run):
+    """``(roots, runs, outside)``: a copy of the tiny run under ``runs`` (the only root) and
+    a secret file beside it, outside the roots."""
+    runs = tmp_path / "runs"
+    shutil.copytree(run, runs / "copy")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "passwd").write_text(SECRET)
+    shutil.copy(next((run / "checkpoints").iterdir()), outside / "step_99.pt")
+    return [runs.resolve()], runs, outside
+
+
+def test_a_file_linked_out_of_an_allowed_run_is_refused_and_never_read(fenced):
+    """The folder is inside the roots, the file in it is a link to outside: each file is
+    checked as it is opened, not just the folder."""
+    pytest.importorskip("PIL")
+    roots, runs, outside = fenced
+    copy = runs / "copy"
+    (copy / "metrics.jsonl").unlink()
+    (copy / "metrics.jsonl").symlink_to(outside / "passwd")
+    r = cb.plot_runs([str(copy)], roots)
+    assert r.message.startswith("Refused: not allowed") and "metrics.jsonl" in r.message
+    assert _no_secret(r.message) and r.image is None
+    # A checkpoint linked out, even a genuine one, is refused before it is loaded.
+    (copy / "checkpoints" / "step_99.pt").symlink_to(outside / "step_99.pt")
+    with pytest.raises(cb.PathRefused, match="step_99.pt"):
+        cb.load_run(str(copy), "", roots)
+    (copy / "checkpoints" / "step_99.pt").unlink()
+    (copy / "checkpoints" / "step_99.pt").symlink_to(outside / "passwd")
+    with pytest.raises(cb.PathRefused) as refused:
+        cb.load_run(str(copy), "", roots)
+    assert _no_secret(str(refused.value))
+    # A video linked out.
+    (runs / "clip.mp4").symlink_to(outside / "passwd")
+    r = cb.render_masks(str(runs / "clip.mp4"), "tube", "", roots=roots, **GEOMETRY)
+    assert r.message.startswith("Refused:") and _no_secret(r.message)
+
+
+def test_teacher_folders_are_checked_file_by_file(fenced, tmp_path, monkeypatch):
+    """An export, run or cache folder given as a teacher is refused when anything in it
+    (an export's config, a run's checkpoint, a cache's shard) leads outside the roots."""
+    roots, runs, outside = fenced
+    export = runs / "export"
+    export.mkdir()
+    (export / "model.safetensors").write_bytes(b"")
+    (export / "config.json").symlink_to(outside / "passwd")
+    with pytest.raises(cb.PathRefused, match="config.json") as refused:
+        cb.check_teacher_spec(f"encoder:{export}", roots)
+    assert _no_secret(str(refused.value))
+    nested = runs / "teacher-run" / "checkpoints"
+    nested.mkdir(parents=True)
+    (nested / "step_1.pt").symlink_to(outside / "step_99.pt")
+    with pytest.raises(cb.PathRefused, match="step_1.pt"):
+        cb.check_teacher_spec(f"encoder:{nested.parent}", roots)
+    linked = runs / "linked-folder"  # a folder linked out is refused as a whole
+    linked.symlink_to(outside)
+    with pytest.raises(cb.PathRefused):
+        cb.check_teacher_spec(f"encoder:{runs}", roots)
+    linked.unlink()
+    # cached:NAME is the folder of that name under the salt cache.
+    monkeypatch.setenv("SALT_CACHE_DIR", str(runs / "salt-cache"))
+    cache = runs / "salt-cache" / "latents" / "v1tiny"
+    cache.mkdir(parents=True)
+    (cache / "index.json").write_text("{}")
+    assert cb.check_teacher_spec("cached:v1tiny", roots) == "cached:v1tiny"
+    (cache / "shard_00000.npy").symlink_to(outside / "passwd")
+    with pytest.raises(cb.PathRefused, match="shard_00000.npy"):
+        cb.check_teacher_spec("cached:v1tiny", roots)
+    # Everything inside: the spec passes unchanged.
+    (cache / "shard_00000.npy").unlink()
+    (export / "config.json").unlink()
+    (export / "config.json").write_text("{}")
+    assert cb.check_teacher_spec(f"encoder:{export}", roots) == f"encoder:{export}"
+
+
+def test_errors_name_the_file_and_never_quote_it(fenced):
+    """Files inside the roots that are not what they should be: the page says which and
+    what is wrong, not what they hold (parsers quote the bytes they stopped at)."""
+    pytest.importorskip("PIL")
+    roots, runs, _ = fenced
+    copy = runs / "copy"
+    (copy / "metrics.jsonl").write_text(SECRET)
+    r = cb.plot_runs([str(copy)], roots)
+    assert r.message == (
+        "Unreadable file: copy/metrics.jsonl is not a readable metrics log (one JSON object a "
+        "line); it is damaged, truncated or another kind of file"
+    )
+    (copy / "checkpoints" / "step_99.pt").write_text(SECRET)
+    with pytest.raises(cb.UnreadableInput) as err:
+        cb.load_run(str(copy), "", roots)
+    assert str(err.value).startswith("checkpoints/step_99.pt is not a readable salt training")
+    assert _no_secret(cb.error_message(err.value))
+    # A teacher's file, read by its loader: salt's read error, less the parser's aside.
+    (copy / "checkpoints" / "step_99.pt").unlink()
+    export = runs / "export"
+    export.mkdir()
+    (export / "config.json").write_text("SECRET-LINE {")
+    (export / "model.safetensors").write_bytes(SECRET.encode())
+    from salt.io import UnreadableFileError
+
+    with pytest.raises(UnreadableFileError) as err:
+        cb.load_run(str(copy), f"encoder:{export}", roots)
+    message = cb.error_message(err.value)
+    assert (
+        message == f"Unreadable file: {export / 'config.json'} is not valid JSON; it may be damaged"
+    )
+    quoted = UnreadableFileError("x.pt is not a readable torch file (invalid load key, 'r'.); ...")
+    assert cb.error_message(quoted) == "Unreadable file: x.pt is not a readable torch file; ..."
+
+
+def test_a_hub_teacher_is_refused_unless_the_viewer_allows_the_hub(run, tmp_path, monkeypatch):
+    """`encoder:org/name` reaches the network only when `salt app --allow-hub` says so; with
+    it and no network, the Hub's own one-line offline error comes back at once."""
+    pytest.importorskip("gradio")
+    from huggingface_hub import constants
+
+    from salt_app.app import build_app
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: refuse(*a))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for allow_hub in (False, True):
+        page = build_app(run.parent, allow_hub=allow_hub)
+        on_latents = next(
+            fn.fn for fn in page.fns.values() if getattr(fn.fn, "__name__", "") == "on_latents"
+        )
+        images, _, message = on_latents(
+            str(run), "encoder:robot-lab/absent", "synthetic/0", "", None, 0
+        )
+        assert images == []
+        if allow_hub:
+            assert message.startswith("Error: could not load 'robot-lab/absent'")
+            assert "HF_HUB_OFFLINE=1" in message and len(attempts) >= 1
+        else:
+            assert message == (
+                "Refused: teacher 'encoder:robot-lab/absent' names a Hugging Face Hub repo; this "
+                "viewer does not reach the network unless started with `salt app --allow-hub` - "
+                "or give a local folder"
+            )
+            assert attempts == []
+    # A path-like spec is never a Hub id: `runs/typo` is a missing folder, said as such.
+    with pytest.raises(FileNotFoundError, match="no encoder at 'runs/typo'"):
+        cb.load_run(str(run), "encoder:runs/typo", [run.parent.resolve(), Path.cwd()])
+
+
 def _write_metrics(run_dir: Path, losses: list[float]) -> Path:
     run_dir.mkdir(parents=True)
     with open(run_dir / "metrics.jsonl", "w") as f:
@@ -313,10 +474,13 @@ def test_cli_app_defaults_to_localhost(capsys):
 
     args = build_parser().parse_args(["app"])
     assert (args.host, args.port, args.runs) == ("127.0.0.1", 7860, "runs")
+    assert args.allow_hub is False  # the viewer stays off the network unless told
+    assert build_parser().parse_args(["app", "--allow-hub"]).allow_hub is True
     assert args.func.__name__ == "cmd_app"
     with pytest.raises(SystemExit) as exit_:
         main(["app", "--help"])
-    assert exit_.value.code == 0 and "--runs" in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert exit_.value.code == 0 and "--runs" in help_text and "--allow-hub" in help_text
 
 
 def _free_port() -> int:

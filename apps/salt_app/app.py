@@ -13,9 +13,12 @@ log = logging.getLogger("salt.app")  # under "salt": the CLI shows it
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def build_app(runs: str | Path = "runs", allow: tuple[str | Path, ...] = ()):
+def build_app(
+    runs: str | Path = "runs", allow: tuple[str | Path, ...] = (), allow_hub: bool = False
+):
     """The ``gr.Blocks`` page; files are read only under :func:`callbacks.allowed_roots`
-    (``runs``, the working directory, the salt cache, uploads and the ``allow`` folders)."""
+    (``runs``, the working directory, the salt cache, uploads and the ``allow`` folders),
+    and a teacher on the Hugging Face Hub is fetched only with ``allow_hub``."""
     import gradio as gr
 
     from salt.registry import maskers
@@ -25,7 +28,7 @@ def build_app(runs: str | Path = "runs", allow: tuple[str | Path, ...] = ()):
     # Per page, not global: the last two loaded checkpoints stay in memory between clicks,
     # keyed by file and mtime so a run's newer checkpoint is picked up.
     cached_load = functools.lru_cache(maxsize=2)(
-        lambda checkpoint, mtime, teacher: cb.load_run(checkpoint, teacher, roots=roots)
+        lambda checkpoint, mtime, teacher: cb.load_run(checkpoint, teacher, roots, allow_hub)
     )
 
     def load_run(run: str, teacher: str) -> cb.LoadedRun:
@@ -33,7 +36,7 @@ def build_app(runs: str | Path = "runs", allow: tuple[str | Path, ...] = ()):
 
         if not run:
             raise ValueError("pick a run directory or a checkpoint file")
-        checkpoint = resolve_checkpoint(cb.check_path(run, roots))
+        checkpoint = cb.confined(resolve_checkpoint(cb.confined(run, roots)), roots)
         return cached_load(str(checkpoint), checkpoint.stat().st_mtime_ns, teacher)
 
     def clip_source(choice: str, path: str, upload) -> str:
@@ -83,7 +86,8 @@ def build_app(runs: str | Path = "runs", allow: tuple[str | Path, ...] = ()):
 
     synthetic = [f"synthetic/{i}" for i in range(16)]
     found = cb.list_runs(runs)
-    with gr.Blocks(title="salt viewer") as page:
+    # No analytics: gradio would report to its servers, and the viewer stays off the network.
+    with gr.Blocks(title="salt viewer", analytics_enabled=False) as page:
         gr.Markdown(f"# salt viewer\nruns: `{runs.resolve()}`")
         with gr.Tab("Masks", id="masks"):
             with gr.Row():
@@ -163,12 +167,13 @@ def launch(
     port: int = 7860,
     runs: str | Path = "runs",
     allow: tuple[str | Path, ...] = (),
+    allow_hub: bool = False,
 ):
     """Build the page and serve it in a background thread; returns ``(page, url)``.
 
     Call ``page.block_thread()`` to wait (``salt app`` does), ``page.close()`` to stop.
     """
-    page = build_app(runs, allow)
+    page = build_app(runs, allow, allow_hub)
     if host not in LOCAL_HOSTS:
         log.warning(
             "serving on %s: anyone who can reach this host can browse the runs, cache and "

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,19 @@ TOKEN_PX = 12  # pixels per token in the latent images
 
 
 class PathRefused(ValueError):
-    """A path outside the folders the viewer may read."""
+    """A path outside the folders the viewer may read, or a Hub id it may not fetch."""
+
+
+class UnreadableInput(ValueError):
+    """A file inside the roots that is not what it should be; the message names the file
+    and what is wrong, never what it holds."""
 
 
 # ---------------------------------------------------------------------------------------
-# Paths
+# Paths: every file a callback reads goes through confined() (or confined_tree() for a
+# folder a loader reads from) right before it is opened.
+
+MAX_TREE_FILES = 10_000  # a teacher folder holding more is not a model folder
 
 
 def allowed_roots(runs: str | Path = "runs", extra: tuple[str | Path, ...] = ()) -> list[Path]:
@@ -47,9 +56,10 @@ def gradio_temp_dir() -> Path:
     return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
 
 
-def check_path(path: str | Path, roots: list[Path]) -> Path:
-    """``path`` resolved (symlinks followed), or :class:`PathRefused` if it lies outside
-    ``roots``; the refusal says nothing about what is there."""
+def confined(path: str | Path, roots: list[Path]) -> Path:
+    """``path`` resolved (every symlink followed, the last one too), or :class:`PathRefused`
+    if that lies outside ``roots``; open the returned path. The refusal reads the same
+    whether or not anything is there."""
     resolved = Path(path).expanduser().resolve()
     if not any(resolved == r or resolved.is_relative_to(r) for r in roots):
         raise PathRefused(
@@ -60,16 +70,79 @@ def check_path(path: str | Path, roots: list[Path]) -> Path:
     return resolved
 
 
-def check_teacher_spec(spec: str, roots: list[Path]) -> str:
+def confined_tree(path: str | Path, roots: list[Path]) -> Path:
+    """:func:`confined` for ``path`` and, when it is a folder, for everything under it
+    (through linked folders too): what a loader given the folder may open."""
+    top = confined(path, roots)
+    if not top.is_dir():
+        return top
+    seen, todo, count = {top}, [top], 0
+    while todo:
+        for entry in sorted(todo.pop().iterdir()):
+            target = confined(entry, roots)
+            count += 1
+            if count > MAX_TREE_FILES:
+                raise PathRefused(
+                    f"not allowed: {str(path)!r} holds more than {MAX_TREE_FILES} files; give "
+                    f"the folder that holds the model itself"
+                )
+            if target.is_dir() and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return top
+
+
+def check_teacher_spec(spec: str, roots: list[Path], allow_hub: bool = False) -> str:
     """A teacher spec whose argument, when it names a path (absolute, ``~``, with a
-    separator, or present in the working directory), lies inside ``roots``; a plain name
-    such as ``random:vit_tiny`` or ``cached:v1huge`` is not a path and passes."""
+    separator, or present in the working directory), lies inside ``roots`` with every file
+    under it; a Hub id (``encoder:org/name``) is refused unless ``allow_hub``. A plain name
+    such as ``random:vit_tiny`` is not a path and passes; ``cached:NAME`` is checked as the
+    cache folder it names."""
+    from salt.cache import resolve_cache
+    from salt.hub import is_repo_id
     from salt.registry import parse_spec
 
-    _, arg = parse_spec(spec)
-    if arg and (os.sep in arg or "/" in arg or arg.startswith("~") or Path(arg).exists()):
-        check_path(arg, roots)
+    name, arg = parse_spec(spec)
+    if not arg:
+        return spec
+    if is_repo_id(arg):
+        if not allow_hub:
+            raise PathRefused(
+                f"teacher {spec!r} names a Hugging Face Hub repo; this viewer does not reach the "
+                f"network unless started with `salt app --allow-hub` - or give a local folder"
+            )
+        return spec  # fetched into the Hub cache by the loader (config + weights only)
+    if os.sep in arg or "/" in arg or arg.startswith("~") or Path(arg).exists():
+        confined_tree(arg, roots)
+    elif name == "cached":  # a bare cache name: the folder under the salt cache it names
+        try:
+            folder = resolve_cache(arg)
+        except FileNotFoundError:
+            return spec  # the teacher says what is missing
+        confined_tree(folder, roots)
     return spec
+
+
+def read_checked(path: Path, what: str, read):
+    """``read(path)`` of a confined file; a file that is not a ``what`` is an
+    :class:`UnreadableInput` naming it, never quoting it."""
+    import pickle
+
+    from salt.io import UnreadableFileError
+
+    try:
+        return read(path)
+    except (UnreadableFileError, UnicodeDecodeError, pickle.UnpicklingError, ValueError):
+        raise UnreadableInput(
+            f"{display_name(path)} is not a readable {what}; it is damaged, truncated or "
+            f"another kind of file"
+        ) from None
+
+
+def display_name(path: Path) -> str:
+    """A file as the page names it: its folder and name (``checkpoints/step_4.pt``)."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -111,7 +184,7 @@ def load_clip(
         )
     from salt.video import read_centre_view
 
-    path = check_path(source, roots)
+    path = confined(source, roots)
     _, clip = read_centre_view(path, path.name, data)  # [T, C, H, W]
     return Clip(clip.permute(0, 2, 3, 1).numpy(), 0, path.name)
 
@@ -246,23 +319,30 @@ class LoadedRun:
     teacher: Any  # salt.teachers.Teacher
 
 
-def load_run(run: str | Path, teacher_spec: str = "", roots: list[Path] | None = None) -> LoadedRun:
-    """Load a run's newest checkpoint (or the given one) with the run's or another teacher."""
+def load_run(
+    run: str | Path,
+    teacher_spec: str = "",
+    roots: list[Path] | None = None,
+    allow_hub: bool = False,
+) -> LoadedRun:
+    """Load a run's newest checkpoint (or the given one) with the run's or another teacher;
+    a teacher on the Hugging Face Hub only with ``allow_hub``."""
     import torch
 
     from salt.checkpoints import load_checkpoint, resolve_checkpoint
     from salt.config import apply_overrides, from_dict
     from salt.models import load_trained_pair
 
+    roots = roots or allowed_roots()
     if not str(run).strip():
         raise ValueError("pick a run directory or a checkpoint file")
-    path = resolve_checkpoint(check_path(run, roots or allowed_roots()))
-    state = load_checkpoint(path)
+    path = confined(resolve_checkpoint(confined(run, roots)), roots)
+    state = read_checked(path, "salt training checkpoint", load_checkpoint)
     cfg = from_dict(state["config"])
     if teacher_spec.strip() and teacher_spec.strip() != cfg.teacher.spec:
         cfg = apply_overrides(cfg, {"teacher.spec": teacher_spec.strip()})
     # The field's spec, or the one the checkpoint records: either may name a folder.
-    check_teacher_spec(cfg.teacher.spec, roots or allowed_roots())
+    check_teacher_spec(cfg.teacher.spec, roots, allow_hub)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         teacher, model = load_trained_pair(state, cfg)
@@ -447,12 +527,15 @@ def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
     series, metrics, table, problems = {}, {}, [], []
     for run in runs:
         try:
-            path = check_path(run, roots)
+            path = confined(run, roots)
             if not (path / "metrics.jsonl").is_file():
                 raise FileNotFoundError(
                     f"{str(run)!r} has no metrics.jsonl; is it a run directory?"
                 )
-            records = read_records(path / "metrics.jsonl")
+            metrics_file = confined(path / "metrics.jsonl", roots)
+            records = read_checked(
+                metrics_file, "metrics log (one JSON object a line)", read_records
+            )
             curves = read_series(records, keys=CURVE_KEYS)
             everything = read_series(records)
             if not curves.get("loss"):
@@ -498,7 +581,12 @@ def metric_frame(metrics: dict, key: str):
 
 
 def error_message(err: Exception) -> str:
-    """A sentence for the page: the library's own error text, prefixed by what failed."""
+    """A sentence for the page: the library's own error text, prefixed by what failed. A
+    file that could not be parsed is named with what is wrong, never with what it holds
+    (parsers quote the bytes they stopped at)."""
+    import pickle
+
+    from salt.io import UnreadableFileError
     from salt.video import VideoDecodeError
 
     text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
@@ -506,5 +594,23 @@ def error_message(err: Exception) -> str:
         return f"Not a readable video: {text}"
     if isinstance(err, PathRefused):
         return f"Refused: {text}"
+    if isinstance(err, UnreadableInput):
+        return f"Unreadable file: {text}"
+    if isinstance(err, UnreadableFileError):  # "<file> is not ... (<what the parser saw>); ..."
+        return f"Unreadable file: {without_details(text)}"
+    if isinstance(err, UnicodeDecodeError):  # its text quotes the byte it stopped at
+        return "Unreadable file: a text file holds bytes that are not UTF-8"
+    if isinstance(err, pickle.UnpicklingError):
+        return "Unreadable file: a weights file holds more than tensors"
     log.debug("viewer callback failed", exc_info=err)
     return f"Error: {text}" if text else f"Error: {type(err).__name__}"
+
+
+def without_details(text: str) -> str:
+    """``text`` less its parenthesised asides, where salt's read errors put the parser's
+    words (and the bytes it stopped at)."""
+    while True:
+        shorter = re.sub(r" ?\([^()]*\)", "", text)
+        if shorter == text:
+            return text
+        text = shorter

@@ -99,7 +99,8 @@ def _encoder(arg: str | None, geometry: ClipGeometry) -> EncoderTeacher:
 
     if not arg:
         raise ValueError(
-            "teacher 'encoder' needs a path: an exported encoder, a run or a checkpoint"
+            "teacher 'encoder' needs an exported encoder, a run or a checkpoint (a path), or "
+            "a Hugging Face Hub repo id (org/name), e.g. encoder:runs/teacher"
         )
     encoder, config = load_encoder(arg)
     if (config["num_frames"], config["image_size"]) != (geometry.num_frames, geometry.image_size):
@@ -122,6 +123,7 @@ def register_teachers(register):
     register(
         "encoder",
         _encoder,
-        "a trained salt encoder: encoder:EXPORT_DIR, a run directory or checkpoint",
+        "a trained salt encoder: encoder:EXPORT_DIR, a run directory, a checkpoint or a Hub "
+        "repo id (org/name)",
     )
     register("random", _random, "a frozen randomly initialized encoder, e.g. random:vit_tiny")
