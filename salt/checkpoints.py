@@ -8,6 +8,7 @@ that step. It holds tensors and plain containers only, so it is read with
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from salt.io import UnreadableFileError, atomic_write_bytes, read_json, torch_lo
 from salt.models import load_strict
 
 CHECKPOINT_RE = re.compile(r"^step_(\d+)\.pt$")
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -103,6 +106,31 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"and config); give a run directory or one of its checkpoints/step_*.pt"
         )
     return state
+
+
+def resume_state(path: str | Path) -> tuple[Path, dict]:
+    """The checkpoint a resume continues from, and its state: the given file, or a run
+    directory's newest checkpoint that reads back whole - a newer one that does not (a
+    truncated copy, a damaged disk) is skipped with a warning that names it."""
+    path = Path(path)
+    if not path.is_dir():
+        return resolve_checkpoint(path), load_checkpoint(path)
+    found = list_checkpoints(path)
+    if not found:
+        resolve_checkpoint(path)  # raises, saying what the folder is instead
+    for step, ckpt in reversed(found):
+        try:
+            state = load_checkpoint(ckpt)
+        except UnreadableFileError as err:
+            log.warning("skipped a checkpoint: %s", err)
+            continue
+        if ckpt != found[-1][1]:
+            log.warning("resuming %s from step %d, its newest intact checkpoint", path, step)
+        return ckpt, state
+    raise UnreadableFileError(
+        f"none of the {len(found)} checkpoints of {path} reads back whole (newest: "
+        f"{found[-1][1]}); start the run again under another --run-name"
+    )
 
 
 def run_dir_of(checkpoint: Path) -> Path:

@@ -79,3 +79,24 @@ def leave_process_group() -> int:
     rank = dist.get_rank()
     dist.destroy_process_group()
     return rank
+
+
+def agreed(info: DistInfo, decide):
+    """``decide()`` on rank 0 alone; every process gets its result, or its error (the other
+    ranks as a RuntimeError naming rank 0), so no rank waits for one that failed."""
+    if not info.enabled:
+        return decide()
+    from salt.io import first_line
+
+    box: list = [None]
+    if info.main:
+        try:
+            box[0] = decide()
+        except Exception as err:  # every rank must hear of it, or the others wait forever
+            box[0] = err
+    dist.broadcast_object_list(box, src=0)
+    if isinstance(box[0], Exception):
+        if info.main:
+            raise box[0]
+        raise RuntimeError(f"stopped on rank 0: {first_line(box[0])}")
+    return box[0]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,23 @@ from torch import nn
 from salt import __version__
 from salt.checkpoints import list_checkpoints, load_checkpoint, resolve_checkpoint, run_dir_of
 from salt.config import ClipGeometry, from_dict
+from salt.folders import (
+    EMPTY,
+    EXPORT,
+    EXPORT_FILES,
+    FolderRefused,
+    describe,
+    folder_kind,
+    remove_stage,
+    stage_beside,
+    swap_in,
+)
 from salt.io import (
     UnreadableFileError,
+    WriteError,
     atomic_write_bytes,
     check_folder,
+    first_line,
     read_json,
     read_safetensors,
     write_json,
@@ -57,33 +70,63 @@ def encoder_config(cfg_dict: dict, summary: dict | None = None) -> dict[str, Any
 def export_encoder(
     run: str | Path, out: str | Path, checkpoint: str | Path | None = None, force: bool = False
 ) -> Path:
-    """Write the student encoder of a run (its newest, or the given, checkpoint) to ``out``."""
-    out = check_folder(Path(out), "--out")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} exists and is not empty; pass --force to overwrite it")
+    """Write the student encoder of a run (its newest, or the given, checkpoint) to ``out``:
+    a new or empty folder, or - with ``force`` - an earlier export, replaced whole."""
+    out = Path(out)
+    check_export_folder(out, replace=force)  # before the checkpoint is read: fail fast
     ckpt = resolve_checkpoint(checkpoint or run)
     state = load_checkpoint(ckpt)
     summary_file = run_dir_of(ckpt) / "summary.json"
     summary = read_json(summary_file) if summary_file.is_file() else {}
     summary["checkpoint_step"] = int(state["step"])
     config = encoder_config(state["config"], summary)
-    if out.exists() and force:
-        shutil.rmtree(out)
-    return write_export(out, state["student"], config)
+    return write_export(out, state["student"], config, replace=force)
 
 
-def write_export(out: Path, weights: dict[str, torch.Tensor], config: dict) -> Path:
+def check_export_folder(out: Path, replace: bool) -> None:
+    """Refuse to export into ``out`` unless it is new, empty or (with ``replace``) an
+    earlier export holding nothing but its own files: nothing else is ever replaced."""
+    check_folder(out, "--out")
+    kind = folder_kind(out)
+    if kind == EMPTY:
+        return
+    if kind != EXPORT:
+        raise FolderRefused(
+            f"--out {str(out)!r} {describe(out, kind)}, not an earlier export: an export is "
+            f"written only into a new or empty folder, and --force replaces only an earlier "
+            f"export; choose another --out"
+        )
+    if not replace:
+        raise FileExistsError(
+            f"--out {str(out)!r} holds an earlier export; pass --force to replace it, or "
+            f"choose another --out"
+        )
+    others = [p.name for p in out.iterdir() if p.name not in EXPORT_FILES]
+    if others:
+        raise FolderRefused(
+            f"--out {str(out)!r} holds an earlier export and files salt did not write "
+            f"({', '.join(sorted(others)[:4])}); --force replaces only an export's own files - "
+            f"move those, or choose another --out"
+        )
+
+
+def write_export(
+    out: Path, weights: dict[str, torch.Tensor], config: dict, replace: bool = True
+) -> Path:
     """Write ``model.safetensors`` (metadata ``format: pt``), a model card (``README.md``)
     and ``config.json`` (with the weights' SHA-256 and the Hub's conventional
-    ``model_type``/``architectures``/``torch_dtype``) into ``out``, each atomically; the
-    config last, so an export whose config is there is whole."""
+    ``model_type``/``architectures``/``torch_dtype``) into ``out``: a new or empty folder,
+    or an earlier export (with ``replace``). The export is written whole into a folder
+    beside ``out`` and then swapped in, so ``out`` never holds a mix of two exports, nor a
+    part of one."""
     from safetensors.torch import save
 
-    from salt.hub import CARD, model_card
+    from salt.hub import model_card
 
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out = out.resolve() if out.is_symlink() else out  # replace what the link points to
+    check_export_folder(out, replace)
     data = save({k: v.detach().contiguous() for k, v in weights.items()}, metadata={"format": "pt"})
-    atomic_write_bytes(out / WEIGHTS, lambda f: f.write(data))
     dtypes = {str(v.dtype).removeprefix("torch.") for v in weights.values()}
     config = {
         **config,
@@ -93,9 +136,27 @@ def write_export(out: Path, weights: dict[str, torch.Tensor], config: dict) -> P
         "weights_sha256": hashlib.sha256(data).hexdigest(),
     }
     card = model_card(config).encode()
-    atomic_write_bytes(out / CARD, lambda f: f.write(card))
-    write_json(out / CONFIG, config)
+    if out.is_dir() and not any(out.iterdir()):
+        _write_files(out, data, card, config)  # nothing there to mix with: in place
+        return out
+    stage = stage_beside(out)
+    try:
+        _write_files(stage, data, card, config)
+        swap_in(stage, out)
+    except WriteError as err:  # name the destination, not the folder it was staged in
+        raise WriteError(err.errno, str(err).replace(str(stage), str(out))) from None
+    except OSError as err:
+        raise WriteError(err.errno or errno.EIO, f"cannot write {out}: {first_line(err)}") from None
+    finally:
+        remove_stage(stage)
     return out
+
+
+def _write_files(folder: Path, weights: bytes, card: bytes, config: dict) -> None:
+    """The weights, the card, then the config: a folder whose config is there is whole."""
+    atomic_write_bytes(folder / WEIGHTS, lambda f: f.write(weights))
+    atomic_write_bytes(folder / "README.md", lambda f: f.write(card))  # the model card
+    write_json(folder / CONFIG, config)
 
 
 def check_encoder_config(config: Any, source: str) -> dict:

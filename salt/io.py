@@ -21,7 +21,20 @@ class WriteError(OSError):
     is left behind."""
 
 
+# Salt's temp files carry this tag (``.<name>.salt-XXXXXXXX.tmp``): the only files salt removes
+# without being asked are ones with it, in folders salt owns.
+TEMP_TAG = ".salt-"
 TEMP_SUFFIX = ".tmp"
+
+
+def temp_prefix(name: str) -> str:
+    """The start of a temp file's (or folder's) name for ``name``, beside it."""
+    return f".{name}{TEMP_TAG}"
+
+
+def is_salt_temp(name: str) -> bool:
+    """Whether a file name is one of salt's temp files (left by an interrupted write)."""
+    return name.startswith(".") and TEMP_TAG in name and name.endswith(TEMP_SUFFIX)
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -32,12 +45,14 @@ def atomic_write_bytes(path: Path, write) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX, dir=path.parent
+        )
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's files are owner-only
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp's files are owner-only
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
         if tmp is not None:
@@ -70,10 +85,11 @@ def check_folder(path: Path, what: str) -> Path:
 
 def remove_stale_temps(folder: Path) -> list[Path]:
     """Delete the temp files that interrupted atomic writes left in ``folder`` (a writer
-    killed before its rename); call it only where no other process is writing."""
+    killed before its rename): salt's own by name, never another file; call it only while
+    holding the folder's writer lock."""
     removed = []
-    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
-        if tmp.is_file():
+    for tmp in Path(folder).glob(f".*{TEMP_TAG}*{TEMP_SUFFIX}"):
+        if is_salt_temp(tmp.name) and tmp.is_file() and not tmp.is_symlink():
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
@@ -85,7 +101,7 @@ def _read_umask() -> int:
     return mask
 
 
-_UMASK = _read_umask()
+UMASK = _read_umask()  # read once: reading it sets it, which is not thread-safe
 
 
 def _reason(err: BaseException, folder: Path) -> str:

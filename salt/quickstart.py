@@ -23,6 +23,7 @@ import torch
 from salt.classify import ClassifyReport, ClassifySettings, ProbeScore, gap_in_stderr
 from salt.config import DEMO_PROFILE, TARGET_NORMS, Config, build_config
 from salt.distill import DistillReport
+from salt.folders import EMPTY, QUICKSTART, FolderRefused, WriterLock, claim, describe, folder_kind
 from salt.metrics import read_series
 from salt.plots import draw_losses_per_run, save_png
 from salt.probes import ProbeReport, clip_settings, format_rows
@@ -234,24 +235,35 @@ class QuickstartResult:
         return {**gaps, "reached": all(g >= CLAIM_STDERRS for g in gaps.values())}
 
 
-def check_out(out: Path, force: bool) -> None:
-    """Refuse a non-empty folder unless ``force``; with it, remove only what a quickstart
-    writes there (never anything else in the folder)."""
+def check_out(out: Path, force: bool) -> list[Path]:
+    """What ``--force`` replaces in ``out``: only the files a quickstart writes there. A
+    file, or a folder holding anything but an earlier quickstart, is refused whatever
+    ``force`` says; an earlier quickstart is refused without ``force``."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {str(out)!r} is a file; choose a folder")
-    if not out.exists() or not any(out.iterdir()):
-        return
+    kind = folder_kind(out)
+    if kind == EMPTY:
+        return []
+    if kind != QUICKSTART:
+        raise FolderRefused(
+            f"--out {str(out)!r} {describe(out, kind)}, not an earlier quickstart: --force "
+            f"replaces only a quickstart's own files; choose another --out"
+        )
     if not force:
         raise FileExistsError(
-            f"--out {str(out)!r} is not empty; pass --force to replace an earlier quickstart's "
+            f"--out {str(out)!r} holds an earlier quickstart; pass --force to replace its "
             f"files there, or choose another --out"
         )
-    for name in OUTPUTS:
-        path = out / name
-        if path.is_dir():
+    return [out / name for name in OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+
+
+def remove_outputs(paths: list[Path]) -> None:
+    """Remove an earlier quickstart's outputs; a symlink goes, never what it points to."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+        else:
+            path.unlink(missing_ok=True)
 
 
 def stage_config(
@@ -296,11 +308,29 @@ def run_quickstart(
     progress: bool = True,
     on_stage: Callable[[int, str], None] | None = None,
 ) -> QuickstartResult:
-    """Run the six stages into ``out`` and return what they produced.
+    """Run the six stages into ``out`` and return what they produced; ``out`` is new, empty
+    or an earlier quickstart (replaced with ``force``), written by this process alone.
 
     ``progress`` shows the stages' tqdm bars; ``on_stage(number, description)`` is called as
     each stage starts (the CLI prints a header line with it).
     """
+    out = Path(out)
+    check_out(out, force)
+    claim(out, QUICKSTART, "--out")
+    with WriterLock(out, QUICKSTART, "salt quickstart", hint=BUSY):
+        remove_outputs(check_out(out, force))  # again, now that no other quickstart can start
+        return _run_stages(out, settings, progress, on_stage)
+
+
+BUSY = "wait for it to end (or stop it), or choose another --out"
+
+
+def _run_stages(
+    out: Path,
+    settings: QuickstartSettings,
+    progress: bool,
+    on_stage: Callable[[int, str], None] | None,
+) -> QuickstartResult:
     from salt.cache.build import build_cache
     from salt.distill import distill_loss
     from salt.encoder import VideoEncoder
@@ -308,9 +338,6 @@ def run_quickstart(
     from salt.models import teacher_of
     from salt.train import train
 
-    out = Path(out)
-    check_out(out, force)
-    out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     descriptions = {
         "teacher": f"train a pixel-reconstruction teacher ({settings.teacher_steps} steps)",
@@ -517,8 +544,7 @@ def plan_quickstart(
     from salt.train import dry_run
 
     out = Path(out)
-    if out.is_file() or not force:
-        check_out(out, force=False)  # refuses a file or a non-empty folder; removes nothing
+    replaced = [path.name for path in check_out(out, force)]  # refuses; removes nothing
     teacher_cfg = stage_config(settings, out, "teacher", "pixels", settings.teacher_steps, False)
     teacher = dry_run(teacher_cfg)
     student_cfg = stage_config(
@@ -532,7 +558,6 @@ def plan_quickstart(
     chosen = classify_settings(settings)
     splits = encoder_splits(config, f"motion:{settings.classify_clips}", settings=chosen)
     indent = lambda lines: [f"  {line}" for line in lines]  # noqa: E731
-    replaced = [name for name in OUTPUTS if (out / name).exists()] if force else []
     return [
         f"quickstart into {out}/, device {teacher.device}"
         + (f" (--force replaces: {', '.join(replaced)})" if replaced else ""),

@@ -20,18 +20,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from salt.checkpoints import (
     list_checkpoints,
-    load_checkpoint,
-    resolve_checkpoint,
     restore_rng,
     restore_weights,
+    resume_state,
     run_dir_of,
     save_checkpoint,
     training_state,
 )
 from salt.config import Config, flatten, from_dict
 from salt.data import ReadableBatches, TooManyBadVideos, build_loader, build_source
-from salt.distributed import resolve_device, setup_distributed
-from salt.io import check_folder
+from salt.distributed import agreed, resolve_device, setup_distributed
+from salt.folders import RUN, WriterLock, claim
 from salt.losses import Objective
 from salt.models import (
     SaltModel,
@@ -95,29 +94,53 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
     ``config_from_checkpoint``'s), or ``"auto"``: continue ``cfg``'s run from its newest
     checkpoint if it has one, else start it - the same call starts a run and, after a
     preemption, continues it."""
-    if resume == "auto":
-        resume = auto_resume(cfg)
     info = setup_distributed(cfg.train.device)
     device = resolve_device(cfg.train.device, info.local_rank)
-    state = None
-    if resume is not None:
-        ckpt_path = resolve_checkpoint(resume)
-        state = load_checkpoint(ckpt_path)
-        run_dir = run_dir_of(ckpt_path)
-    else:
-        run_dir = check_folder(
-            Path(cfg.run.out) / (cfg.run.name or default_run_name(cfg)), "the run folder"
-        )
-        if info.main and list_checkpoints(run_dir):
-            raise FileExistsError(
-                f"run directory {str(run_dir)!r} already has checkpoints; continue it with "
-                f"--resume {run_dir}, or choose another --run-name"
-            )
-    runlog = RunLog(run_dir, cfg, main=info.main, world=info.world, fresh=state is None)
+    run_dir = run_folder(cfg, resume)
+    lock = WriterLock(run_dir, RUN, "salt train", hint=BUSY)
     try:
-        return _train(cfg, info, device, runlog, state)
+        run_dir = agreed(info, lambda: open_run(run_dir, lock, resume))  # rank 0's name
+        state = None
+        if resume == "auto":
+            state = auto_resume(cfg)
+        elif resume is not None:
+            state = resume_state(resume)[1]
+        runlog = RunLog(run_dir, cfg, main=info.main, world=info.world, fresh=state is None)
+        try:
+            return _train(cfg, info, device, runlog, state)
+        finally:
+            runlog.close()
     finally:
-        runlog.close()
+        lock.release()
+
+
+BUSY = "wait for it to end (or stop it), or choose another --run-name"
+
+
+def run_folder(cfg: Config, resume: str | Path | None) -> Path:
+    """The folder a run writes: the one being resumed, or ``run.out/run.name``."""
+    if resume == "auto":
+        return auto_run_folder(cfg)
+    if resume is None:
+        return Path(cfg.run.out) / (cfg.run.name or default_run_name(cfg))
+    resume = Path(resume)
+    return resume if resume.is_dir() else run_dir_of(resume)
+
+
+def open_run(run_dir: Path, lock: WriterLock, resume: str | Path | None) -> Path:
+    """Take ``run_dir`` for this process alone (rank 0's job) and return it: a new or empty
+    folder, or one of salt's runs (never a folder of other files), locked against a second
+    writer; a new run must not have checkpoints to overwrite."""
+    if resume not in (None, "auto") and not run_dir.is_dir():
+        raise FileNotFoundError(f"no checkpoint or run directory at {str(resume)!r}")
+    claim(run_dir, RUN, "the run folder", hint="choose another --run-name or --out")
+    lock.acquire()
+    if resume is None and list_checkpoints(run_dir):
+        raise FileExistsError(
+            f"run directory {str(run_dir)!r} already has checkpoints; continue it with "
+            f"--resume {run_dir}, or choose another --run-name"
+        )
+    return run_dir
 
 
 def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> TrainResult:
@@ -228,19 +251,24 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
 RESTART_FREE = ("train.progress", "data.num_workers")
 
 
-def auto_resume(cfg: Config) -> Path | None:
-    """``cfg``'s run directory if it has a checkpoint to continue from (after checking the
-    run was started with these settings), else None: start it."""
+def auto_run_folder(cfg: Config) -> Path:
+    """The run ``--resume auto`` starts or continues: ``run.out/run.name``, a fixed name."""
     if not cfg.run.name:
         raise ValueError(
             "--resume auto needs a fixed run name (--run-name or run.name): a generated name "
             "differs on every start, so a restart could not find the run"
         )
-    run_dir = Path(cfg.run.out) / cfg.run.name
-    found = list_checkpoints(run_dir) if run_dir.is_dir() else []
-    if not found:
+    return Path(cfg.run.out) / cfg.run.name
+
+
+def auto_resume(cfg: Config) -> dict | None:
+    """The state of ``cfg``'s run to continue from - its newest intact checkpoint's, after
+    checking the run was started with these settings - or None: start it."""
+    run_dir = auto_run_folder(cfg)
+    if not list_checkpoints(run_dir):
         return None
-    saved = flatten(load_checkpoint(found[-1][1])["config"])
+    state = resume_state(run_dir)[1]
+    saved = flatten(state["config"])
     mine = flatten(cfg.to_dict())
     differ = sorted(
         k for k in set(saved) | set(mine) if k not in RESTART_FREE and saved.get(k) != mine.get(k)
@@ -252,7 +280,7 @@ def auto_resume(cfg: Config) -> Path | None:
             f"command, continue with the changes through --resume {run_dir} --set ..., or "
             f"choose another --run-name"
         )
-    return run_dir
+    return state
 
 
 def check_divergence(consecutive_bad: int, step: int, cfg: Config, run_dir: Path) -> None:
@@ -270,5 +298,5 @@ def check_divergence(consecutive_bad: int, step: int, cfg: Config, run_dir: Path
 
 
 def config_from_checkpoint(path: str | Path) -> Config:
-    """The resolved config a checkpoint was trained with."""
-    return from_dict(load_checkpoint(path)["config"])
+    """The resolved config of the checkpoint a resume from ``path`` continues."""
+    return from_dict(resume_state(path)[1]["config"])

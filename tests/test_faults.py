@@ -229,7 +229,7 @@ def test_stale_temp_files_of_a_killed_shard_write_are_removed(pristine, tmp_path
     cfg = build_config(overrides=settings(tmp_path / "runs"))
     out = tmp_path / "c"
     out.mkdir()
-    stale = out / ".shard_00000.safetensors.abc123.tmp"
+    stale = out / ".shard_00000.safetensors.salt-abc123.tmp"
     stale.write_bytes(b"x" * 1000)
     cache_build.build_cache(teacher_of(cfg), cfg, out, shard_size=8, workers=0, progress=False)
     assert not stale.exists() and verify_cache(out) == []
@@ -387,7 +387,7 @@ def test_a_torn_metrics_line_does_not_block_resume(run_dir, capsys, caplog):
 def test_a_restart_without_checkpoints_starts_clean(run_dir, tmp_path, capsys):
     shutil.rmtree(run_dir / "checkpoints")  # killed before its first checkpoint
     (run_dir / "checkpoints").mkdir()
-    stale = run_dir / "checkpoints" / ".step_00000004.pt.x1y2.tmp"
+    stale = run_dir / "checkpoints" / ".step_00000004.pt.salt-x1y2.tmp"
     stale.write_bytes(b"x" * 4096)
     overrides = settings(run_dir.parent, **{"train.steps": 2})
     code, err = run_cli(capsys, "train", "--no-progress", *set_flags(overrides))

@@ -20,7 +20,16 @@ from salt.encoder import VideoEncoder
 from salt.export import load_encoder
 from salt.metrics import read_series
 from salt.plots import PALETTE
-from salt.quickstart import FAST, LONG, MODELS, STAGES, check_out, run_classify, stage_config
+from salt.quickstart import (
+    FAST,
+    LONG,
+    MODELS,
+    STAGES,
+    check_out,
+    remove_outputs,
+    run_classify,
+    stage_config,
+)
 from salt.synthetic import SyntheticMotion
 
 
@@ -136,18 +145,27 @@ def test_a_second_run_into_the_same_out_is_refused(quickstart, capsys):
     code = main(["quickstart", "--fast", "--no-progress", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2
-    assert "is not empty" in err and "--force" in err and str(out) in err
+    assert "holds an earlier quickstart" in err and "--force" in err and str(out) in err
     assert (out / "quickstart.json").read_text() == before
 
 
 def test_force_removes_only_what_a_quickstart_wrote(tmp_path):
     (tmp_path / "runs" / "teacher").mkdir(parents=True)
     (tmp_path / "loss_curves.png").write_bytes(b"old")
+    (tmp_path / "quickstart.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--force"):
         check_out(tmp_path, force=False)
-    check_out(tmp_path, force=True)
+    remove_outputs(check_out(tmp_path, force=True))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_force_refuses_a_folder_that_is_not_a_quickstart(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "train.py").write_text("print('mine')")
+    with pytest.raises(FileExistsError, match=r"did not write \(runs/\), not an earlier quickstart"):
+        check_out(tmp_path, force=True)
+    assert (tmp_path / "runs" / "train.py").read_text() == "print('mine')"
 
 
 def test_classify_clips_below_one_per_class_is_a_clear_error(tmp_path, capsys):
@@ -265,10 +283,13 @@ def test_dry_run_sizes_every_stage_and_writes_nothing(tmp_path, capsys):
     # An earlier quickstart there: refused without --force; with it, named and kept.
     out.mkdir()
     (out / "summary.txt").write_text("earlier")
+    assert main(["quickstart", "--fast", "--dry-run", "--force", "--out", str(out)]) == 2
+    assert "did not write (summary.txt), not an earlier quickstart" in capsys.readouterr().err
+    (out / "quickstart.json").write_text("{}")
     assert main(["quickstart", "--fast", "--dry-run", "--out", str(out)]) == 2
     assert "pass --force" in capsys.readouterr().err
     assert main(["quickstart", "--fast", "--dry-run", "--force", "--out", str(out)]) == 0
-    assert "(--force replaces: summary.txt)" in capsys.readouterr().out
+    assert "(--force replaces: quickstart.json, summary.txt)" in capsys.readouterr().out
     assert (out / "summary.txt").read_text() == "earlier"
 
 

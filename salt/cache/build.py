@@ -28,11 +28,15 @@ from salt.cache.store import (
 from salt.config import Config
 from salt.contracts import Teacher
 from salt.data import build_eval_loader, build_source, normalize_clips, parse_data_spec
-from salt.distributed import resolve_device, setup_distributed
-from salt.io import check_folder, first_line, remove_stale_temps
+from salt.distributed import agreed, resolve_device, setup_distributed
+from salt.folders import CACHE, WriterLock, claim
+from salt.io import remove_stale_temps
 from salt.video import discover
 
 log = logging.getLogger(__name__)
+
+
+BUSY = "wait for that build to end (or stop it), or build into another --name/--out"
 
 
 class CacheBuildError(RuntimeError):
@@ -134,22 +138,42 @@ def build_cache(
     teacher = teacher.to(on)
     source = build_source(cfg.data, split, fixed_views=views)
     meta = cache_meta(cfg, teacher, dtype, store_clips)
-    plan = _agreed(
-        ranks, lambda: _prepare(out, meta, split_info(cfg, views), split, len(source), shard_size)
-    )
-    if plan.done:
-        log.info("cache %s split %s is already complete (%d clips)", out, split, plan.total)
-        return LatentCache(out)
+    lock = WriterLock(out, CACHE, "salt cache build", hint=BUSY)
+    try:
+        plan = agreed(
+            ranks,
+            lambda: _prepare(
+                out, lock, meta, split_info(cfg, views), split, len(source), shard_size
+            ),
+        )
+        if plan.done:
+            log.info("cache %s split %s is already complete (%d clips)", out, split, plan.total)
+            return LatentCache(out)
+        job = ShardJob(teacher, source, cfg, dtype, batch_size, workers, store_clips, str(on))
+        _write_shards(out, split, plan, job, ranks, meta, progress)
+    finally:
+        lock.release()
+    built = LatentCache(out)
+    if ranks.main:
+        for message in built.skipped:
+            log.warning("not cached (unreadable): %s", message)
+    return built
+
+
+def _write_shards(
+    out: Path, split: str, plan: SplitPlan, job: ShardJob, ranks, meta: dict, progress: bool
+) -> None:
+    """Compute and write this process's shards of ``plan``; rank 0 then marks the split
+    complete in the index (once every process has written its own)."""
     mine = [k for k in plan.todo if k % ranks.world == ranks.rank]
     if ranks.main:
-        _log_start(out, split, plan, meta, cfg, store_clips, ranks.world)
+        _log_start(out, split, plan, meta, job.cfg, job.store_clips, ranks.world)
     bar = None
     if progress and ranks.main:
         from tqdm.auto import tqdm
 
         rows = sum(len(plan.rows(k)) for k in mine)
         bar = tqdm(total=rows, desc="cache", unit="clip", dynamic_ncols=True)
-    job = ShardJob(teacher, source, cfg, dtype, batch_size, workers, store_clips, str(on))
     for k in mine:
         shard = compute_shard(job, plan.rows(k), bar)
         write_shard(out, plan.first + k, split, *attrs.astuple(shard, recurse=False))
@@ -164,11 +188,6 @@ def build_cache(
         index.write(out)
     if ranks.enabled:
         dist.barrier()  # the index says so before any process reads it
-    built = LatentCache(out)
-    if ranks.main:
-        for message in built.skipped:
-            log.warning("not cached (unreadable): %s", message)
-    return built
 
 
 @attrs.frozen
@@ -194,14 +213,16 @@ class SplitPlan:
 
 
 def _prepare(
-    out: Path, meta: dict, info: dict, split: str, total: int, shard_size: int
+    out: Path, lock: WriterLock, meta: dict, info: dict, split: str, total: int, shard_size: int
 ) -> SplitPlan:
-    """Open (or start) the cache, check it was built with these settings, drop what an
-    interrupted write left, record the split's plan in the index and return it."""
-    check_folder(out, "the cache folder").mkdir(parents=True, exist_ok=True)
+    """Take the cache folder (a new or empty one, or a cache) for this build alone, check
+    the cache was built with these settings, drop what an interrupted write left, record
+    the split's plan in the index and return it."""
+    claim(out, CACHE, "the cache folder", hint="build into another --name/--out")
+    lock.acquire()
+    index = _open_for_build(out, meta)
     for tmp in remove_stale_temps(out):
         log.info("removed %s, left by an interrupted write", tmp)
-    index = _open_for_build(out, meta)
     previous = index.splits.get(split)
     if previous is not None:
         known = {k: previous.get(k) for k in info}
@@ -245,24 +266,6 @@ def _layout(index: CacheIndex, split: str, shards: list, shard_size: int) -> tup
             planned = math.ceil(other.get("total", 0) / max(other.get("shard_size", 1), 1))
             taken.append(other["first_shard"] + planned)
     return max(taken, default=0), shard_size
-
-
-def _agreed(ranks, prepare):
-    """``prepare()`` on rank 0 alone; every process gets its result, or its error."""
-    if not ranks.enabled:
-        return prepare()
-    box: list = [None]
-    if ranks.main:
-        try:
-            box[0] = prepare()
-        except Exception as err:  # every rank must hear of it, or the others wait forever
-            box[0] = err
-    dist.broadcast_object_list(box, src=0)
-    if isinstance(box[0], Exception):
-        if ranks.main:
-            raise box[0]
-        raise CacheBuildError(f"the cache build stopped on rank 0: {first_line(box[0])}")
-    return box[0]
 
 
 def _log_start(out, split, plan, meta, cfg, store_clips, world) -> None:
