@@ -57,6 +57,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
+    # Tests never reach the network: no usage reports from the viewer's gradio either.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     # Workers share the cores: one OpenMP thread each - for the worker and for the commands
     # it starts - or their threads spin-wait on each other and everything runs 10x slower.
     if os.environ.get("PYTEST_XDIST_WORKER"):

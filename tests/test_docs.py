@@ -6,7 +6,10 @@ made), with the virtualenv's ``salt``/``python``/``torchrun`` first on PATH. A c
 
 - no marker (``bash``): each command runs; a failure fails the page;
 - ``ci``: installs and the long quick start; ``.ci/run`` runs each command verbatim (this
-  test checks that it does);
+  test checks that it does, and that it runs nothing but the README's two commands);
+- ``install``: ``pip install -e`` of an extra, which must add nothing the README's install
+  lacks, or of a local package, which is installed into the scratch folder (on its
+  ``PYTHONPATH``), never into the virtualenv;
 - ``dry-run``: commands that need GPUs or hours (the full recipe, 8-GPU ``torchrun``) run
   with ``--dry-run``, which checks config, data, teacher and the process group;
 - ``nodes``: one command per node; all run at once, as on a cluster (with ``--dry-run``);
@@ -19,7 +22,6 @@ made), with the virtualenv's ``salt``/``python``/``torchrun`` first on PATH. A c
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import re
@@ -90,7 +92,7 @@ def test_every_docs_page_is_checked_and_linked_from_the_readme():
     for page in PAGES:
         for block in blocks(page):
             assert block.lang in ("bash", "python", "toml", "json", "text"), (page, block.lang)
-            known = block.mode in ("", "ci", "dry-run", "nodes", "serve", "recipe")
+            known = block.mode in ("", "ci", "install", "dry-run", "nodes", "serve", "recipe")
             assert known or block.mode.startswith(("file:", "excerpt:")), (page, block.mode)
 
 
@@ -111,6 +113,33 @@ def test_ci_runs_the_commands_the_docs_leave_to_it():
             if block.mode == "ci":
                 for command in block.commands:
                     assert normalize(command) in ci, f"{page}: .ci/run does not run {command!r}"
+
+
+def test_ci_runs_the_readmes_two_commands_and_nothing_else():
+    """What a newcomer runs is what CI runs: the README's quick start, verbatim; before it
+    only a system package that widens coverage (Chromium)."""
+    (readme,) = [b for b in blocks("README.md") if b.mode == "ci"]
+    script = (ROOT / ".ci" / "run").read_text().splitlines()
+    commands = [
+        line for line in script if line.startswith(("python", ".venv/", "salt", "pytest"))
+    ]
+    assert commands == readme.commands
+    installs = [line for line in script if "pip install" in line and line not in commands]
+    assert not installs, f".ci/run installs what the README does not: {installs}"
+
+
+def test_install_blocks_add_nothing_the_readme_lacks():
+    """An extra a page installs is inside ``dev``, so the README's install has it."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for page in PAGES:
+        for block in blocks(page):
+            for command in block.commands if block.mode == "install" else ():
+                target = shlex.split(normalize(command))[-1]
+                for extra in re.findall(r"^\.\[(.+)\]$", target)[:1]:
+                    missing = set(extras[extra]) - set(extras["dev"])
+                    assert not missing, f"{page}: {command!r} adds {missing}; add them to dev"
 
 
 def test_the_configs_page_shows_the_built_in_recipe():
@@ -172,6 +201,8 @@ class Guide:
         where = f"{block.page}, block:\n{block.code}"
         if block.mode in ("ci", "recipe") or block.mode.startswith("excerpt:"):
             return ""
+        if block.mode == "install":
+            return "\n".join(self.install(c, where) for c in block.commands)
         if block.lang in ("text", "json", "toml") and not block.mode.startswith("file:"):
             return ""
         if block.mode.startswith("file:"):
@@ -201,6 +232,20 @@ class Guide:
             f"{result.stderr[-3000:]}"
         )
         return result.stdout
+
+    def install(self, command: str, where: str) -> str:
+        """``pip install -e X``: an extra is already in the virtualenv (``dev`` holds every
+        extra's packages); a local package is built into ``site/`` here, on PYTHONPATH."""
+        words = shlex.split(normalize(command))
+        assert words[:3] == ["pip", "install", "-e"] and len(words) == 4, where
+        if words[3].startswith(".["):
+            return ""
+        site = self.workdir / "site"
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(site), self.env.get("PYTHONPATH", "")) if p
+        )
+        pip = "python -m pip install -q --no-deps --no-build-isolation --no-index --target"
+        return self.shell(f"{pip} {site} {shlex.quote(words[3])}", where)
 
     def nodes(self, commands: list[str], where: str) -> str:
         procs = [
@@ -285,17 +330,8 @@ def guide(tmp_path_factory):
     return Guide(workdir)
 
 
-def example_plugin_installed() -> bool:
-    return any(ep.name == "example" for ep in importlib.metadata.entry_points(group="salt"))
-
-
 @pytest.mark.parametrize("page", PAGES)
 def test_page_commands_run(guide, page):
-    if page == "docs/plugins.md" and not example_plugin_installed():
-        pytest.skip(
-            "the example plugin is not installed; .ci/run installs it (pip install -e "
-            "examples/salt-plugin-example)"
-        )
     output = guide.run_through(page)
     for expected in EXPECTED.get(page, ()):
         assert re.search(expected, output), f"{page}: no {expected!r} in:\n{output[-3000:]}"
