@@ -17,6 +17,7 @@ SALT = Path(__file__).resolve().parent.parent / "salt"
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": (
         "salt.io",
+        "salt.folders",
         "salt.config",
         "salt.hookspecs",
         "salt.plugins",
