@@ -33,11 +33,18 @@ import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from salt.batch import collate
 from salt.config import DataConfig, OptimConfig
-from salt.data import KeyedDataset, VideoDataset, build_source, normalize_clips, parse_data_spec
+from salt.data import (
+    GeneratedClips,
+    KeyedDataset,
+    VideoDataset,
+    build_source,
+    normalize_clips,
+    parse_data_spec,
+)
 from salt.optim import lr_at
 from salt.probes import standard_error
 from salt.video import discover
@@ -98,6 +105,8 @@ class LabelledSplits:
     test: Dataset
     classes: tuple[str, ...]
     name: str
+    train_name: str = ""  # what each split was read from, for errors (default: name)
+    test_name: str = ""
 
 
 def labelled_splits(
@@ -120,7 +129,10 @@ def labelled_splits(
         train_set = build_source(data, "train")
         test_set = build_source(attrs.evolve(data, spec=f"{spec.kind}:{test_count}"), "test")
         classes = _builtin_classes(spec.kind)
-        return LabelledSplits(train_set, test_set, classes, data.spec)
+        names = (f"{data.spec}, train split", f"{spec.kind}:{test_count}, test split")
+        splits = LabelledSplits(train_set, test_set, classes, data.spec, *names)
+        check_classes(splits)
+        return splits
     train, test = _video_specs(data.spec if spec.kind == "videos" else "", train, test)
     train_records = discover(train)
     test_records = discover(test)
@@ -133,12 +145,6 @@ def labelled_splits(
     names = sorted({str(label) for label in labels if not isinstance(label, int)})
     if names and any(isinstance(label, int) for label in labels):
         raise ValueError(f"{train} and {test} mix class names and class numbers; use one")
-    unseen = {r.label for r in test_records.records} - {r.label for r in train_records.records}
-    if unseen:
-        raise ValueError(
-            f"{test} has classes that {train} never shows ({', '.join(sorted(map(str, unseen)))}): "
-            f"a probe cannot learn them; give every test class training clips"
-        )
     train_set = VideoDataset(train_records, data, train=True, classes=names or None)
     test_set = VideoDataset(
         test_records,
@@ -152,7 +158,59 @@ def labelled_splits(
         classes = tuple(names)
     else:
         classes = tuple(str(i) for i in range(max(int(label) for label in labels) + 1))
-    return LabelledSplits(train_set, test_set, classes, f"{train} -> {test}")
+    splits = LabelledSplits(train_set, test_set, classes, f"{train} -> {test}", train, test)
+    check_classes(splits)
+    return splits
+
+
+def clip_labels(dataset: Dataset) -> list[int] | None:
+    """Each clip's class index, read without decoding a clip (None for a dataset that
+    cannot say)."""
+    if isinstance(dataset, Subset):
+        labels = clip_labels(dataset.dataset)
+        return None if labels is None else [labels[i] for i in dataset.indices]
+    if isinstance(dataset, VideoDataset):
+        return [dataset.label_id(dataset.record(i)) for i in range(len(dataset))]
+    if isinstance(dataset, GeneratedClips):
+        return [dataset.generator.label(i) for i in range(len(dataset))]
+    return None
+
+
+def check_classes(
+    splits: LabelledSplits,
+    train: Dataset | None = None,
+    test: Dataset | None = None,
+    hint: str = "",
+) -> None:
+    """Refuse splits a top-1 score would mislead on: a training split of fewer than 2
+    classes (every prediction is right by default), or a test split with classes the
+    training split lacks (no probe can learn them). ``train``/``test``: the clips actually
+    used (default: the splits whole)."""
+    train_labels = clip_labels(splits.train if train is None else train)
+    test_labels = clip_labels(splits.test if test is None else test)
+    if train_labels is None:
+        return
+
+    def named(labels: set[int]) -> str:
+        known = splits.classes
+        return ", ".join(known[i] if 0 <= i < len(known) else str(i) for i in sorted(labels))
+
+    train_name = splits.train_name or splits.name
+    seen = set(train_labels) - {-1}
+    if len(seen) < 2:
+        held = f"1 class ({named(seen)})" if seen else "no labelled clip"
+        raise ValueError(
+            f"the training clips ({train_name}) hold {held}: a probe needs at least 2 classes "
+            f"to tell apart, and its top-1 would be 1.0 by default; add clips of other "
+            f"classes{hint}"
+        )
+    unseen = set(test_labels or ()) - seen - {-1}
+    if unseen:
+        raise ValueError(
+            f"the test clips ({splits.test_name or splits.name}) have classes the training "
+            f"clips ({train_name}) lack ({named(unseen)}): a probe cannot learn them; give "
+            f"every test class training clips{hint}"
+        )
 
 
 def _builtin_classes(kind: str) -> tuple[str, ...]:
@@ -515,7 +573,7 @@ def classify(
 
     device = resolve_device(str(device))
     encoder = encoder.to(device).eval()
-    train, test = _limit(splits.train, settings.max_train), _limit(splits.test, settings.max_test)
+    train, test = _limit_checked(splits, settings)
     tokens_per_clip = int(getattr(encoder, "num_tokens", 0)) or math.prod(encoder.grid)
     need = feature_bytes(len(train) + len(test), tokens_per_clip, encoder.embed_dim)
     cached = need <= settings.feature_memory_gb * 1e9
@@ -652,11 +710,21 @@ def evaluate(
     return classify(model, splits, config["mean"], config["std"], chosen, name, device)
 
 
+def _limit_checked(splits: LabelledSplits, s: ClassifySettings) -> tuple[Dataset, Dataset]:
+    """The train and test clips ``max_train``/``max_test`` keep, their classes checked."""
+    train, test = _limit(splits.train, s.max_train), _limit(splits.test, s.max_test)
+    if train is not splits.train or test is not splits.test:
+        hint = (
+            f" (--max-train {s.max_train} / --max-test {s.max_test} keep the first clips of "
+            f"each split: raise them, or 0 for all)"
+        )
+        check_classes(splits, train, test, hint)
+    return train, test
+
+
 def _limit(dataset: Dataset, count: int) -> Dataset:
     if not count or count >= len(dataset):
         return dataset
-    from torch.utils.data import Subset
-
     subset = Subset(dataset, list(range(count)))
     subset.getitem = lambda i, epoch=0: dataset.getitem(i, epoch)  # KeyedDataset's interface
     subset.views = getattr(dataset, "views", 1)
@@ -667,7 +735,7 @@ def plan_lines(
     encoder: nn.Module, config: dict, splits: LabelledSplits, s: ClassifySettings
 ) -> list[str]:
     """What ``salt eval classify --dry-run`` prints: sizes, memory and compute."""
-    train, test = _limit(splits.train, s.max_train), _limit(splits.test, s.max_test)
+    train, test = _limit_checked(splits, s)
     tokens = int(getattr(encoder, "num_tokens", 0)) or math.prod(encoder.grid)
     need = feature_bytes(len(train) + len(test), tokens, encoder.embed_dim)
     cached = need <= s.feature_memory_gb * 1e9

@@ -68,6 +68,8 @@ def _typed(convert, ok, what: str):
 positive_int = _typed(int, lambda v: v > 0, "a positive integer")
 nonneg_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _typed(float, lambda v: 0 < v < float("inf"), "a finite number > 0")
+# An empty --run-name would quietly mean "generate one"; run.name checks the rest.
+run_name = _typed(str, lambda v: v != "", "a run folder name")
 
 
 # Flags that stand for config fields, by argparse destination.
@@ -433,6 +435,11 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     from salt.distributed import resolve_device
     from salt.probes import random_like
 
+    if args.data and (args.train or args.test):
+        raise ValueError(
+            f"give either --data ({args.data}) or --train/--test, not both: with --train and "
+            f"--test, --data would be ignored"
+        )
     encoder, config = _classify_encoder(args.encoder, meta=args.dry_run)
     knobs = {
         "seeds": args.seeds,
@@ -791,7 +798,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=positive_int, help="optimizer steps")
     t.add_argument("--epochs", type=positive_int, help="passes over the data (overrides --steps)")
     t.add_argument("--batch-size", type=positive_int, help="clips per process per micro-step")
-    t.add_argument("--run-name", help="run directory name (default: student-teacher-time)")
+    t.add_argument(
+        "--run-name", type=run_name, help="run directory name (default: student-teacher-time)"
+    )
     t.add_argument("--out", help="folder holding run directories (default: runs)")
     _add_config_flags(t)
     t.add_argument(
@@ -915,7 +924,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = esub.add_parser("probes", help="temporal probe suite on frozen, mean-pooled tokens")
     pr.add_argument("encoder", help="exported encoder directory, run directory or checkpoint")
-    pr.add_argument("--data", default="synthetic", help="data spec (default: built-in synthetic)")
+    pr.add_argument(
+        "--data",
+        default="synthetic",
+        help="the videos the tasks are built from: synthetic[:N] (built-in moving shapes, "
+        "default), motion[:N] (the motion benchmark's held-out clips), a folder, CSV manifest, "
+        "SSv2 list or lerobot:PATH",
+    )
     pr.add_argument(
         "--baseline",
         choices=["none", "random"],

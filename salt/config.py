@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +69,22 @@ def _betas(inst, attr, value):
 
 
 def _run_name(inst, attr, value):
-    if not isinstance(value, str) or "/" in value or "\\" in value or value in (".", ".."):
-        raise ValueError(
-            f"run.name must be a folder name (no '/' or '..'; --out picks the parent), "
-            f"got {value!r}"
-        )
+    """One path component, as typed: "" asks for a generated name (student-teacher-time)."""
+    if not isinstance(value, str):
+        raise ValueError(f"run.name must be a folder name, got {value!r}")
+    if value == "":
+        return
+    why = None
+    if "/" in value or "\\" in value:
+        why = "it holds a path separator ('/' or '\\'); --out picks the parent folder"
+    elif value.strip() in (".", ".."):
+        why = "'.' and '..' name existing folders, not a run's own"
+    elif value != value.strip():
+        why = "it starts or ends with whitespace, which is easy to miss when typing the path"
+    elif any(unicodedata.category(c) == "Cc" for c in value):
+        why = "it holds a control character (a tab, newline or escape)"
+    if why is not None:
+        raise ValueError(f"run.name must be a folder name, got {value!r}: {why}; choose another")
 
 
 def _one_of(*choices: str):
@@ -462,9 +475,24 @@ def from_dict(tree: dict[str, Any]) -> Config:
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 
 
+class DuplicateKeyError(ValueError):
+    """A config file that sets one key twice: which value was meant is unknowable."""
+
+    def __init__(self, key: str, where: tuple[str, ...] = (), line: int = 0, first: int = 0):
+        super().__init__(key, where, line, first)
+        self.key, self.where, self.line, self.first = key, where, line, first
+
+    def __str__(self) -> str:
+        inside = f"in {'.'.join(self.where)!r}" if self.where else "at the top level"
+        at = f"line {self.line}: " if self.line else ""
+        earlier = f" (first on line {self.first})" if self.first else ""
+        return f"{at}key {self.key!r} appears twice {inside}{earlier}; keep one"
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a ``.toml``, ``.yaml``/``.yml`` or ``.json`` config file into nested dicts; a
-    file that does not parse (or holds no table) is an error naming it."""
+    file that does not parse, holds no table or repeats a key is an error naming it (and
+    the key and line)."""
     import yaml
 
     path = Path(path)
@@ -475,11 +503,18 @@ def load_file(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text()
         if path.suffix == ".json":
-            tree = json.loads(text)
+            tree = json.loads(text, object_pairs_hook=_refuse_repeats)
         elif path.suffix == ".toml":
             tree = tomllib.loads(text)
         else:  # safe_load: plain data only, never Python objects
+            _check_yaml_keys(yaml.compose(text, Loader=yaml.SafeLoader))
             tree = yaml.safe_load(text)
+    except DuplicateKeyError as err:
+        if not err.line:  # JSON's hook knows the key only: JSON is YAML, which knows lines
+            err = _locate_repeat(text) or err
+        raise ValueError(f"config file {str(path)!r} {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"config file {str(path)!r} {_toml_error(text, err)}") from None
     except (ValueError, UnicodeDecodeError, yaml.YAMLError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"config file {str(path)!r} does not parse: {first}") from None
@@ -488,6 +523,82 @@ def load_file(path: str | Path) -> dict[str, Any]:
             f"config file {str(path)!r} must hold a table of sections, got a {type(tree).__name__}"
         )
     return tree
+
+
+def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict; a key given twice is a :class:`DuplicateKeyError`."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKeyError(key)
+        seen[key] = value
+    return seen
+
+
+def _check_yaml_keys(node, where: tuple[str, ...] = (), seen: set | None = None) -> None:
+    """Walk a composed YAML document: a mapping that repeats a key is a
+    :class:`DuplicateKeyError` naming the key, where it is and both lines (merge keys
+    ``<<`` aside: what they bring in is overridden on purpose)."""
+    import yaml
+
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:  # an empty document, or an alias already walked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[tuple[str, str], int] = {}  # each key's first line
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                line = key.start_mark.line + 1
+                if (key.tag, key.value) in lines:
+                    raise DuplicateKeyError(key.value, where, line, lines[key.tag, key.value])
+                lines[key.tag, key.value] = line
+            label = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            _check_yaml_keys(value, (*where, label), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_yaml_keys(item, (*where, f"[{i}]"), seen)
+
+
+def _locate_repeat(text: str) -> DuplicateKeyError | None:
+    """The repeated key of a JSON text, with its lines (found by reading it as YAML)."""
+    import yaml
+
+    try:
+        _check_yaml_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+    except DuplicateKeyError as err:
+        return err
+    except yaml.YAMLError:  # JSON that YAML cannot read: the key alone is named
+        pass
+    return None
+
+
+TOML_AT = re.compile(r"\(at line (\d+), column \d+\)")
+TOML_TABLE = re.compile(r"\s*\[+\s*([^\[\]]+?)\s*\]+\s*(#.*)?$")  # [table] or [[array]]
+
+
+def _toml_error(text: str, err: tomllib.TOMLDecodeError) -> str:
+    """What is wrong with a TOML text, in one line; a key or table given twice is named,
+    with its line and table."""
+    message = str(err)
+    found = TOML_AT.search(message)
+    repeated = "overwrite" in message or "twice" in message or "Duplicate" in message
+    if found is None or not repeated:
+        return f"does not parse: {message}"
+    number = int(found.group(1))
+    lines = text.splitlines()
+    here = lines[number - 1] if number <= len(lines) else ""
+    header = TOML_TABLE.match(here)
+    if header:
+        return f"line {number}: table [{header.group(1)}] appears twice; merge the two into one"
+    table = next(
+        (m.group(1) for m in map(TOML_TABLE.match, reversed(lines[: number - 1])) if m), ""
+    )
+    inline = re.search(r"key '([^']+)'", message)
+    key = inline.group(1) if inline else here.split("=", 1)[0].strip().strip("\"'")
+    inside = f"in [{table}]" if table else "at the top level"
+    inside = "in the inline table on that line" if inline else inside
+    return f"line {number}: key {key!r} appears twice {inside}; keep one"
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -75,7 +75,7 @@ def parse_data_spec(spec: str) -> DataSpec:
     name, sep, arg = str(spec).strip().partition(":")
     if name not in BUILT_IN:
         return DataSpec("videos", path=str(spec))
-    if not sep or not arg:
+    if not sep:
         return DataSpec(name)
     try:
         count = int(arg)

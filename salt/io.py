@@ -152,8 +152,10 @@ def read_safetensors(path: Path) -> dict:
 
 def torch_load(path: Path, map_location="cpu", safe_globals: tuple = ()):
     """``torch.load(weights_only=True)``: tensors and plain containers only, nothing unpickled.
-    A file that holds anything else, or is truncated, is a one-line error that names it."""
+    A file that holds anything else, or is truncated, is a one-line error that names it (and
+    the unsafe global it would have called)."""
     import pickle
+    import warnings
 
     import torch
 
@@ -161,13 +163,18 @@ def torch_load(path: Path, map_location="cpu", safe_globals: tuple = ()):
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist" + (" (a folder)" if path.is_dir() else ""))
     try:
-        with torch.serialization.safe_globals(list(safe_globals)):
+        with torch.serialization.safe_globals(list(safe_globals)), warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it then refuses anyway
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        allowed = {f"{g.__module__}.{g.__name__}" for g in safe_globals}
+        unsafe = _unsafe_global(path, allowed) or _refused_global(str(err))
+        what = f"the unsafe global {unsafe}" if unsafe else first_line(err)
         raise UnreadableFileError(
-            f"{path} cannot be read safely as tensors ({first_line(err)}); only plain "
-            f"weights files are read (torch.load weights_only=True) - re-save its state dict "
-            f"alone (torch.save(model.state_dict(), ...)) or convert it to safetensors"
+            f"{path} was not loaded: it holds more than tensors ({what}) and nothing in it was "
+            f"run; salt reads only plain weights - re-save the state dict alone "
+            f"(torch.save(model.state_dict(), ...)) or convert it to safetensors"
         ) from None
     except Exception as err:  # truncated, not a torch file at all: torch raises many kinds
         raise UnreadableFileError(
@@ -176,16 +183,88 @@ def torch_load(path: Path, map_location="cpu", safe_globals: tuple = ()):
         ) from None
 
 
+def _unsafe_global(path: Path, allowed: set[str]) -> str | None:
+    """The first global (``module.name``) a pickle - a plain one, or a ``torch.save`` zip's
+    ``data.pkl`` - would import that a weights file never needs; None when it names none
+    (or cannot be read). Read with ``pickletools``: nothing is imported or run."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(name)
+        else:
+            data = path.read_bytes()
+        pushed: list[str | None] = []  # per push: the string pushed, None for anything else
+        memo: dict[int, str | None] = {}
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "MEMOIZE":
+                memo[len(memo)] = pushed[-1] if pushed else None
+                continue
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg)] = pushed[-1] if pushed else None
+                continue
+            if op.name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed.append(memo.get(int(arg)))
+                continue
+            found = None
+            if op.name in ("GLOBAL", "INST"):
+                found = _python3_name(*str(arg).split(" ", 1))
+            elif op.name == "STACK_GLOBAL" and len(pushed) >= 2 and None not in pushed[-2:]:
+                found = _python3_name(pushed[-2], pushed[-1])
+            if found and not _weights_global(found, allowed):
+                return found
+            text = "UNICODE" in op.name or op.name.endswith("STRING")
+            pushed.append(arg if text and isinstance(arg, str) else None)
+    except Exception:  # noqa: BLE001 - a damaged pickle: torch's own reason is shown instead
+        return None
+    return None
+
+
+def _python3_name(module: str, name: str) -> str:
+    """``module.name`` as Python 3 spells it (protocol 2 pickles write ``__builtin__.eval``)."""
+    import _compat_pickle
+
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+    return f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}"
+
+
+def _weights_global(name: str, allowed: set[str]) -> bool:
+    """Whether a pickle global is one that torch's weights-only reader allows (or the
+    caller allowed): tensors, storages, dtypes, ordered dicts."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        known = set(_get_allowed_globals())
+    except Exception:  # noqa: BLE001 - a torch without that table: torch's own names
+        known = {"collections.OrderedDict"}
+    return name in known or name in allowed or name.startswith("torch._utils._rebuild")
+
+
+def _refused_global(message: str) -> str | None:
+    """The global torch's weights-only reader refused, from its message."""
+    import re
+
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", message)
+    return found.group(1) if found else None
+
+
 def _kind_and_line(err: BaseException) -> str:
     line, kind = first_line(err), type(err).__name__
     return kind if line in (kind, "") else f"{kind}: {line}"
 
 
 def first_line(err: BaseException) -> str:
-    """The line of an error message that says what went wrong (at most 200 characters)."""
+    """The line of an error message that says what went wrong (at most 200 characters); a
+    weights-only refusal says which global it refused, never how to turn the check off."""
     text = str(err)
     if "WeightsUnpickler error:" in text:  # torch buries the reason under advice
-        text = text.split("WeightsUnpickler error:", 1)[1]
-        text = f"it holds more than tensors: {text.strip().splitlines()[0]}"
+        unsafe = _refused_global(text)
+        reason = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        reason = reason[0].split(". Please", 1)[0] if reason else "unknown content"
+        what = f"the unsafe global {unsafe}" if unsafe else reason
+        text = f"it holds more than tensors ({what}); it was not loaded"
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[0][:200] if lines else type(err).__name__

@@ -29,6 +29,35 @@ def is_lerobot(path: Path) -> bool:
     return (path / "meta" / "info.json").is_file()
 
 
+# What a LeRobotDataset's meta/ holds besides info.json (v2.x files, then v3.x ones).
+META_FILES = ("episodes.jsonl", "tasks.jsonl", "episodes_stats.jsonl", "stats.json")
+META_FOLDERS = ("episodes", "tasks.parquet")
+
+
+def check_lerobot(path: Path, named: bool) -> bool:
+    """Whether ``path`` is to be read as a LeRobotDataset: it holds ``meta/info.json``.
+    A folder the spec names as one (``named``: ``lerobot:PATH``), or one whose ``meta/``
+    holds LeRobot's other files, without that file is an error, never a plain folder of
+    videos."""
+    if is_lerobot(path):
+        return True
+    meta = path / "meta"
+    traces = [n for n in META_FILES if (meta / n).is_file()]
+    traces += [n for n in META_FOLDERS if (meta / n).exists()]
+    if not named and not traces:
+        return False
+    why = (
+        f"{path} has meta/{traces[0]} like a LeRobotDataset"
+        if traces
+        else f"lerobot:{path} names a LeRobotDataset"
+    )
+    raise FileNotFoundError(
+        f"{meta / 'info.json'} is missing: {why}, whose root folder holds meta/info.json (its "
+        f"cameras, video paths and fps); give the dataset's root folder, or complete the "
+        f"download"
+    )
+
+
 PREFIX = "lerobot:"
 
 
@@ -68,44 +97,67 @@ def read_dataset(root: Path, camera: str = "") -> tuple[list[dict[str, Any]], di
                 f"LeRobot dataset {root} has no camera {camera!r}; it has: {', '.join(cameras)}"
             )
         cameras = matches[:1]
-    version = str(info.get("codebase_version", "v2.1"))
+    version = str(info.get("codebase_version", ""))
+    if not version.startswith(("v2", "v3")):
+        raise ValueError(
+            f"{info_file}: codebase_version is {info.get('codebase_version')!r}; salt reads "
+            f"LeRobotDatasets v2.x and v3.x (their layouts differ) - convert it with LeRobot's "
+            f"converter, or re-download it"
+        )
     fps = float(info.get("fps") or 0)
     episodes = _episodes_v3(root) if version.startswith("v3") else _episodes_v2(root)
     records = []
     for ep in episodes:
-        for key in cameras:
-            if version.startswith("v3"):
-                fields = {
-                    "video_key": key,
-                    "chunk_index": int(ep[f"videos/{key}/chunk_index"]),
-                    "file_index": int(ep[f"videos/{key}/file_index"]),
-                }
-                start = float(ep[f"videos/{key}/from_timestamp"])
-                end = float(ep[f"videos/{key}/to_timestamp"])
-            else:
-                chunk = int(ep["episode_index"]) // int(info.get("chunks_size", 1000))
-                fields = {
-                    "video_key": key,
-                    "episode_chunk": chunk,
-                    "episode_index": int(ep["episode_index"]),
-                }
-                start = 0.0
-                end = int(ep["length"]) / fps if fps else float("inf")
-            source = info["video_path"].format(**fields)
-            tasks = ep.get("tasks") or []
-            records.append(
-                {
-                    "source": source,
-                    "start": start,
-                    "end": end,
-                    "episode": int(ep["episode_index"]),
-                    "camera": key,
-                    "task": str(tasks[0]) if len(tasks) else None,
-                }
-            )
+        try:
+            records += _records(info, ep, cameras, version, fps)
+        except (KeyError, ValueError, TypeError) as err:
+            table = "meta/episodes/" if version.startswith("v3") else "meta/episodes.jsonl"
+            raise ValueError(
+                f"LeRobot dataset {root}: episode {ep.get('episode_index', '?')} in {table} "
+                f"lacks or garbles {err} ({version} layout); the dataset is damaged or "
+                f"incomplete - re-download it"
+            ) from None
     if not records:
         raise ValueError(f"LeRobot dataset {root} lists no episodes")
     return records, info
+
+
+def _records(
+    info: dict, ep: dict, cameras: list[str], version: str, fps: float
+) -> list[dict[str, Any]]:
+    """One episode's records, one per camera."""
+    records = []
+    for key in cameras:
+        if version.startswith("v3"):
+            fields = {
+                "video_key": key,
+                "chunk_index": int(ep[f"videos/{key}/chunk_index"]),
+                "file_index": int(ep[f"videos/{key}/file_index"]),
+            }
+            start = float(ep[f"videos/{key}/from_timestamp"])
+            end = float(ep[f"videos/{key}/to_timestamp"])
+        else:
+            chunk = int(ep["episode_index"]) // int(info.get("chunks_size", 1000))
+            fields = {
+                "video_key": key,
+                "episode_chunk": chunk,
+                "episode_index": int(ep["episode_index"]),
+            }
+            start = 0.0
+            end = int(ep["length"]) / fps if fps else float("inf")
+        source = info["video_path"].format(**fields)
+        tasks = ep.get("tasks") or []
+        records.append(
+            {
+                "source": source,
+                "start": start,
+                "end": end,
+                "episode": int(ep["episode_index"]),
+                "camera": key,
+                "task": str(tasks[0]) if len(tasks) else None,
+            }
+        )
+    return records
 
 
 def _episodes_v2(root: Path) -> list[dict]:

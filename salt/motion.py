@@ -107,12 +107,7 @@ class MotionClasses(ProceduralClips):
             "stripes": float(rng.uniform(8, 20)),
             "side": side,
         }
-        waves = []
-        for _ in range(3):
-            fy, fx = (0, 0)
-            while (fy, fx) == (0, 0):  # integer frequencies keep the texture periodic
-                fy, fx = (int(v) for v in rng.integers(-4, 5, 2))
-            waves.append((fy, fx, float(rng.uniform(8, 30)), float(rng.uniform(0, 2 * math.pi))))
+        waves = _waves(rng)
         return {
             "label": self.label(index),
             "a": a,
@@ -136,9 +131,20 @@ class MotionClasses(ProceduralClips):
             "noise_seed": int(rng.integers(1 << 31)),
         }
 
-    def render(self, index: int, frames: np.ndarray | None = None) -> np.ndarray:
-        """``uint8 [T, H, W, 3]`` at the given source-frame numbers (default: the clip's)."""
+    def render(self, index: int, frames: np.ndarray | None = None, scene: int = 0) -> np.ndarray:
+        """``uint8 [T, H, W, 3]`` at the given source-frame numbers (default: the clip's).
+
+        ``scene`` > 0 keeps the clip's cast and motion but draws another background: the
+        same event filmed in another place."""
         p = self.params(index)
+        if scene:
+            rng = np.random.default_rng([self.seed, index, 1000 + scene])
+            waves = _waves(rng)
+            p["background"] = {
+                "base": float(rng.uniform(70, 180)),
+                "tint": rng.uniform(-30, 30, 3),
+                "waves": waves,
+            }
         if frames is None:
             frames = np.arange(self.num_frames) * self.frame_step
         size = self.image_size
@@ -184,6 +190,17 @@ class MotionClasses(ProceduralClips):
         stripes = 0.85 + 0.15 * np.sign(np.sin(2 * math.pi * bar["stripes"] * y))
         image[inside] = (bar["colour"][None, :] * stripes[inside][:, None]).astype(np.float32)
         return image
+
+
+def _waves(rng: np.random.Generator) -> list[tuple[int, int, float, float]]:
+    """Three plane waves (frequencies, amplitude, phase) of a background texture."""
+    waves = []
+    for _ in range(3):
+        fy, fx = (0, 0)
+        while (fy, fx) == (0, 0):  # integer frequencies keep the texture periodic
+            fy, fx = (int(v) for v in rng.integers(-4, 5, 2))
+        waves.append((fy, fx, float(rng.uniform(8, 30)), float(rng.uniform(0, 2 * math.pi))))
+    return waves
 
 
 def _background(spec: dict, y: np.ndarray, x: np.ndarray) -> np.ndarray:

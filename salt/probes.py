@@ -1,7 +1,8 @@
 """Temporal probes: does a frozen encoder's representation know about motion and time?
 
-Each task builds labelled clips from a source of videos (the built-in synthetic data or
-videos on disk), encodes every clip once with the frozen encoder, and scores the features:
+Each task builds labelled clips from a source of videos (the built-in synthetic data, the
+motion benchmark's clips or videos on disk), encodes every clip once with the frozen
+encoder, and scores the features:
 
 - ``time-arrow``: forward vs reversed clip (2-way);
 - ``motion-static``: real clip vs its first frame repeated (2-way);
@@ -40,7 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from salt.data import SPLIT_SEEDS, SYNTHETIC_CLIPS, normalize_clips, parse_data_spec
-from salt.synthetic import DIRECTIONS, SPEEDS, SyntheticMotion
+from salt.motion import MotionClasses
+from salt.synthetic import DIRECTIONS, SPEEDS, ProceduralClips, SyntheticMotion
 from salt.video import VideoCollection, VideoDecodeError, decode_view, discover, open_video, view_of
 
 logger = logging.getLogger(__name__)
@@ -85,19 +87,44 @@ class ClipSpec:
     scene: int = 0
 
 
-class SyntheticSource:
-    """Held-out clips of the built-in moving-shape data (the ``val`` split's content seed),
-    rendered at any frame numbers."""
+class GeneratedSource:
+    """Held-out clips of built-in data (the ``val`` split's content seed), rendered at any
+    frame numbers."""
+
+    generator_class: type[ProceduralClips]
 
     def __init__(
         self, length: int = SYNTHETIC_CLIPS, image_size: int = 224, seed: int = SPLIT_SEEDS["val"]
     ):
-        self.data = SyntheticMotion(length=length, image_size=image_size, seed=seed)
+        self.data = self.generator_class(length=length, image_size=image_size, seed=seed)
         self.image_size = image_size
-        self.name = f"synthetic:{length}"
+        self.name = f"{self.data.kind}:{length}"
 
     def __len__(self) -> int:
         return len(self.data)
+
+    def accepts(self, task: str, video: int) -> bool:
+        """Whether ``video`` can serve ``task``: every one can, unless a kind says otherwise."""
+        return True
+
+    def clip(self, spec: ClipSpec, num_frames: int) -> torch.Tensor:
+        """``uint8 [T, C, H, W]``."""
+        # A built-in video has no end; treat it as two clip spans long.
+        start = round(spec.position * num_frames * spec.step)
+        frames = self.data.render(
+            spec.video, start + np.arange(num_frames) * spec.step, scene=spec.scene
+        )
+        if spec.shift is not None:
+            # The built-in worlds (shapes and backgrounds) are periodic, so a roll is a
+            # seamless crop shift (but for the stripes of the motion benchmark's bar).
+            frames = np.roll(frames, spec.shift, axis=(1, 2))
+        return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+
+
+class SyntheticSource(GeneratedSource):
+    """Held-out clips of the built-in moving-shape data (``synthetic[:N]``)."""
+
+    generator_class = SyntheticMotion
 
     def accepts(self, task: str, video: int) -> bool:
         """Whether ``video`` can serve ``task`` (see FALLING and STRIDE_SPEED)."""
@@ -107,18 +134,17 @@ class SyntheticSource:
             return self.data.params(video)["speed"] == STRIDE_SPEED
         return True
 
-    def clip(self, spec: ClipSpec, num_frames: int) -> torch.Tensor:
-        """``uint8 [T, C, H, W]``."""
-        # A synthetic video has no end; treat it as two clip spans long.
-        start = round(spec.position * num_frames * spec.step)
-        frames = self.data.render(
-            spec.video, start + np.arange(num_frames) * spec.step, scene=spec.scene
-        )
-        if spec.shift is not None:
-            # The synthetic world (shape and background) is periodic, so a roll is a seamless
-            # crop shift.
-            frames = np.roll(frames, spec.shift, axis=(1, 2))
-        return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+
+class MotionSource(GeneratedSource):
+    """Held-out clips of the labelled motion benchmark (``motion[:N]``, :mod:`salt.motion`)."""
+
+    generator_class = MotionClasses
+
+    def accepts(self, task: str, video: int) -> bool:
+        """Every clip serves every task but time-arrow, which keeps the even classes: class
+        ``2k + 1`` is class ``2k`` played backwards, so with both a reversed clip would be a
+        forward clip of the other (as FALLING keeps the synthetic arrow of time visible)."""
+        return task != "time-arrow" or self.data.label(video) % 2 == 0
 
 
 class VideoSource:
@@ -180,11 +206,14 @@ class VideoSource:
         return decode_view(reader, attrs.evolve(view, crop=(top, left, size, size)))
 
 
-def make_source(spec: str, image_size: int) -> SyntheticSource | VideoSource:
-    """The probe source a data spec names: ``synthetic[:N]`` or videos (see ``discover``)."""
+def make_source(spec: str, image_size: int) -> GeneratedSource | VideoSource:
+    """The probe source a data spec names: ``synthetic[:N]``, ``motion[:N]`` or videos (see
+    ``discover``)."""
     parsed = parse_data_spec(spec)
-    if parsed.synthetic:
+    if parsed.kind == "synthetic":
         return SyntheticSource(parsed.count, image_size)
+    if parsed.kind == "motion":
+        return MotionSource(parsed.count, image_size)
     return VideoSource(discover(parsed.path), image_size, name=spec)
 
 
@@ -227,9 +256,10 @@ def select_videos(source, task: str, num_videos: int, seed: int) -> tuple[int, .
         )
     needed = 2 if task == "clip-consistency" else 4
     if len(chosen) < needed:
+        kind = source.data.kind if isinstance(source, GeneratedSource) else "synthetic"
         raise ValueError(
             f"probe {task!r} needs at least {needed} usable videos but {source.name!r} gave "
-            f"{len(chosen)}; use a larger data spec (e.g. 'synthetic:2048') or more videos"
+            f"{len(chosen)}; use a larger data spec (e.g. '{kind}:2048') or more videos"
         )
     return tuple(sorted(chosen))
 
@@ -647,7 +677,7 @@ def clip_settings(config: dict) -> dict:
 
 def run_probes(
     encoder: nn.Module,
-    source: str | SyntheticSource | VideoSource = "synthetic",
+    source: str | GeneratedSource | VideoSource = "synthetic",
     num_videos: int = NUM_VIDEOS,
     seed: int = 0,
     probe: str = "linear",
@@ -664,11 +694,12 @@ def run_probes(
     """Score a frozen encoder (normalized ``[B, C, T, H, W]`` -> tokens ``[B, N, D]``) on
     the temporal probe tasks (all of ``TASKS`` by default).
 
-    ``source`` is a data spec (``synthetic[:N]``, a video folder, CSV manifest or SSv2 list)
-    or a built source; each task draws ``num_videos`` videos from it (fewer, with a
-    warning, when the source has fewer usable ones). Clips are ``num_frames`` frames at
-    ``frame_step`` and ``image_size`` pixels (defaults: the encoder's ``num_frames`` and
-    ``image_size``), normalized with ``mean``/``std`` (use the encoder's training values).
+    ``source`` is a data spec (``synthetic[:N]``, ``motion[:N]``, a video folder, CSV
+    manifest, SSv2 list or ``lerobot:PATH``) or a built source; each task draws
+    ``num_videos`` videos from it (fewer, with a warning, when the source has fewer usable
+    ones). Clips are ``num_frames`` frames at ``frame_step`` and ``image_size`` pixels
+    (defaults: the encoder's ``num_frames`` and ``image_size``), normalized with
+    ``mean``/``std`` (use the encoder's training values).
     Probes are cross-validated over ``folds`` folds of each task's videos.
     ``seed`` fixes everything random; ``progress(task, done, total)`` is called after each
     encoded batch. The encoder runs in eval mode under ``torch.inference_mode`` on its own
@@ -828,7 +859,9 @@ __all__ = [
     "NUM_VIDEOS",
     "STRIDES",
     "ClipSpec",
+    "GeneratedSource",
     "SyntheticSource",
+    "MotionSource",
     "VideoSource",
     "make_source",
     "select_videos",

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from salt.decoders import VideoDecodeError, VideoReader, open_reader
 from salt.io import read_json
-from salt.lerobot import is_lerobot, parse_spec, read_dataset
+from salt.lerobot import check_lerobot, parse_spec, read_dataset
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
 
@@ -85,9 +85,13 @@ def discover(spec: str) -> VideoCollection:
     if lerobot is not None:
         spec, camera = lerobot
         if not Path(spec).expanduser().is_dir():
-            raise FileNotFoundError(f"LeRobot dataset folder {spec!r} does not exist")
+            what = "is not a folder" if Path(spec).expanduser().exists() else "does not exist"
+            raise FileNotFoundError(
+                f"LeRobot dataset folder {spec!r} {what}; give the dataset's root folder (the "
+                f"one holding meta/info.json)"
+            )
     path = Path(spec).expanduser()
-    if path.is_dir() and (camera or is_lerobot(path)):
+    if path.is_dir() and check_lerobot(path, named=lerobot is not None):
         return _lerobot(path, camera)
     if path.is_dir():
         return _folder(path)
@@ -141,6 +145,11 @@ def _manifest(path: Path) -> VideoCollection:
         if "path" in header:
             col, lab = header.index("path"), header.index("label") if "label" in header else None
             table = table[1:]
+        elif "label" in header:  # a header whose video column has another name
+            raise ValueError(
+                f"{path}: its header row ({','.join(table[0])}) names no 'path' column, so it "
+                f"would be read as a video; name the video column 'path'"
+            )
         else:
             col, lab = 0, 1
         for n, row in enumerate(table, 2 if "path" in header else 1):
@@ -191,12 +200,12 @@ def _ssv2(path: Path) -> VideoCollection:
             f"'id', 'label', 'template')"
         )
     candidates = [path.parent / "20bn-something-something-v2", path.parent / "videos", path.parent]
-    folder = next((c for c in candidates if c.is_dir() and any(c.glob("*.webm"))), path.parent)
+    folder = next((c for c in candidates if c.is_dir() and any(c.glob("*.webm"))), None)
     labels_file = path.parent / "labels.json"
     mapping = read_json(labels_file) if labels_file.is_file() else None
     if mapping is not None and not isinstance(mapping, dict):
         raise ValueError(f"{labels_file} must map each template to a class id (a JSON object)")
-    records = []
+    labelled = []  # (video id, label)
     for n, item in enumerate(items):
         ok = isinstance(item, dict) and isinstance(item.get("id"), str | int)
         template, label = (item.get("template"), item.get("label")) if ok else (None, None)
@@ -211,8 +220,17 @@ def _ssv2(path: Path) -> VideoCollection:
             )
         name = template.replace("[", "").replace("]", "") if template else label
         label = int(mapping[name]) if mapping and name in mapping else name
-        source = str((folder / f"{item['id']}.webm").relative_to(path.parent))
-        records.append(VideoRecord(source, label))
+        labelled.append((str(item["id"]), label))
+    if folder is None:
+        looked = ", ".join(str(c) for c in candidates[:2])
+        raise FileNotFoundError(
+            f"{path} is a Something-Something-v2 list, but no <id>.webm videos lie beside it "
+            f"(looked in {looked} and {path.parent}); put the videos in one of those folders"
+        )
+    records = [
+        VideoRecord(str((folder / f"{id_}.webm").relative_to(path.parent)), label)
+        for id_, label in labelled
+    ]
     return VideoCollection(path.parent.resolve(), tuple(records), "ssv2")
 
 

@@ -120,9 +120,7 @@ def test_ci_runs_the_readmes_two_commands_and_nothing_else():
     only a system package that widens coverage (Chromium)."""
     (readme,) = [b for b in blocks("README.md") if b.mode == "ci"]
     script = (ROOT / ".ci" / "run").read_text().splitlines()
-    commands = [
-        line for line in script if line.startswith(("python", ".venv/", "salt", "pytest"))
-    ]
+    commands = [line for line in script if line.startswith(("python", ".venv/", "salt", "pytest"))]
     assert commands == readme.commands
     installs = [line for line in script if "pip install" in line and line not in commands]
     assert not installs, f".ci/run installs what the README does not: {installs}"

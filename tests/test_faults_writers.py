@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 
 import pytest
-from test_faults import export, pristine, run_cli, run_dir, set_flags, settings  # noqa: F401 (fixtures)
+from test_faults import (  # noqa: F401 (fixtures)
+    export,
+    one_line_error,
+    pristine,
+    run_cli,
+    run_dir,
+    set_flags,
+    settings,
+)
 
 from salt.folders import LOCK, RUN, STALE_S, WriterLock, folder_kind
 
@@ -41,15 +49,6 @@ def snapshot(root: Path) -> dict[str, bytes | str]:
     return found
 
 
-def refused(code: int, err: str, *names: str) -> str:
-    """Exit 2 with one ``salt: error:`` line that names each of ``names``."""
-    lines = [line for line in err.splitlines() if line.startswith("salt: error:")]
-    assert code == 2 and len(lines) == 1, err
-    for name in names:
-        assert name in lines[0], (name, lines[0])
-    return lines[0]
-
-
 def user_folder(root: Path) -> Path:
     """A folder of the user's: sources, a hidden file, and files with salt's own names."""
     root.mkdir(parents=True)
@@ -68,15 +67,17 @@ def user_folder(root: Path) -> Path:
 def test_export_force_onto_a_run_is_refused_and_the_run_is_untouched(run_dir, capsys):
     before = snapshot(run_dir)
     code, err = run_cli(capsys, "export", str(run_dir), "--out", str(run_dir), "--force")
-    refused(code, err, str(run_dir), "is a salt run", "--force replaces only an earlier export")
+    one_line_error(
+        code, err, str(run_dir), "is a salt run", "--force replaces only an earlier export"
+    )
     assert snapshot(run_dir) == before
 
 
-def test_export_force_onto_a_project_folder_is_refused(run_dir, tmp_path, capsys):
+def test_export_force_onto_a_project_folder_is_one_line_error(run_dir, tmp_path, capsys):
     project = user_folder(tmp_path / "project")
     before = snapshot(project)
     code, err = run_cli(capsys, "export", str(run_dir), "--out", str(project), "--force")
-    refused(code, err, str(project), "files salt did not write", "data/")
+    one_line_error(code, err, str(project), "files salt did not write", "data/")
     assert snapshot(project) == before
 
 
@@ -91,7 +92,7 @@ def test_export_force_replaces_an_older_export_whole(run_dir, export, tmp_path, 
         "--out",
         str(export),
     )
-    refused(code, err, str(export), "earlier export", "--force")
+    one_line_error(code, err, str(export), "earlier export", "--force")
     code, err = run_cli(capsys, "export", str(run_dir), "--out", str(export), "--force")
     assert code == 0, err
     new = json.loads((export / "config.json").read_text())
@@ -108,7 +109,7 @@ def test_export_force_keeps_an_export_with_the_users_files(run_dir, export, caps
     (export / ".gitattributes").write_text("*.safetensors filter=lfs\n")
     before = snapshot(export)
     code, err = run_cli(capsys, "export", str(run_dir), "--out", str(export), "--force")
-    refused(code, err, "files salt did not write", ".gitattributes")
+    one_line_error(code, err, "files salt did not write", ".gitattributes")
     assert snapshot(export) == before
 
 
@@ -122,17 +123,17 @@ def test_a_failed_export_leaves_the_older_one_whole(run_dir, export, tmp_path, m
 
     monkeypatch.setattr(salt.export, "write_json", full_disk)  # the last file of the export
     code, err = run_cli(capsys, "export", str(run_dir), "--out", str(export), "--force")
-    refused(code, err, str(export), "No space left")
+    one_line_error(code, err, str(export), "No space left")
     assert snapshot(export) == before
     assert not [p for p in tmp_path.iterdir() if ".salt-" in p.name]
 
 
-def test_train_into_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
+def test_train_into_a_folder_that_is_not_a_run_is_one_line_error(tmp_path, capsys):
     project = user_folder(tmp_path / "runs" / "mine")
     before = snapshot(project)
     overrides = settings(tmp_path / "runs", **{"run.name": "mine", "train.steps": 2})
     code, err = run_cli(capsys, "train", "--no-progress", *set_flags(overrides))
-    refused(code, err, str(project), "files salt did not write", "--run-name")
+    one_line_error(code, err, str(project), "files salt did not write", "--run-name")
     assert snapshot(project) == before
 
 
@@ -142,17 +143,29 @@ def test_cache_build_into_a_foreign_folder_removes_nothing(tmp_path, capsys):
     before = snapshot(folder)
     flags = ["--teacher", "random:vit_tiny", "--data", "synthetic:8", "--out", str(folder)]
     code, err = run_cli(capsys, "cache", "build", *flags, "--no-progress")
-    refused(code, err, str(folder), "files salt did not write", "another --name/--out")
+    one_line_error(code, err, str(folder), "files salt did not write", "another --name/--out")
     assert snapshot(folder) == before
 
 
-def test_quickstart_force_onto_a_project_folder_is_refused(tmp_path, capsys):
+def test_cache_import_into_a_foreign_folder_or_a_cache_writes_nothing(tmp_path, capsys):
+    for folder in (user_folder(tmp_path / "mine"), tmp_path / "cache"):
+        if folder.name == "cache":
+            folder.mkdir()
+            (folder / "cache.json").write_text('{"format": "salt-latent-cache"}')
+        before = snapshot(folder)
+        argv = ["cache", "import", str(tmp_path / "old"), "--data", str(tmp_path / "videos")]
+        code, err = run_cli(capsys, *argv, "--out", str(folder))
+        one_line_error(code, err, str(folder), "import into a new or empty --name/--out")
+        assert snapshot(folder) == before
+
+
+def test_quickstart_force_onto_a_project_folder_is_one_line_error(tmp_path, capsys):
     project = user_folder(tmp_path / "project")
     (project / "runs").mkdir()
     (project / "runs" / "keep.txt").write_text("mine\n")
     before = snapshot(project)
     code, err = run_cli(capsys, "quickstart", "--fast", "--force", "--out", str(project))
-    refused(code, err, str(project), "not an earlier quickstart")
+    one_line_error(code, err, str(project), "not an earlier quickstart")
     assert snapshot(project) == before
 
 
@@ -193,7 +206,7 @@ def wait_for_holder(folder: Path, pid: int, timeout: float = 120) -> None:
     raise AssertionError(f"pid {pid} never took the lock of {folder}")
 
 
-def test_two_trainings_of_one_run_the_second_is_refused(tmp_path):
+def test_two_trainings_of_one_run_the_second_is_one_line_error(tmp_path):
     """Two real ``salt train`` processes with one run name: the second exits at once naming
     the first; the first's metrics are its own, one line per step, in order."""
     run = tmp_path / "runs" / "run"
@@ -202,7 +215,7 @@ def test_two_trainings_of_one_run_the_second_is_refused(tmp_path):
         wait_for_holder(run, first.pid)
         second = start_train(tmp_path, steps=2000)
         out, err = second.communicate(timeout=300)
-        line = refused(second.returncode, err, str(run), f"pid {first.pid}", "salt train")
+        line = one_line_error(second.returncode, err, str(run), f"pid {first.pid}", "salt train")
         assert socket.gethostname() in line and "choose another --run-name" in line
         assert first.poll() is None  # still training
         first.send_signal(signal.SIGTERM)  # checkpoints and stops cleanly
@@ -247,7 +260,7 @@ def test_a_second_cache_build_is_refused_while_one_runs(tmp_path, capsys):
     with WriterLock(folder, "cache", "salt cache build"):
         before = snapshot(folder)
         code, err = run_cli(capsys, "cache", "build", *flags, "--no-progress")
-        refused(code, err, str(folder), f"pid {os.getpid()}", "another --name/--out")
+        one_line_error(code, err, str(folder), f"pid {os.getpid()}", "another --name/--out")
         assert snapshot(folder) == before
 
 
@@ -256,7 +269,7 @@ def write_holder(folder: Path, host: str, heartbeat: float) -> None:
     (folder / LOCK).write_text(json.dumps({**record, "started": heartbeat, "heartbeat": heartbeat}))
 
 
-def test_a_live_heartbeat_from_another_host_is_refused(tmp_path, caplog):
+def test_a_live_heartbeat_from_another_host_is_one_line_error(tmp_path, caplog):
     """Where ``flock`` does not reach across hosts, the heartbeat still refuses a second
     writer; a silent one (its host died) is taken over, with a warning."""
     folder = tmp_path / "run"
@@ -297,4 +310,4 @@ def test_resume_with_no_intact_checkpoint_names_them(tmp_path, capsys):
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "step_00000004.pt").write_bytes(b"PK\x03\x04 cut")
     code, err = run_cli(capsys, "train", "--resume", str(run), "--no-progress")
-    refused(code, err, "step_00000004.pt", "reads back whole")
+    one_line_error(code, err, "step_00000004.pt", "reads back whole")

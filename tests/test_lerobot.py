@@ -78,6 +78,25 @@ def test_a_damaged_episode_table_is_named(datasets, tmp_path):
         discover(f"lerobot:{root}")
 
 
+def test_an_episode_table_without_a_camera_column_is_named(datasets, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    root = shutil.copytree(datasets["v3"], tmp_path / "ds")
+    table_file = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    column = f"videos/{CAMERAS[0]}/from_timestamp"
+    pq.write_table(pq.read_table(table_file).drop([column]), table_file)
+    with pytest.raises(
+        ValueError, match=f"episode 0 in meta/episodes/ lacks or garbles '{column}'"
+    ):
+        discover(f"lerobot:{root}")
+    info = json.loads((root / "meta" / "info.json").read_text())
+    (root / "meta" / "info.json").write_text(json.dumps({**info, "codebase_version": "v1.6"}))
+    with pytest.raises(ValueError, match="codebase_version is 'v1.6'; salt reads"):
+        discover(str(root))
+
+
 def test_train_cache_and_evaluate_from_a_lerobot_dataset(datasets, tmp_path, capsys):
     spec = f"lerobot:{datasets['v3']}"
     sets = []

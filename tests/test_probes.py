@@ -359,6 +359,26 @@ def test_probes_on_a_folder_of_videos(tmp_path, encoder):
     assert all(done == total for done, total in last.values())
 
 
+def test_the_motion_benchmark_as_a_probe_source():
+    from salt.motion import MotionClasses
+    from salt.probes import MotionSource, make_source
+
+    source = make_source("motion:28", SIZE)
+    assert isinstance(source, MotionSource) and source.name == "motion:28"
+    # time-arrow keeps the even classes: an odd class is an even one played backwards
+    assert [v for v in range(28) if source.accepts("time-arrow", v)] == list(range(0, 28, 2))
+    assert all(source.accepts("stride", v) for v in range(28))
+    held_out = MotionClasses(length=28, image_size=SIZE, seed=1)
+    spec = ClipSpec(5, step=2, position=0.0)
+    expected = torch.from_numpy(held_out.render(5, np.arange(FRAMES) * 2)).permute(0, 3, 1, 2)
+    assert torch.equal(source.clip(spec, FRAMES), expected)
+    # another scene: the same clip over another background (so it cannot identify the video)
+    other = source.clip(attrs.evolve(spec, scene=1), FRAMES)
+    same = (other == expected).all(dim=1).float().mean()  # the cast's pixels, not the scene's
+    assert 0.02 < same < 0.9
+    assert torch.equal(other, source.clip(attrs.evolve(spec, scene=1), FRAMES))
+
+
 def test_render_matches_the_synthetic_dataset():
     source = SyntheticSource(length=16, image_size=SIZE)
     spec = ClipSpec(2, step=2, position=0.0)

@@ -163,7 +163,9 @@ def test_force_removes_only_what_a_quickstart_wrote(tmp_path):
 def test_force_refuses_a_folder_that_is_not_a_quickstart(tmp_path):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "train.py").write_text("print('mine')")
-    with pytest.raises(FileExistsError, match=r"did not write \(runs/\), not an earlier quickstart"):
+    with pytest.raises(
+        FileExistsError, match=r"did not write \(runs/\), not an earlier quickstart"
+    ):
         check_out(tmp_path, force=True)
     assert (tmp_path / "runs" / "train.py").read_text() == "print('mine')"
 

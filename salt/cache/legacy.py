@@ -14,6 +14,7 @@ import attrs
 import torch
 
 from salt.cache.store import (
+    INDEX,
     LatentCache,
     LatentMeta,
     MissingSplitError,
@@ -24,6 +25,7 @@ from salt.cache.store import (
     write_shard,
 )
 from salt.config import Config
+from salt.folders import CACHE, EMPTY, FolderRefused, WriterLock, claim, describe, folder_kind
 from salt.io import UnreadableFileError, read_json, torch_load
 from salt.video import discover, read_centre_view
 
@@ -40,9 +42,17 @@ class LegacyCache(LatentMeta):
             self.folders = {
                 p.parent.name: p.parent for p in sorted(self.path.glob("*/metadata.json"))
             }
+        if not self.folders and any(self.path.glob("shard_*.safetensors")):
+            raise FileNotFoundError(
+                f"{self.path / INDEX} is missing: {str(self.path)!r} holds a cache's shards but "
+                f"not its index (an interrupted build, or a partial copy); copy cache.json "
+                f"too, or rebuild the cache with `salt cache build`"
+            )
         if not self.folders:
             raise FileNotFoundError(
-                f"{str(self.path)!r} holds no metadata.json: not an older-layout cache"
+                f"{str(self.path)!r} is no latent cache: it holds neither {INDEX} (a cache "
+                f"`salt cache build` wrote) nor metadata.json (the older layout, "
+                f"<split>/metadata.json beside <video_id>.pt files)"
             )
         first = self.split("train" if "train" in self.folders else sorted(self.folders)[0])
         self.meta: dict[str, Any] = first.meta
@@ -52,15 +62,21 @@ class LegacyCache(LatentMeta):
         return {name: {"data_kind": "legacy", "complete": True} for name in self.folders}
 
     def split(self, name: str) -> LegacySplit:
-        if name == "train" and name not in self.folders:
-            # As before splits existed: a cache without a train folder trains on its first.
-            first = sorted(self.folders)[0]
-            return LegacySplit(self.folders[first], first)
+        if name == "train" and name not in self.folders and len(self.folders) == 1:
+            # As before splits existed: a cache of one folder trains on it, whatever its
+            # name. With several and none named train, which one is meant is unknowable.
+            only = next(iter(self.folders))
+            return LegacySplit(self.folders[only], only)
         if name not in self.folders:
+            fix = (
+                f"rename the folder to train on to {self.path / name}/"
+                if name == "train"
+                else f"add {self.path / name}/ with its metadata.json, or evaluate with a live "
+                f"teacher"
+            )
             raise MissingSplitError(
                 f"older-layout cache {self.path} holds no {name!r} split (it has: "
-                f"{', '.join(sorted(self.folders))}); add {self.path / name}/ with its "
-                f"metadata.json, or evaluate with a live teacher"
+                f"{', '.join(sorted(self.folders))}); {fix}"
             )
         return LegacySplit(self.folders[name], name)
 
@@ -153,9 +169,9 @@ def import_legacy(
     first) becomes the new cache's ``train`` split.
     """
     out = Path(out)
-    if out.exists() and (is_cache(out) or any(out.glob("shard_*"))):
-        raise FileExistsError(
-            f"{out} already holds a cache; import into a new --name/--out, or delete it first"
+    if folder_kind(out) != EMPTY:
+        raise FolderRefused(
+            f"{out} {describe(out, folder_kind(out))}; import into a new or empty --name/--out"
         )
     legacy = LegacyCache(path)
     collection = discover(data)
@@ -179,7 +195,6 @@ def import_legacy(
     dtype = dtype or {torch.float16: "float16", torch.bfloat16: "bfloat16"}.get(
         first.dtype, "float32"
     )
-    d = cfg.data
     index = new_index(
         {
             "teacher": str(legacy.meta["teacher"]),
@@ -189,7 +204,15 @@ def import_legacy(
             "imported_from": str(legacy.path),
         }
     )
-    out.mkdir(parents=True, exist_ok=True)
+    claim(out, CACHE, "--out")
+    with WriterLock(out, CACHE, "salt cache import"):
+        _write_imported(out, splits, by_stem, collection, cfg, data, dtype, index)
+    return LatentCache(out)
+
+
+def _write_imported(out, splits, by_stem, collection, cfg, data, dtype, index) -> None:
+    """Each split's latents with the views ``cfg.data`` gives their videos, then the index."""
+    d = cfg.data
     for number, split in enumerate(splits):
         samples, latents = [], []
         for i, vid in enumerate(split.video_ids):
@@ -211,4 +234,3 @@ def import_legacy(
             "complete": True,
         }
     index.write(out)
-    return LatentCache(out)

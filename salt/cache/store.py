@@ -436,7 +436,7 @@ class LatentCache(LatentMeta):
                 )
         num_frames = self.meta.get("num_frames")
         for shard in self.shards:
-            bad = _bad_sample(shard.samples, num_frames)
+            bad = _bad_sample(shard.samples, num_frames, self.meta.get("image_size"))
             if bad is not None:
                 problems.append(f"{shard.record_path}: {bad}")
         for shard in self.shards:
@@ -471,8 +471,23 @@ class LatentCache(LatentMeta):
                             f"{shard.file}: {key} {shapes.get(key, 'missing')}, an int8 cache "
                             f"needs {shape}"
                         )
-            if self.meta.get("store_clips") and shapes.get("clips", [None])[0] != shard.rows:
-                problems.append(f"{shard.file}: stored clips do not match its {shard.rows} rows")
+            if self.meta.get("store_clips"):
+                size = self.meta.get("image_size")
+                clips = [shard.rows, num_frames, 3, size, size]  # None: an older index's gap
+                stored = shapes.get("clips")
+                if (
+                    stored is None
+                    or len(stored) != 5
+                    or any(
+                        want is not None and want != got
+                        for want, got in zip(clips, stored, strict=True)
+                    )
+                ):
+                    problems.append(
+                        f"{shard.file}: stored clips {stored or 'missing'}, but its record has "
+                        f"{shard.rows} rows and {INDEX} says num_frames {num_frames}, "
+                        f"image_size {size}"
+                    )
             for key, crcs in (shard.row_crc32 or {}).items():
                 if len(crcs) != shard.rows:
                     problems.append(
@@ -535,11 +550,43 @@ def _meta_problems(meta: dict, path: Path) -> list[str]:
         problems.append(
             f"{where}: grid {grid} makes {math.prod(grid) if isinstance(grid, list) else '?'} tokens, latent_shape says {shape[0]}"
         )
+    return problems + _geometry_problems(meta, where)
+
+
+GEOMETRY = ("num_frames", "image_size", "patch_size", "tubelet_size")
+
+
+def _geometry_problems(meta: dict, where: Path) -> list[str]:
+    """Whether the clip geometry the index records makes the token grid and latent shape it
+    records: ``tokens = (num_frames / tubelet_size) * (image_size / patch_size)^2``.
+    Indexes that predate a field are not judged on it."""
+    given = {k: meta[k] for k in GEOMETRY if k in meta}
+    bad = [k for k, v in given.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+    if bad:
+        return [f"{where}: {bad[0]} must be a positive integer, got {given[bad[0]]!r}"]
+    if len(given) < len(GEOMETRY):
+        return []
+    frames, size, patch, tubelet = (given[k] for k in GEOMETRY)
+    said = f"num_frames {frames}, tubelet_size {tubelet}, image_size {size}, patch_size {patch}"
+    if frames % tubelet or size % patch:
+        return [f"{where}: {said} do not tile into tokens; the index contradicts itself"]
+    made = [frames // tubelet, size // patch, size // patch]
+    problems = []
+    grid = meta.get("grid")
+    if isinstance(grid, list) and grid != made:
+        problems.append(f"{where}: {said} make the grid {made}, but grid says {grid}")
+    tokens = math.prod(made)
+    if tokens != meta["latent_shape"][0]:
+        problems.append(
+            f"{where}: {said} make {tokens} tokens per clip, but latent_shape says "
+            f"{meta['latent_shape'][0]}; the index contradicts itself - rebuild the cache"
+        )
     return problems
 
 
-def _bad_sample(samples: list, num_frames: int | None) -> str | None:
-    """What is wrong with the first malformed row record (its view and label), or None."""
+def _bad_sample(samples: list, num_frames: int | None, image_size: int | None = None) -> str | None:
+    """What is wrong with the first malformed row record (its view and label, and a crop
+    the size of ``image_size``), or None."""
     for row, sample in enumerate(samples):
         view = sample.get("view") if isinstance(sample, dict) else None
         if view is None and isinstance(sample, dict) and "video_id" in sample:
@@ -554,6 +601,11 @@ def _bad_sample(samples: list, num_frames: int | None) -> str | None:
         )
         if not ok:
             return f"row {row} has no valid view (source, {num_frames} frames, crop, resized)"
+        if isinstance(image_size, int) and view["crop"][2:] != [image_size, image_size]:
+            crop = "x".join(map(str, view["crop"][2:]))
+            return (
+                f"row {row}: its view crops {crop} pixels, but {INDEX} says image_size {image_size}"
+            )
     return None
 
 
