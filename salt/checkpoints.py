@@ -2,8 +2,10 @@
 
 A checkpoint is ``<run>/checkpoints/step_<NNNNNNNN>.pt``: the student, predictor and
 optimizer state, the step, the resolved config, the failure counter and the RNG state at
-that step. It holds tensors and plain containers only, so it is read with
-``weights_only=True`` (nothing is unpickled).
+that step. ``<run>/checkpoints/best.pt`` holds the weights with the lowest held-out loss
+(``train.eval_every``), for export and eval: no optimizer, so a run never resumes from it.
+Each holds tensors and plain containers only, so it is read with ``weights_only=True``
+(nothing is unpickled). ``RUN:best``, ``RUN:latest`` and ``RUN:STEP`` name one of a run's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from salt.io import UnreadableFileError, atomic_write_bytes, read_json, torch_lo
 from salt.models import load_strict
 
 CHECKPOINT_RE = re.compile(r"^step_(\d+)\.pt$")
+BEST = "best.pt"
+SELECTORS = ("best", "latest")  # and a step number: RUN:best, RUN:latest, RUN:1000
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +55,77 @@ def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int = 0) -> Pat
     return path
 
 
+def best_path(run_dir: Path) -> Path:
+    """Where a run keeps the weights with its lowest held-out loss."""
+    return run_dir / "checkpoints" / BEST
+
+
+def save_best(run_dir: Path, state: dict, val_loss: float) -> Path:
+    """Atomically keep ``state``'s weights (not its optimizer) as the run's best."""
+    kept = {k: v for k, v in state.items() if k not in ("optimizer", "rng", "cuda_rng")}
+    kept["val_loss"] = float(val_loss)
+    path = best_path(run_dir)
+    atomic_write_bytes(path, lambda f: torch.save(kept, f))
+    return path
+
+
+def read_best(run_dir: Path) -> tuple[int, float] | None:
+    """``(step, held-out loss)`` of a run's best checkpoint, or None: it has none (or one
+    that no longer reads back, which is then as good as none)."""
+    path = best_path(run_dir)
+    if not path.is_file():
+        return None
+    try:
+        state = torch_load(path)
+        return int(state["step"]), float(state["val_loss"])
+    except (UnreadableFileError, KeyError, TypeError, ValueError) as err:
+        log.warning("ignored the run's best checkpoint: %s", err)
+        return None
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory's newest checkpoint."""
+    """A checkpoint file, a run directory's newest checkpoint, or one of a run's named by
+    ``RUN:best`` (lowest held-out loss), ``RUN:latest`` or ``RUN:STEP``."""
     path = Path(path)
     if path.is_file():
         return path
     if path.is_dir():
-        found = list_checkpoints(path)
-        if not found:
-            raise FileNotFoundError(f"{str(path)!r} {_what_instead(path)}")
-        return found[-1][1]
+        return pick_checkpoint(path, "latest")
+    if names_checkpoint(path):
+        run, _, which = str(path).rpartition(":")
+        return pick_checkpoint(Path(run), which)
     raise FileNotFoundError(f"no checkpoint or run directory at {str(path)!r}")
+
+
+def names_checkpoint(text: str | Path) -> bool:
+    """Whether ``text`` is ``RUN:best``, ``RUN:latest`` or ``RUN:STEP`` with RUN a folder."""
+    run, sep, which = str(text).rpartition(":")
+    return bool(sep and run) and (which in SELECTORS or which.isdigit()) and Path(run).is_dir()
+
+
+def pick_checkpoint(run_dir: Path, which: str) -> Path:
+    """The checkpoint of ``run_dir`` that ``which`` names: best, latest or a step number."""
+    if which == "best":
+        path = best_path(run_dir)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"run {str(run_dir)!r} has no best checkpoint (checkpoints/{BEST}): it is kept "
+                f"by runs with train.eval_every > 0 and held-out clips; use {run_dir}:latest "
+                f"or a step"
+            )
+        return path
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise FileNotFoundError(f"{str(run_dir)!r} {_what_instead(run_dir)}")
+    if which == "latest":
+        return found[-1][1]
+    steps = dict(found)
+    if which.isdigit() and int(which) in steps:
+        return steps[int(which)]
+    raise FileNotFoundError(
+        f"run {str(run_dir)!r} has no checkpoint {which!r}; it has best, latest and the "
+        f"steps {', '.join(str(s) for s, _ in found[-6:])}"
+    )
 
 
 def _what_instead(folder: Path) -> str:
@@ -114,7 +178,14 @@ def resume_state(path: str | Path) -> tuple[Path, dict]:
     truncated copy, a damaged disk) is skipped with a warning that names it."""
     path = Path(path)
     if not path.is_dir():
-        return resolve_checkpoint(path), load_checkpoint(path)
+        ckpt = resolve_checkpoint(path)
+        state = load_checkpoint(ckpt)
+        if "optimizer" not in state:
+            raise ValueError(
+                f"{ckpt} holds weights only (the run's best, for export and eval): resume from "
+                f"the run folder or one of its checkpoints/step_*.pt"
+            )
+        return ckpt, state
     found = list_checkpoints(path)
     if not found:
         resolve_checkpoint(path)  # raises, saying what the folder is instead

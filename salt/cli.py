@@ -172,6 +172,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{s['last_loss']:.4f} (min {s['min_loss']:.4f} at step {s['min_loss_step']}"
             f"{', late rebound' if s['late_rebound'] else ''})"
         )
+    if "best_step" in s:
+        print(
+            f"best held-out loss {s['best_val_loss']:.4f} at step {s['best_step']}: "
+            f"{result.run_dir / 'checkpoints' / 'best.pt'} (salt export {result.run_dir} "
+            f"--checkpoint best)"
+        )
     if result.stopped_by:
         print(f"stopped by {result.stopped_by}; resume with: salt train --resume {result.run_dir}")
     return 0
@@ -903,7 +909,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate runs: held-out distillation loss, temporal probes")
     esub = ev.add_subparsers(dest="eval_command", required=True)
     dl = esub.add_parser("distill", help="held-out masked-latent loss with seeded masks")
-    dl.add_argument("run", help="run directory or checkpoint")
+    dl.add_argument("run", help="run directory, RUN:best, RUN:STEP or a checkpoint file")
     dl.add_argument("--teacher", help="teacher spec (default: the run's teacher)")
     dl.add_argument("--data", help="held-out data spec (default: the run's data, held-out split)")
     dl.add_argument(
@@ -923,7 +929,9 @@ def build_parser() -> argparse.ArgumentParser:
     dl.set_defaults(func=cmd_eval_distill)
 
     pr = esub.add_parser("probes", help="temporal probe suite on frozen, mean-pooled tokens")
-    pr.add_argument("encoder", help="exported encoder directory, run directory or checkpoint")
+    pr.add_argument(
+        "encoder", help="exported encoder directory, run directory, RUN:best or checkpoint"
+    )
     pr.add_argument(
         "--data",
         default="synthetic",
@@ -952,7 +960,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cl.add_argument(
         "encoder",
-        help="exported encoder directory, run directory or checkpoint; random:ARCH is an "
+        help="exported encoder directory, run directory, RUN:best or checkpoint; random:ARCH is an "
         "untrained student at the recipe's 16x224 geometry (e.g. to size a run with --dry-run)",
     )
     cl.add_argument(
@@ -1047,8 +1055,12 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "export", help="write a run's student encoder (safetensors + config.json + model card)"
     )
-    e.add_argument("run", help="run directory (or a checkpoint file)")
-    e.add_argument("--checkpoint", help="a specific checkpoint (default: the run's newest)")
+    e.add_argument("run", help="run directory, RUN:best, RUN:STEP or a checkpoint file")
+    e.add_argument(
+        "--checkpoint",
+        help="best (lowest held-out loss), latest, a step number or a checkpoint file "
+        "(default: the run's newest)",
+    )
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     e.add_argument(

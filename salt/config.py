@@ -105,6 +105,11 @@ def _spec(inst, attr, value):
         raise ValueError(f"{attr.name} must be a non-empty spec string, got {value!r}")
 
 
+def _optional_spec(inst, attr, value):
+    if not isinstance(value, str) or (value and not value.strip()):
+        raise ValueError(f"{attr.name} must be a spec string or empty (none), got {value!r}")
+
+
 def _specs(inst, attr, value):
     if not all(isinstance(v, str) and v.strip() for v in value):
         raise ValueError(f"{attr.name} must be a list of names, got {list(value)!r}")
@@ -120,6 +125,9 @@ class DataConfig:
     """Where clips come from and how they are sampled."""
 
     spec: str = field(default="synthetic", validator=_spec)
+    # Held-out videos (a data spec) scored every train.eval_every steps when the training
+    # data is videos; the built-in data and caches bring their own `val` split.
+    val_spec: str = field(default="", validator=_optional_spec)
     num_frames: int = field(default=16, validator=_pos_int)
     frame_step: int = field(default=4, validator=_pos_int)
     image_size: int = field(default=224, validator=_pos_int)
@@ -241,6 +249,10 @@ class TrainConfig:
     compile: bool = field(default=False, validator=validators.instance_of(bool))
     log_every: int = field(default=10, validator=_pos_int)
     checkpoint_every: int = field(default=1000, validator=_pos_int)
+    # Held-out distillation loss every this many steps (and at the last), logged as
+    # val_loss; the lowest one's weights are kept as checkpoints/best.pt. 0: never.
+    eval_every: int = field(default=1000, validator=_nonneg_int)
+    eval_batches: int = field(default=4, validator=_pos_int)  # held-out clips: x batch_size
     keep_checkpoints: int = field(default=2, validator=_nonneg_int)  # 0 keeps all
     max_nonfinite: int = field(default=5, validator=_pos_int)
     peak_tflops: float = field(default=0.0, validator=_nonneg_float)  # 0 measures it
@@ -376,6 +388,8 @@ DEMO_PROFILE: dict[str, Any] = {
     "train.precision": "fp32",
     "train.log_every": 5,
     "train.checkpoint_every": 50,
+    "train.eval_every": 50,
+    "train.eval_batches": 2,
 }
 
 
@@ -635,6 +649,8 @@ def build_config(
 HELP: dict[str, str] = {
     "profile": "recipe (the full ViT-L recipe) or demo (CPU-sized); set by --profile",
     "data.spec": "a folder, CSV manifest, SSv2 JSON, lerobot:PATH, or synthetic[:N] / motion[:N]",
+    "data.val_spec": "held-out videos scored every train.eval_every steps when data.spec is "
+    "videos (the built-in data and caches have their own val split)",
     "data.num_frames": "frames per clip",
     "data.frame_step": "take every N-th frame (when data.fps is 0)",
     "data.image_size": "clip height and width in pixels (a multiple of student.patch_size)",
@@ -689,6 +705,10 @@ HELP: dict[str, str] = {
     "train.compile": "torch.compile the student and predictor",
     "train.log_every": "steps per metrics line",
     "train.checkpoint_every": "steps per checkpoint",
+    "train.eval_every": "steps per held-out distillation loss (val_loss; also at the last "
+    "step); the lowest one's weights are kept as checkpoints/best.pt (0: never)",
+    "train.eval_batches": "held-out batches (of train.batch_size clips) scored each time, "
+    "the same clips and masks every time",
     "train.keep_checkpoints": "newest checkpoints kept (0: all)",
     "train.max_nonfinite": "non-finite steps in a row before the run stops",
     "train.peak_tflops": "the device's peak for MFU (0: measured, or a known GPU's datasheet)",

@@ -426,6 +426,21 @@ def build_source(
     return VideoDataset(discover(spec.path), data, seed=seed, train=train, views_per_video=views)
 
 
+def held_out_source(data: DataConfig, cache=None) -> Dataset:
+    """The held-out clips a run is scored on: its cache's ``val`` split (with the stored
+    targets), the built-in data's ``val`` split, or the videos of ``data.val_spec`` (videos
+    have no split of their own). A cache without a ``val`` split raises its
+    ``MissingSplitError``; videos without ``data.val_spec`` a ValueError saying so."""
+    if cache is not None or parse_data_spec(data.spec).kind != "videos":
+        return build_source(data, "val", cache=cache)
+    if not data.val_spec:
+        raise ValueError(
+            f"the training videos ({data.spec}) have no held-out split; set data.val_spec to "
+            f"held-out videos (a folder, manifest or lerobot:PATH)"
+        )
+    return build_source(attrs.evolve(data, spec=data.val_spec), "val")
+
+
 class TooManyBadVideos(RuntimeError):
     """More than ``data.max_bad_fraction`` of the videos seen could not be read."""
 

@@ -11,12 +11,11 @@ import torch
 from salt.cache import MissingSplitError
 from salt.checkpoints import load_checkpoint, resolve_checkpoint
 from salt.config import Config, apply_overrides, from_dict
-from salt.data import build_eval_loader, build_source, normalize_clips
+from salt.data import build_eval_loader, build_source, held_out_source
 from salt.distributed import resolve_device
-from salt.losses import Objective, masked_loss
-from salt.masking import gather_tokens
+from salt.losses import Objective
 from salt.models import load_trained_pair, masker_of
-from salt.quant import dense
+from salt.validate import held_out_of, loss_sums
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,8 @@ def distill_loss(
     The data is the held-out (``val``) split: of the built-in data (``synthetic`` has one),
     of a cache (a run trained from ``cached:NAME`` reads the cache's ``val`` split, and a
     cache without one is an error - never its training clips), or, for videos, the held-out
-    spec passed as ``data.spec``. Masks depend only on ``seed`` and the clip index, so two
+    spec passed as ``data.spec``, else the run's ``data.val_spec`` (without either, an error:
+    never the training videos). Masks depend only on ``seed`` and the clip index, so two
     checkpoints are compared on exactly the same masked clips.
     """
     path = resolve_checkpoint(checkpoint)
@@ -105,12 +105,21 @@ def distill_loss(
     teacher, model = load_trained_pair(state, cfg)
     device = resolve_device(device)
     teacher, model = teacher.to(device), model.to(device)
+    given = "data.spec" in (overrides or {})  # held-out data named on the command line
+    data = cfg.data.spec
+    if not given and teacher.cache is None and cfg.data.val_spec:
+        data = cfg.data.val_spec
     try:
-        clips = build_source(cfg.data, "val", seed, cache=teacher.cache)
+        if given:
+            clips = build_source(cfg.data, "val", seed, cache=teacher.cache)
+        else:
+            clips = held_out_source(cfg.data, cache=teacher.cache)
     except MissingSplitError as err:  # a cache without a held-out split
         raise ValueError(
             f"{err.args[0]}; or score the run against a live teacher with --teacher SPEC"
         ) from None
+    except ValueError as err:  # videos without held-out ones
+        raise ValueError(f"{err}, or name them with --data SPEC") from None
     count = min(len(clips), batches * cfg.train.batch_size)
     loader = build_eval_loader(
         clips,
@@ -121,41 +130,20 @@ def distill_loss(
         min(cfg.data.num_workers, 2),
     )
     objective = Objective(cfg.loss.name, cfg.loss.options, cfg.loss.target_norm)
-    total, power, clips, steps = 0.0, 0.0, 0, 0
-    terms: dict[str, float] = {}
-    with torch.inference_mode():
-        for batch in loader:
-            if not batch.size:
-                continue
-            batch = batch.to(device)
-            video = normalize_clips(batch.video, cfg.data.mean, cfg.data.std)
-            masks = batch.masks
-            targets = dense(batch.targets) if batch.targets is not None else teacher(video).float()
-            loss, parts = masked_loss(model(video, masks), targets, masks, objective)
-            n = video.shape[0]
-            total += float(loss) * n
-            for name, value in parts.items():
-                terms[name] = terms.get(name, 0.0) + float(value) * n
-            normed = objective.normalize(targets)  # the loss's targets
-            power += (
-                n
-                * sum(float(gather_tokens(normed, g.target).pow(2).mean()) for g in masks)
-                / len(masks)
-            )
-            clips += n
-            steps += 1
-    if not clips:
+    sums = loss_sums(model, teacher, loader, objective, device, cfg.data.mean, cfg.data.std)
+    if not sums["clips"]:
         raise ValueError(f"no readable clips in {cfg.data.spec!r} to evaluate on")
+    held_out = held_out_of(sums)
     return DistillReport(
         checkpoint=str(path),
         step=int(state["step"]),
         teacher=cfg.teacher.spec,
-        data=cfg.data.spec if teacher.cache is None else f"{cfg.teacher.spec} (val split)",
-        clips=clips,
-        batches=steps,
+        data=data if teacher.cache is None else f"{cfg.teacher.spec} (val split)",
+        clips=held_out.clips,
+        batches=held_out.batches,
         seed=seed,
-        loss=total / clips,
-        terms={k: v / clips for k, v in terms.items()},
-        target_power=power / clips,
+        loss=held_out.loss,
+        terms=held_out.terms,
+        target_power=held_out.target_power,
         overridden=changed,
     )

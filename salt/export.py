@@ -12,7 +12,14 @@ import torch
 from torch import nn
 
 from salt import __version__
-from salt.checkpoints import list_checkpoints, load_checkpoint, resolve_checkpoint, run_dir_of
+from salt.checkpoints import (
+    SELECTORS,
+    list_checkpoints,
+    load_checkpoint,
+    names_checkpoint,
+    resolve_checkpoint,
+    run_dir_of,
+)
 from salt.config import ClipGeometry, from_dict
 from salt.folders import (
     EMPTY,
@@ -71,14 +78,20 @@ def export_encoder(
     run: str | Path, out: str | Path, checkpoint: str | Path | None = None, force: bool = False
 ) -> Path:
     """Write the student encoder of a run (its newest, or the given, checkpoint) to ``out``:
-    a new or empty folder, or - with ``force`` - an earlier export, replaced whole."""
+    a new or empty folder, or - with ``force`` - an earlier export, replaced whole.
+    ``checkpoint``: a file, or ``best``, ``latest`` or a step number of ``run``'s."""
     out = Path(out)
     check_export_folder(out, replace=force)  # before the checkpoint is read: fail fast
+    if checkpoint is not None and not Path(checkpoint).exists():
+        if str(checkpoint) in SELECTORS or str(checkpoint).isdigit():
+            checkpoint = f"{run}:{checkpoint}"
     ckpt = resolve_checkpoint(checkpoint or run)
     state = load_checkpoint(ckpt)
     summary_file = run_dir_of(ckpt) / "summary.json"
     summary = read_json(summary_file) if summary_file.is_file() else {}
     summary["checkpoint_step"] = int(state["step"])
+    if "val_loss" in state:  # the run's best: chosen by this held-out loss
+        summary["checkpoint_val_loss"] = float(state["val_loss"])
     config = encoder_config(state["config"], summary)
     return write_export(out, state["student"], config, replace=force)
 
@@ -267,7 +280,7 @@ def load_encoder(path: str | Path, revision: str | None = None) -> tuple[nn.Modu
         raise FileNotFoundError(
             f"{folder} holds {CONFIG} but no {WEIGHTS}: an incomplete export; export it again"
         )
-    elif path.exists():
+    elif path.exists() or names_checkpoint(given):
         state = load_checkpoint(path)
         config = encoder_config(state["config"], {"checkpoint_step": int(state["step"])})
         model = build_encoder(config)

@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 Points = list[tuple[int, float]]  # (step, value), in logged order
 
-# What the loss plots show: the total loss, each loss term and the learning rate.
-CURVE_KEYS = ("loss", "loss/*", "lr")
+# What the loss plots show: the total loss, each loss term, the held-out loss and the
+# learning rate.
+CURVE_KEYS = ("loss", "loss/*", "val_loss", "lr")
 
 
 class MetricsLog:
@@ -104,12 +105,14 @@ def read_series(
 
 
 def summarize(records: list[dict], smoothing: float = 0.9, rebound_threshold: float = 0.05) -> dict:
-    """Min loss and its step, last loss, the smoothed loss and whether it rebounded late.
+    """Min loss and its step, last loss, the smoothed loss and whether it rebounded late;
+    the held-out loss's minimum, its step and last value when the run measured one.
 
-    The rebound is how far the final smoothed loss sits above the smoothed minimum, as a
-    fraction of that minimum; above ``rebound_threshold`` the run is flagged.
+    The rebound is how far the run ends above its best, as a fraction of that best: on the
+    held-out curve (``val_loss``) when there is one, else on the smoothed training loss;
+    above ``rebound_threshold`` the run is flagged.
     """
-    losses = [(r["step"], r["loss"]) for r in records if "loss" in r and math.isfinite(r["loss"])]
+    losses = _points(records, "loss")
     if not losses:
         return {"steps_logged": 0}
     min_step, min_loss = min(losses, key=lambda sl: sl[1])
@@ -120,6 +123,18 @@ def summarize(records: list[dict], smoothing: float = 0.9, rebound_threshold: fl
         if smooth < smooth_min:
             smooth_min, smooth_min_step = smooth, step
     rebound = (smooth - smooth_min) / abs(smooth_min) if smooth_min else 0.0
+    held_out = {}
+    val = _points(records, "val_loss")
+    if val:
+        min_val_step, min_val = min(val, key=lambda sl: sl[1])
+        rebound = (val[-1][1] - min_val) / abs(min_val) if min_val else 0.0
+        held_out = {
+            "val_points": len(val),
+            "min_val_loss": min_val,
+            "min_val_step": min_val_step,
+            "last_val_loss": val[-1][1],
+        }
+    counted = [r["nonfinite_total"] for r in records if "nonfinite_total" in r]
     return {
         "steps_logged": len(losses),
         "first_loss": losses[0][1],
@@ -130,10 +145,17 @@ def summarize(records: list[dict], smoothing: float = 0.9, rebound_threshold: fl
         "smoothed_loss": smooth,
         "smoothed_min_loss": smooth_min,
         "smoothed_min_step": smooth_min_step,
+        **held_out,
         "rebound": rebound,
+        "rebound_on": "val_loss" if val else "smoothed_loss",
         "late_rebound": rebound > rebound_threshold,
-        "nonfinite_steps": int(records[-1].get("nonfinite_total", 0)),
+        "nonfinite_steps": int(counted[-1]) if counted else 0,
     }
+
+
+def _points(records: list[dict], key: str) -> Points:
+    """``(step, value)`` of the records with a finite ``key``."""
+    return [(r["step"], r[key]) for r in records if key in r and _finite(r[key])]
 
 
 def _finite(value: Any) -> bool:

@@ -26,6 +26,7 @@ from salt.models import (
 )
 from salt.optim import warmup_steps
 from salt.registry import check_names
+from salt.validate import Validation
 
 
 def default_run_name(cfg: Config) -> str:
@@ -63,6 +64,7 @@ class TrainPlan:
     context: tuple[int, ...] = ()  # per mask group, the first batch's context tokens
     fixed_lengths: bool = False  # the same in every batch (mask.lengths)
     memory: MemoryPlan | None = None  # per process, planned (dry runs)
+    held_out: str = ""  # salt.validate.Validation.describe()
 
     @property
     def global_batch(self) -> int:
@@ -87,7 +89,7 @@ class TrainPlan:
             f"{self.steps} steps (warmup {self.warmup}, ~{epochs:.1f} epochs), batch "
             f"{cfg.train.batch_size} x accum {cfg.train.accum_steps} x {self.world} = "
             f"{self.global_batch} clips/step, {self.flops_per_step / 1e12:.2f} TFLOP/step",
-        ]
+        ] + ([f"held-out loss: {self.held_out}"] if self.held_out else [])
 
 
 def make_plan(
@@ -144,7 +146,8 @@ def dry_run(cfg: Config) -> TrainPlan:
         )
         masks = masker(sample_keys(cfg.train.seed, 0, np.arange(cfg.train.batch_size)))
         memory = plan_memory(cfg, model, masks, teacher, cached=teacher.cache is not None)
-        plan = attrs.evolve(plan, memory=memory)
+        held_out = Validation.for_run(cfg, teacher.cache, masker, info, device).describe()
+        plan = attrs.evolve(plan, memory=memory, held_out=held_out)
         if info.enabled:
             dist.barrier()  # every rank got here: the rendezvous and the backend work
         return plan

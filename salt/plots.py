@@ -182,7 +182,7 @@ def draw_runs_overlaid(
                 for i, run in enumerate(runs)
                 if series[run].get(key)
             ],
-            mark_minimum=key == "loss" or key.startswith("loss/"),
+            mark_minimum=key in ("loss", "val_loss") or key.startswith("loss/"),
         )
         for key in keys
     ]
@@ -191,10 +191,11 @@ def draw_runs_overlaid(
 
 
 def panel_order(series: Mapping[str, Mapping[str, Points]]) -> list[str]:
-    """The keys logged by any run: ``loss``, its terms, ``lr``, then the rest alphabetically."""
+    """The keys logged by any run: ``loss``, its terms, ``val_loss``, ``lr``, then the rest
+    alphabetically."""
     found = {key for curves in series.values() for key in curves}
     terms = sorted(k for k in found if k.startswith("loss/"))
-    first = [k for k in ("loss", *terms, "lr") if k in found]
+    first = [k for k in ("loss", *terms, "val_loss", "lr") if k in found]
     return first + sorted(found - set(first))
 
 

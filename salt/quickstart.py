@@ -293,6 +293,8 @@ def stage_config(
             "train.log_every": max(1, steps // 50),
             "train.checkpoint_every": steps,
             "train.keep_checkpoints": 1,
+            # The distill stage scores the held-out loss, against the live teacher.
+            "train.eval_every": 0,
             "train.peak_tflops": settings.peak_tflops,
             "train.progress": progress,
             "run.out": str(out / "runs"),

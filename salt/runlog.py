@@ -97,6 +97,7 @@ class RunLog:
         self.peak_tflops = 1.0
         self.steps = 0
         self.bar = None
+        self.last_val: float | None = None
         self._handler = None
         self.loggers: list = []
         if main:
@@ -172,17 +173,37 @@ class RunLog:
                 100 * record["mfu"],
             )
             if self.bar is not None:
-                self.bar.set_postfix(
-                    loss=f"{record['loss']:.4f}",
-                    lr=f"{lr:.1e}",
-                    clips_s=f"{record['clips_per_s']:.1f}",
-                )
+                shown = {"loss": f"{record['loss']:.4f}"}
+                if self.last_val is not None:
+                    shown["val"] = f"{self.last_val:.4f}"
+                shown.update(lr=f"{lr:.1e}", clips_s=f"{record['clips_per_s']:.1f}")
+                self.bar.set_postfix(shown)
             self.window = MetricsWindow()
         if self.bar is not None:
             self.bar.update(1)
 
-    def finish(self, step: int, stopped_by: str | None) -> dict:
-        """Close the bar and write ``summary.json``: min loss, its step, last loss, rebound."""
+    def validated(self, step: int, held_out) -> None:
+        """Log a held-out measurement (``salt.validate.HeldOut``) after ``step``."""
+        if not self.main:
+            return
+        record = {"step": step, **held_out.record(), "time": time.time()}
+        for logger in self.loggers:
+            logger.log(step, record)
+        step_log.info(
+            "step %d/%d held-out loss %.5f on %d clips (%.1f s)",
+            step,
+            self.steps,
+            held_out.loss,
+            held_out.clips,
+            held_out.seconds,
+        )
+        self.last_val = held_out.loss  # shown on the bar from the next metrics line
+
+    def finish(
+        self, step: int, stopped_by: str | None, best: tuple[int, float] | None = None
+    ) -> dict:
+        """Close the bar and write ``summary.json``: min loss, its step, last loss, rebound,
+        and the best checkpoint's step and held-out loss (``best``) when the run keeps one."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -200,6 +221,8 @@ class RunLog:
                 "salt_version": __version__,
             }
         )
+        if best is not None:
+            summary.update({"best_step": best[0], "best_val_loss": best[1]})
         write_json(self.run_dir / "summary.json", summary)
         return summary
 

@@ -19,11 +19,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from salt.checkpoints import (
+    best_path,
     list_checkpoints,
+    read_best,
     restore_rng,
     restore_weights,
     resume_state,
     run_dir_of,
+    save_best,
     save_checkpoint,
     training_state,
 )
@@ -45,6 +48,7 @@ from salt.perf import measure_peak_tflops
 from salt.plan import default_run_name, dry_run, make_plan, total_steps
 from salt.runlog import RunLog
 from salt.step import StepParts, train_step
+from salt.validate import Validation
 
 __all__ = ["train", "dry_run", "TrainResult", "TrainingDiverged", "TooManyBadVideos"]
 
@@ -196,11 +200,14 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
         grad_clip=cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf,
         bf16=bf16,
     )
+    validation = Validation.for_run(cfg, teacher.cache, masker, info, device, bf16)
     plan = None
     if info.main:
         dims = {"teacher_dim": teacher.teacher_dim, "clips": len(clips), "info": info}
         plan = make_plan(cfg, model, masker, **dims, device=device)
+        plan = attrs.evolve(plan, held_out=validation.describe())
     batches = ReadableBatches(loader, cfg.data.max_bad_fraction)
+    best = best_so_far(runlog.run_dir, start_step) if info.main else None
     if state is not None:
         restore_rng(state, device)
     runlog.start(plan.lines() if plan else [], peak, steps, start_step)  # the clock starts
@@ -224,10 +231,20 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
             runlog.step(step, result, lr, wd, nonfinite_total, batches.bad)
 
             stop_now = result.stop
+            saved = None
+            if validation.due(step, steps) and not stop_now:
+                held_out = validation.measure(model, teacher, objective)
+                runlog.validated(step, held_out)
+                if info.main and (best is None or held_out.loss < best[1]):
+                    saved = training_state(
+                        model, optimizer, step, cfg.to_dict(), nonfinite_total, device
+                    )
+                    save_best(runlog.run_dir, saved, held_out.loss)
+                    best = (step, held_out.loss)
             # During a streak of skipped steps the newest checkpoint stays the last good one.
             periodic = step % cfg.train.checkpoint_every == 0 and consecutive_bad == 0
             if (periodic or step == steps or stop_now) and info.main:
-                saved = training_state(
+                saved = saved or training_state(
                     model, optimizer, step, cfg.to_dict(), nonfinite_total, device
                 )
                 save_checkpoint(runlog.run_dir, step, saved, cfg.train.keep_checkpoints)
@@ -241,7 +258,7 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
                 )
                 break
 
-    summary = runlog.finish(step, stopped_by)
+    summary = runlog.finish(step, stopped_by, best)
     if info.enabled:
         dist.barrier()
     return TrainResult(runlog.run_dir, summary, step, stopped_by, model)
@@ -281,6 +298,22 @@ def auto_resume(cfg: Config) -> dict | None:
             f"choose another --run-name"
         )
     return state
+
+
+def best_so_far(run_dir: Path, start_step: int) -> tuple[int, float] | None:
+    """``(step, held-out loss)`` of the run's best checkpoint when a run (re)starts at
+    ``start_step``. One saved after that step belongs to steps the run is about to take
+    again (a resume from an earlier checkpoint): it is removed, and the best is found anew."""
+    best = read_best(run_dir)
+    if best is not None and best[0] > start_step:
+        best_path(run_dir).unlink()
+        log.info(
+            "removed checkpoints/best.pt of step %d, past step %d resumed", best[0], start_step
+        )
+        return None
+    if best is None and best_path(run_dir).exists():
+        best_path(run_dir).unlink()  # unreadable: replaced at the next measurement
+    return best
 
 
 def check_divergence(consecutive_bad: int, step: int, cfg: Config, run_dir: Path) -> None:

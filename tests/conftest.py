@@ -32,6 +32,7 @@ TINY = {
     "train.log_every": 1,
     "train.checkpoint_every": 4,
     "train.keep_checkpoints": 0,
+    "train.eval_every": 0,  # the held-out loss has its own tests (test_validate.py)
     "train.peak_tflops": 1.0,
     "train.progress": False,
 }

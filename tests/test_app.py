@@ -436,8 +436,16 @@ def test_runs_plot_curves_and_flag_the_rebound(run, tmp_path):
     for i in range(2):  # each run's colour is on the plot
         assert (r.image.reshape(-1, 3) == cb.PALETTE[i]).all(axis=1).any()
     rows = {row[0]: row for row in r.table}
-    assert rows["rebound"][2:5] == [0.2, 4, 1.2] and rows["rebound"][6] == "yes"
+    assert rows["rebound"][2:7] == [0.2, 4, 1.2, "-", "-"] and rows["rebound"][8] == "yes"
     assert rows["tiny"][1] == 4
+    # A run that measured a held-out loss: its best and the rebound judged on that curve.
+    held = _write_metrics(tmp_path / "runs" / "held", [1.0, 0.8, 0.6, 0.5])
+    with open(held / "metrics.jsonl", "a") as f:
+        for step, value in ((2, 0.9), (4, 0.95)):
+            f.write(json.dumps({"step": step, "val_loss": value}) + "\n")
+    (row,) = cb.plot_runs([str(held)], roots).table
+    assert row[5:] == [0.9, 2, "+5.6% (held-out)", "yes"]
+    assert "val_loss" in cb.plot_runs([str(held)], roots).series["held"]
     # The interactive plot: every logged metric to choose from, one line per run.
     assert r.keys[:3] == ["loss", "loss/mse", "lr"]
     assert {"grad_norm", "clips_per_s", "mfu", "wd"} <= set(r.keys)

@@ -47,6 +47,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "salt.metrics",
         "salt.runlog",
         "salt.step",
+        "salt.validate",
         "salt.memory",
         "salt.plan",
         "salt.train",

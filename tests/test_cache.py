@@ -391,13 +391,13 @@ def test_distill_on_a_cached_run_scores_the_val_split_never_the_training_clips(
     both = LatentCache(out)
     assert {s.split for s in both.shards} == {"train", "val"} and verify_cache(out) == []
     seen = []
-    real = distill_module.build_source
+    real = distill_module.held_out_source
 
     def spy(*args, **kwargs):
         seen.append(real(*args, **kwargs))
         return seen[-1]
 
-    monkeypatch.setattr(distill_module, "build_source", spy)
+    monkeypatch.setattr(distill_module, "held_out_source", spy)
     report = distill_loss(run, batches=2)
     (clips,) = seen
     assert clips.split.name == "val" and report.clips == 8 and "val split" in report.data

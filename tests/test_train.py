@@ -248,6 +248,16 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert summary["stopped_by"] == "SIGTERM" and summary["step"] == steps[0]
 
 
+def train_on_two_ranks(config: Path, out: Path) -> None:
+    """``tests/ddp_train.py`` under torchrun, 2 gloo processes: it trains the config file's
+    run and saves each rank's parameters into ``out``."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    args += ["2", str(REPO / "tests" / "ddp_train.py"), str(config), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_ddp_two_processes_end_with_identical_parameters(tmp_path, tiny_overrides):
     config = tmp_path / "cfg.json"
     cfg = build_config(
@@ -259,25 +269,7 @@ def test_ddp_two_processes_end_with_identical_parameters(tmp_path, tiny_override
         }
     )
     config.write_text(json.dumps(cfg.to_dict()))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(REPO / "tests" / "ddp_train.py"),
-            str(config),
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_on_two_ranks(config, tmp_path)
     rank0, rank1 = (
         load_file(tmp_path / "rank0.safetensors"),
         load_file(tmp_path / "rank1.safetensors"),
@@ -392,8 +384,11 @@ def test_resume_auto_killed_three_times_ends_like_an_uninterrupted_run(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resumed" in done.stderr
     ours, theirs = read_metrics(tmp_path / "preempted"), read_metrics(tmp_path / "whole")
-    assert [r["step"] for r in ours] == list(range(1, 25))
-    assert [r["loss"] for r in ours] == [r["loss"] for r in theirs]
+    assert [r["step"] for r in ours if "loss" in r] == list(range(1, 25))
+    assert [r["loss"] for r in ours if "loss" in r] == [r["loss"] for r in theirs if "loss" in r]
+    # The demo profile's held-out loss (train.eval_every), measured at the last step.
+    held_out = [(r["step"], r["val_loss"]) for r in theirs if "val_loss" in r]
+    assert held_out and held_out == [(r["step"], r["val_loss"]) for r in ours if "val_loss" in r]
 
 
 def test_resume_auto_needs_a_run_name_and_the_same_settings(tiny_config):
@@ -435,4 +430,4 @@ def test_resume_auto_under_torchrun_starts_then_continues(tmp_path):
     again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed" in again.stderr and "already has checkpoints" not in again.stderr
-    assert [r["step"] for r in read_metrics(tmp_path / "requeued")] == [1, 2, 3]
+    assert [r["step"] for r in read_metrics(tmp_path / "requeued") if "loss" in r] == [1, 2, 3]

@@ -513,7 +513,17 @@ class CurvesResult:
         return panel_order(self.metrics)
 
 
-RUN_HEADERS = ["run", "steps logged", "min loss", "at step", "last loss", "rebound", "late rebound"]
+RUN_HEADERS = [
+    "run",
+    "steps logged",
+    "min loss",
+    "at step",
+    "last loss",
+    "best held-out loss",
+    "best step",
+    "rebound",
+    "late rebound",
+]
 
 
 def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
@@ -554,7 +564,9 @@ def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
                 round(s["min_loss"], 6),
                 s["min_loss_step"],
                 round(s["last_loss"], 6),
-                f"{s['rebound']:+.1%}",
+                round(s["min_val_loss"], 6) if "min_val_loss" in s else "-",
+                s.get("min_val_step", "-"),
+                f"{s['rebound']:+.1%}" + (" (held-out)" if s["rebound_on"] == "val_loss" else ""),
                 "yes" if s["late_rebound"] else "no",
             ]
         )
