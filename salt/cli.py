@@ -586,9 +586,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from salt.metrics import read_series
     from salt.plots import draw_runs_overlaid, save_png
+    from salt.runs import find_runs, is_run
 
+    # A folder of runs stands for its runs: `salt plot runs/` draws what `salt runs` lists.
+    named = [
+        str(r)
+        for run in args.runs
+        for r in (find_runs([run]) if Path(run).is_dir() and not is_run(Path(run)) else [run])
+    ]
     series = {}
-    for run in args.runs:
+    for run in named:
         path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
         if not path.is_file():
             raise FileNotFoundError(
@@ -598,16 +605,25 @@ def cmd_plot(args: argparse.Namespace) -> int:
         series[name] = read_series(path, keys=args.keys)
     if not any(series.values()):
         raise ValueError(f"none of {', '.join(args.keys)} is logged by {', '.join(args.runs)}")
-    out = Path(
-        args.out or (Path(args.runs[0]) / "curves.png" if len(args.runs) == 1 else "curves.png")
-    )
+    out = Path(args.out or (Path(named[0]) / "curves.png" if len(named) == 1 else "curves.png"))
     keys = [k for k in _expand(args.keys, series)]
     save_png(draw_runs_overlaid(series, keys=keys), out)
     print(f"plotted {', '.join(keys)} of {len(series)} run(s) to {out}")
     return 0
 
 
-PLOT_KEYS = ("loss", "loss/*", "lr", "wd", "grad_norm", "clips_per_s", "mfu")
+PLOT_KEYS = ("loss", "loss/*", "val_loss", "lr", "wd", "grad_norm", "clips_per_s", "mfu")
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from salt.runs import read_runs, table
+
+    rows = read_runs(args.paths or ["runs"], sort=args.sort, reverse=args.reverse)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+    else:
+        print(table(rows))
+    return 0
 
 
 def _expand(patterns: list[str], series: dict) -> list[str]:
@@ -1075,7 +1091,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser(
         "plot", help="draw runs' loss (and terms), lr/wd, grad norm, clips/s and MFU to a PNG"
     )
-    pl.add_argument("runs", nargs="+", help="run directories (or metrics.jsonl files), overlaid")
+    pl.add_argument(
+        "runs",
+        nargs="+",
+        help="run directories, folders of runs (or metrics.jsonl files), overlaid",
+    )
     pl.add_argument(
         "--keys",
         nargs="+",
@@ -1088,6 +1108,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="the PNG (default: RUN/curves.png for one run, curves.png for several)"
     )
     pl.set_defaults(func=cmd_plot)
+
+    rs = sub.add_parser(
+        "runs",
+        help="compare runs: steps, epochs, min/last loss, rebound, best held-out loss, time",
+    )
+    rs.add_argument("paths", nargs="*", help="run folders or folders of runs (default: runs)")
+    rs.add_argument(
+        "--sort",
+        default="run",
+        help="order by a column: run, step, epochs, min_loss, last_loss, best_val_loss, "
+        "train_seconds, clips_per_s, ... (default run)",
+    )
+    rs.add_argument("--reverse", action="store_true", help="sort in descending order")
+    rs.add_argument("--json", action="store_true", help="print JSON")
+    rs.set_defaults(func=cmd_runs)
 
     q = sub.add_parser(
         "quickstart",

@@ -182,6 +182,16 @@ def holder_text(record: dict) -> str:
     )
 
 
+def writer_of(folder: Path) -> dict | None:
+    """The record of the process writing ``folder`` now (its heartbeat younger than
+    :data:`STALE_S`), or None: nobody holds it, or its holder died without letting go."""
+    record = _read_record(Path(folder) / LOCK)
+    if "pid" not in record:
+        return None
+    age = time.time() - float(record.get("heartbeat") or 0)
+    return record if age < STALE_S else None
+
+
 class WriterLock:
     """The exclusive right to write ``folder`` (of ``kind``), held by one process at a time
     until :meth:`release` or the process's death; see the module's docstring."""

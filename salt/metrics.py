@@ -135,6 +135,15 @@ def summarize(records: list[dict], smoothing: float = 0.9, rebound_threshold: fl
             "last_val_loss": val[-1][1],
         }
     counted = [r["nonfinite_total"] for r in records if "nonfinite_total" in r]
+    timed = [
+        (r["window_s"], r.get("clips_per_s", 0.0)) for r in records if _finite(r.get("window_s"))
+    ]
+    seconds = sum(t for t, _ in timed)
+    speed = (
+        {"train_seconds": seconds, "clips_per_s": sum(t * c for t, c in timed) / seconds}
+        if seconds
+        else {}
+    )
     return {
         "steps_logged": len(losses),
         "first_loss": losses[0][1],
@@ -150,6 +159,7 @@ def summarize(records: list[dict], smoothing: float = 0.9, rebound_threshold: fl
         "rebound_on": "val_loss" if val else "smoothed_loss",
         "late_rebound": rebound > rebound_threshold,
         "nonfinite_steps": int(counted[-1]) if counted else 0,
+        **speed,
     }
 
 

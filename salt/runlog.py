@@ -74,6 +74,7 @@ class MetricsWindow:
         record.update(optimizer)
         record["clips_per_s"] = clips_per_s
         record["tokens_per_s"] = clips_per_s * tokens
+        record["window_s"] = elapsed  # what `salt runs` adds up into training time
         record["tflops"] = self.flops / elapsed / 1e12
         record["mfu"] = self.flops / elapsed / (peak * 1e12)
         return record
@@ -200,10 +201,15 @@ class RunLog:
         self.last_val = held_out.loss  # shown on the bar from the next metrics line
 
     def finish(
-        self, step: int, stopped_by: str | None, best: tuple[int, float] | None = None
+        self,
+        step: int,
+        stopped_by: str | None,
+        best: tuple[int, float] | None = None,
+        dataset_clips: int = 0,
     ) -> dict:
         """Close the bar and write ``summary.json``: min loss, its step, last loss, rebound,
-        and the best checkpoint's step and held-out loss (``best``) when the run keeps one."""
+        the best checkpoint's step and held-out loss (``best``) when the run keeps one, and
+        the passes over its ``dataset_clips`` clips done."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -223,6 +229,9 @@ class RunLog:
         )
         if best is not None:
             summary.update({"best_step": best[0], "best_val_loss": best[1]})
+        if dataset_clips:
+            t = self.cfg.train
+            summary["epochs"] = step * t.batch_size * t.accum_steps * self.world / dataset_clips
         write_json(self.run_dir / "summary.json", summary)
         return summary
 

@@ -258,7 +258,7 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
                 )
                 break
 
-    summary = runlog.finish(step, stopped_by, best)
+    summary = runlog.finish(step, stopped_by, best, dataset_clips=len(clips))
     if info.enabled:
         dist.barrier()
     return TrainResult(runlog.run_dir, summary, step, stopped_by, model)

@@ -57,6 +57,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "salt.probes",
         "salt.classify",
         "salt.curve",
+        "salt.runs",
         "salt.export",
         "salt.encoder",
         "salt.plots",

@@ -345,7 +345,7 @@ EXPECTED = {
         r"OK \(\d+ clips, checksums and shapes match\)",
         r"run runs/from-cache: step 5",
     ),
-    "docs/configs.md": (r"profile recipe", r"run runs/lr-sweep: step 5"),
+    "docs/configs.md": (r"profile recipe", r"run runs/lr-sweep: step 5", r"best held-out"),
     "docs/distributed.md": (r"2 process\(es\)", r"run runs/ddp-demo: step 4"),
     "docs/vla.md": (r"tokens \(2, 196, 192\)", r"random init, same architecture"),
     "docs/evaluation.md": (r"loss / E\[x\^2\]\s+\d\.\d+", r"time-arrow"),
