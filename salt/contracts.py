@@ -101,4 +101,8 @@ class Logger(Protocol):
         wd, grad_norm, clips_per_s, tokens_per_s, tflops, mfu, ...)."""
 
     def close(self) -> None:
-        """The run is over (finished, stopped or failed): flush and release."""
+        """The run is over (finished, stopped or failed): flush and release.
+
+        A logger may also have ``resumed(step)``: called once, before the first ``log``,
+        when the run continues from its checkpoint at ``step`` - what was logged past that
+        step is about to be logged again, so a logger that keeps history drops it there."""

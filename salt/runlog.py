@@ -99,6 +99,7 @@ class RunLog:
         self.steps = 0
         self.bar = None
         self.last_val: float | None = None
+        self.resumed_at: int | None = None  # the checkpoint's step, when continuing one
         self._handler = None
         self.loggers: list = []
         if main:
@@ -117,6 +118,7 @@ class RunLog:
         """Drop metrics past ``step``: the resumed run logs those steps again."""
         if self.main:
             self.metrics.truncate_after(step)
+        self.resumed_at = step
         log.info("resumed %s at step %d", self.run_dir, step)
 
     def start(self, plan_lines: list[str], peak_tflops: float, steps: int, start_step: int):
@@ -131,9 +133,10 @@ class RunLog:
         from salt.registry import loggers
 
         for spec in dict.fromkeys(("jsonl", *self.cfg.run.loggers)):
-            self.loggers.append(
-                loggers.create(spec, run_dir=self.run_dir, config=self.cfg.to_dict())
-            )
+            logger = loggers.create(spec, run_dir=self.run_dir, config=self.cfg.to_dict())
+            if self.resumed_at is not None and hasattr(logger, "resumed"):
+                logger.resumed(self.resumed_at)  # it drops what it kept past that step
+            self.loggers.append(logger)
         for line in plan_lines:
             log.info("%s", line)
         log.info(

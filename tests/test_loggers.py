@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +34,62 @@ def test_tensorboard_gets_every_metric_the_loop_logs(tiny_config, tmp_path):
     losses = [(e.step, e.value) for e in events.Scalars("loss")]
     assert losses == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in jsonl]
     assert [s for s, _ in losses] == [2, 4]
+
+
+def test_tensorboard_shows_each_step_once_after_a_kill_and_resume(tiny_config, tmp_path):
+    """Killed (SIGKILL, no checkpoint on the way out) after logging past its last
+    checkpoint, then resumed: TensorBoard's curve has every step once, the resumed ones."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = apply_overrides(
+        tiny_config,
+        {"train.steps": 12, "train.checkpoint_every": 4, "run.loggers": ["tensorboard"]},
+    )
+    config = tmp_path / "tb.json"
+    config.write_text(cfg.dumps())
+    run_dir = tmp_path / "runs" / cfg.run.name
+    command = [sys.executable, "-m", "salt.cli", "train", "--config", str(config)]
+    command += ["--resume", "auto", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    metrics, deadline = run_dir / "metrics.jsonl", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # past step 4's checkpoint
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        if lines and json.loads(lines[-1])["step"] >= 6:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.kill()
+    proc.wait()
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and "resumed" in done.stderr, done.stderr[-2000:]
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    losses = [(e.step, e.value) for e in events.Scalars("loss")]
+    jsonl = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [s for s, _ in losses] == list(range(1, 13))
+    assert losses == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in jsonl]
+
+
+def test_wandb_takes_its_project_from_wandb_project(tiny_config, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    from salt_loggers import WandbLogger
+
+    run_dir = Path(tiny_config.run.out) / "wb-env"
+    run_dir.mkdir(parents=True)
+    logger = WandbLogger(run_dir, {}, project=None)
+    try:
+        assert logger.run.project == "from-env"
+    finally:
+        logger.close()
+    named = WandbLogger(run_dir, {}, project="named")
+    try:
+        assert named.run.project == "named"  # wandb:PROJECT wins
+    finally:
+        named.close()
 
 
 def test_wandb_offline_run_is_written_beside_the_run(tiny_config, monkeypatch):

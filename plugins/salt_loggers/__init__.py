@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,18 @@ class TensorBoardLogger:
                 f"the tensorboard logger needs the tensorboard package ({err}); "
                 f"pip install tensorboard, or drop it from run.loggers"
             ) from None
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        self.log_dir = str(Path(run_dir) / "tensorboard")
+        self.writer = SummaryWriter(log_dir=self.log_dir)
         self.writer.add_text("config", f"```\n{json.dumps(config, indent=2)}\n```", 0)
+
+    def resumed(self, step: int) -> None:
+        """Continue after the checkpoint at ``step``: TensorBoard drops the events past it
+        (a purge marker in the new event file), so the steps logged between that
+        checkpoint and the stop are not shown twice."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer.close()
+        self.writer = SummaryWriter(log_dir=self.log_dir, purge_step=step + 1)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         for key, value in _scalars(metrics).items():
@@ -85,7 +96,9 @@ class WandbLogger:
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
         id_file.write_text(run_id)
         self.run = wandb.init(
-            project=project or "salt-vla",
+            # wandb:PROJECT, else W&B's own WANDB_PROJECT; entity, group, tags and mode come
+            # from W&B's environment variables (WANDB_ENTITY, WANDB_RUN_GROUP, ...) as usual.
+            project=project or os.environ.get("WANDB_PROJECT") or "salt-vla",
             name=run_dir.name,
             id=run_id,
             resume="allow",
