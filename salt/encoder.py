@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -27,13 +28,21 @@ POOLS = ("mean", "frames", "none")
 FLOAT_RANGE = (-0.5, 1.5)
 
 
+class EncoderOutput(NamedTuple):
+    """``forward(..., output_hidden_states=True)``: the final tokens and every layer's."""
+
+    last_hidden_state: torch.Tensor  # [B, N, D], normed: what forward returns
+    hidden_states: tuple[torch.Tensor, ...]  # embeddings, then each block: depth + 1
+
+
 class VideoEncoder(nn.Module):
     """A video ViT that takes raw clips and returns its final, normed patch tokens.
 
     ``encoder(video)``: ``[B, T, C, H, W]`` (or ``[B, C, T, H, W]`` with
     ``layout="BCTHW"``), uint8 0..255 or float in [0, 1] (any float dtype; it is normalized
     in float32, then cast to the encoder's dtype) -> tokens ``[B, N, D]`` in (t, h, w)
-    order, ``N = T/tubelet * H/patch * W/patch``. Clips of other frame counts or sizes
+    order, ``N = T/tubelet * H/patch * W/patch``. A single frame (T=1: an image, as in
+    many policies) is repeated over one tubelet, as V-JEPA 2 takes images. Clips of other frame counts or sizes
     (multiples of the tubelet and patch, square or not) work: positions are computed for
     their grid (sin-cos) or resampled (learned tables). Other integer dtypes are refused;
     float video is checked to lie in [0, 1] (one reduction, skipped under ``torch.compile``)
@@ -124,9 +133,22 @@ class VideoEncoder(nn.Module):
         self.requires_grad_(False)
         return self.eval()
 
-    def forward(self, video: torch.Tensor, layout: str = "BTCHW") -> torch.Tensor:
-        """Raw video -> final normed patch tokens ``[B, N, D]`` (no CLS token)."""
-        return self.model(self.preprocess(video, layout), dynamic_size=True)
+    def forward(
+        self, video: torch.Tensor, layout: str = "BTCHW", output_hidden_states: bool = False
+    ) -> torch.Tensor | EncoderOutput:
+        """Raw video -> final normed patch tokens ``[B, N, D]`` (no CLS token).
+
+        ``output_hidden_states=True`` returns an :class:`EncoderOutput` instead, as
+        transformers' models do: ``last_hidden_state`` (the same tokens) and
+        ``hidden_states``, the patch embeddings then each block's output ``[B, N, D]``
+        (``depth + 1`` tensors, not normed; the last one normed is ``last_hidden_state``)."""
+        x = self.preprocess(video, layout)
+        if not output_hidden_states:
+            return self.model(x, dynamic_size=True)
+        blocks = list(range(len(self.model.blocks)))
+        layers = self.model.get_intermediate_layers(x, blocks, dynamic_size=True)
+        embedded = self.model.embed(x, dynamic_size=True)
+        return EncoderOutput(self.model.norm(layers[-1]), (embedded, *layers))
 
     def encode(
         self, video: torch.Tensor, pool: str = "mean", layout: str = "BTCHW"
@@ -188,6 +210,10 @@ class VideoEncoder(nn.Module):
         self._check_dtype(video)
         if layout == "BCTHW":
             video = video.transpose(1, 2)
+        if video.shape[1] == 1 and self.tubelet_size > 1:
+            # An image (T=1), as V-JEPA 2 takes one: repeated over one tubelet, a single
+            # time slice of tokens.
+            video = video.expand(-1, self.tubelet_size, -1, -1, -1)
         x = normalize_clips(video, self.mean, self.std, dtype=torch.float32)
         return x.to(self.dtype)
 
@@ -211,11 +237,11 @@ class VideoEncoder(nn.Module):
                 hint = "; channels-last video needs video.permute(0, 1, 4, 2, 3) first"
             raise ValueError(f"expected {want}, got {shape}{hint}")
         t, h, w = shape[time_dim], shape[3], shape[4]
-        if t < self.tubelet_size or t % self.tubelet_size:
+        if t != 1 and (t < self.tubelet_size or t % self.tubelet_size):
             fix = max(self.tubelet_size, t - t % self.tubelet_size)
             raise ValueError(
-                f"expected a frame count T that is a multiple of the tubelet size "
-                f"{self.tubelet_size}, got T={t} in {shape}; pad or drop frames (e.g. to "
+                f"expected one frame (an image) or a frame count T that is a multiple of the "
+                f"tubelet size {self.tubelet_size}, got T={t} in {shape}; pad or drop frames (e.g. to "
                 f"T={fix}; the encoder was trained on T={self.num_frames})"
             )
         if h < self.patch_size or w < self.patch_size or h % self.patch_size or w % self.patch_size:
@@ -254,4 +280,4 @@ class VideoEncoder(nn.Module):
         )
 
 
-__all__ = ["VideoEncoder"]
+__all__ = ["VideoEncoder", "EncoderOutput"]

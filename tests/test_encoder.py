@@ -330,3 +330,26 @@ def test_import_salt_does_not_import_torch():
         "from salt import VideoEncoder; assert VideoEncoder.__module__ == 'salt.encoder'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_single_frame_is_encoded_as_one_tubelet_of_it(encoder, video):
+    image = video[:, :1]  # [B, 1, C, H, W]: one camera frame, as many policies take
+    tokens = encoder(image)
+    assert tokens.shape == (B, TOKENS // 2, 192)  # one time slice of 4x4 tokens
+    repeated = image.repeat(1, encoder.tubelet_size, 1, 1, 1)
+    assert torch.equal(tokens, encoder(repeated))
+    assert encoder.encode(image, pool="frames").shape == (B, 1, 192)
+    assert torch.equal(encoder(image.transpose(1, 2), layout="BCTHW"), tokens)
+
+
+def test_output_hidden_states_gives_every_layer_in_one_pass(encoder, video):
+    out = encoder(video, output_hidden_states=True)
+    depth = len(encoder.model.blocks)
+    assert len(out.hidden_states) == depth + 1
+    assert all(h.shape == (B, TOKENS, 192) for h in out.hidden_states)
+    assert torch.equal(out.last_hidden_state, encoder(video))
+    assert torch.allclose(encoder.model.norm(out.hidden_states[-1]), out.last_hidden_state)
+    last_two = encoder.get_intermediate_layers(video, n=2)
+    assert torch.equal(last_two[0], out.hidden_states[-2])
+    tokens, hidden = out  # a named tuple, as transformers' outputs unpack
+    assert tokens is out.last_hidden_state and hidden is out.hidden_states
