@@ -456,8 +456,10 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
 
 
 def from_dict(tree: dict[str, Any]) -> Config:
-    """Build a Config from nested dicts (a TOML/JSON file or ``to_dict()`` output)."""
+    """Build a Config from nested dicts (a TOML/JSON file or ``to_dict()`` output); every
+    wrong field is reported in one error."""
     kwargs: dict[str, Any] = {}
+    problems: list[str] = []
     for key, value in tree.items():
         if key == "profile":
             kwargs[key] = value
@@ -473,17 +475,55 @@ def from_dict(tree: dict[str, Any]) -> Config:
             raise KeyError(
                 f"unknown config key(s) in [{key}]: {', '.join(unknown)}. Valid: {', '.join(known)}"
             )
+        value = {name: coerce(cls, name, v) for name, v in value.items()}
+        # Each field alone first, so that every wrong field is reported at once; then
+        # the section whole, for the rules that tie its fields together.
+        for name, v in value.items():
+            try:
+                cls(**{name: v})
+            except (TypeError, ValueError) as err:
+                problems.append(_field_error(key, known, err))
+        if problems:
+            continue
         try:
             kwargs[key] = cls(**value)
         except (TypeError, ValueError) as err:  # attrs: (message, attribute, type, value)
-            message = str(err.args[0]) if err.args else str(err)
-            name, _, rest = message.partition(" ")
-            if name.strip("'") in known:  # "lr must be ..." -> "optim.lr must be ..."
-                raise ValueError(f"{key}.{name.strip(chr(39))} {rest}") from None
-            if message.startswith(f"{key}."):
-                raise ValueError(message) from None
-            raise ValueError(f"config [{key}]: {message}") from None
+            problems.append(_field_error(key, known, err))
+    if problems:
+        count = f"{len(problems)} config errors: " if len(problems) > 1 else ""
+        raise ValueError(count + "; ".join(problems))
     return Config(**kwargs)
+
+
+def _field_error(section: str, known: list[str], err: Exception) -> str:
+    """attrs' message about a field, named ``section.field``."""
+    message = str(err.args[0]) if err.args else str(err)
+    name, _, rest = message.partition(" ")
+    if name.strip("'") in known:  # "lr must be ..." -> "optim.lr must be ..."
+        return f"{section}.{name.strip(chr(39))} {rest}"
+    if message.startswith(f"{section}."):
+        return message
+    return f"config [{section}]: {message}"
+
+
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def coerce(cls: type, name: str, value: Any) -> Any:
+    """``value`` as the field's declared type where it is a number written as text: YAML 1.1
+    reads ``1e-4`` (no dot) as a string, so a YAML file, a JSON file and ``--set`` must all
+    mean the same number. Anything else is left for the field's validator to judge."""
+    field_type = attrs.fields_dict(cls).get(name)
+    kind = str(field_type.type) if field_type is not None else ""
+    if kind == "float" and isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+        return float(value)
+    if kind == "int" and isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        return int(value)
+    if kind.startswith("tuple[float") and isinstance(value, list | tuple):
+        return [
+            float(v) if isinstance(v, str) and NUMBER.fullmatch(v.strip()) else v for v in value
+        ]
+    return value
 
 
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
@@ -530,13 +570,24 @@ def load_file(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"config file {str(path)!r} {_toml_error(text, err)}") from None
     except (ValueError, UnicodeDecodeError, yaml.YAMLError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"config file {str(path)!r} does not parse: {first}") from None
+        raise ValueError(f"config file {str(path)!r} does not parse: {_parse_error(err)}") from None
     if not isinstance(tree, dict):
         raise ValueError(
             f"config file {str(path)!r} must hold a table of sections, got a {type(tree).__name__}"
         )
     return tree
+
+
+def _parse_error(err: Exception) -> str:
+    """A YAML or JSON parse error in one line, led by its line and column."""
+    mark = getattr(err, "problem_mark", None)  # yaml.MarkedYAMLError
+    if mark is not None:
+        problem = getattr(err, "problem", None) or getattr(err, "context", None) or "bad YAML"
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    if isinstance(err, json.JSONDecodeError):
+        return f"line {err.lineno}, column {err.colno}: {err.msg}"
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -639,7 +690,13 @@ def build_config(
     elif profile != "recipe":
         raise ValueError(f"unknown profile {profile!r}; choose 'recipe' or 'demo'")
     if file is not None:
-        cfg = apply_overrides(cfg, flatten(load_file(file)))
+        try:
+            cfg = apply_overrides(cfg, flatten(load_file(file)))
+        except (KeyError, ValueError) as err:
+            message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+            if str(file) in message:
+                raise
+            raise type(err)(f"config file {str(file)!r}: {message}") from None
     if overrides:
         cfg = apply_overrides(cfg, overrides)
     return cfg

@@ -359,3 +359,49 @@ def test_print_config_checks_plugin_names_and_fields_check_their_ranges(capsys):
         build_config(overrides={"predictor.heads": 5})
     with pytest.raises(ValueError, match="data.mean must be 3 numbers"):
         build_config(overrides={"data.mean": [0.5]})
+
+
+def test_yaml_numbers_mean_numbers_whatever_yaml_thinks(tmp_path):
+    """YAML 1.1 reads `1e-4` (no dot) as a string; the field's type decides instead."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        "optim:\n  lr: 1e-4\n  min_lr: .5e-6\n  betas: [9e-1, '0.95']\ntrain:\n  steps: '30'\n"
+    )
+    cfg = build_config(file=path)
+    assert (cfg.optim.lr, cfg.optim.min_lr, cfg.optim.betas) == (1e-4, 0.5e-6, (0.9, 0.95))
+    assert cfg.train.steps == 30 and isinstance(cfg.train.steps, int)
+    json_path = tmp_path / "recipe.json"
+    json_path.write_text('{"optim": {"lr": "1e-4"}}')
+    assert build_config(file=json_path).optim.lr == 1e-4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: fast\n")  # not a number: the validator still says so
+    with pytest.raises(
+        ValueError, match=r"bad.yaml': optim.lr must be a finite number > 0, got 'fast'"
+    ):
+        build_config(file=bad)
+
+
+def test_every_wrong_field_of_a_file_is_reported_at_once(tmp_path):
+    path = tmp_path / "wrong.toml"
+    path.write_text("[optim]\nlr = -1\ngrad_clip = -2\n[train]\nsteps = 1.5\n")
+    with pytest.raises(ValueError) as err:
+        build_config(file=path)
+    message = str(err.value)
+    assert message.startswith(f"config file {str(path)!r}: 3 config errors: ")
+    for field in ("optim.lr must be", "optim.grad_clip must be", "train.steps must be"):
+        assert field in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("broken.yaml", "optim:\n  lr: 1e-3\n   steps: [1, 2\n", r"line 3, column \d+: "),
+        ("broken.json", '{"optim": {"lr": 1e-3,}}', r"line 1, column 23: Expecting property name"),
+    ],
+)
+def test_a_file_that_does_not_parse_names_its_line_and_column(tmp_path, name, text, where):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"config file '.*{name}' does not parse: {where}"):
+        build_config(file=path)

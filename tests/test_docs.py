@@ -347,7 +347,11 @@ EXPECTED = {
     ),
     "docs/configs.md": (r"profile recipe", r"run runs/lr-sweep: step 5", r"best held-out"),
     "docs/distributed.md": (r"2 process\(es\)", r"run runs/ddp-demo: step 4"),
-    "docs/vla.md": (r"tokens \(2, 196, 192\)", r"random init, same architecture"),
+    "docs/vla.md": (
+        r"tokens \(2, 196, 192\)",
+        r"layers 13 image \(2, 49, 192\)",
+        r"random init, same architecture",
+    ),
     "docs/evaluation.md": (r"loss / E\[x\^2\]\s+\d\.\d+", r"time-arrow"),
     "docs/viewer.md": (r"http://127\.0\.0\.1:\d+",),
     "docs/troubleshooting.md": (r"torch",),
