@@ -1264,6 +1264,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:  # named by the command that was given, with the closest of its options
         getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extras)}")
+    if hasattr(args, "no_progress") and not args.no_progress and not _terminal(sys.stderr):
+        # Bars redrawn in a file (a cluster job's log, a pipe) are noise: without a terminal
+        # the run prints its metrics line every train.log_every steps instead.
+        args.no_progress = True
     _setup_logging(args.verbose, progress=not getattr(args, "no_progress", False))
     try:
         return args.func(args)
@@ -1272,6 +1276,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"salt: error: {error_line(err)}", file=sys.stderr)
         return 2
+
+
+def _terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal a progress bar can redraw in place."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
 
 
 # Errors whose message is written for the user: printed as they are.

@@ -274,3 +274,29 @@ def test_install_hints_name_what_pip_can_install():
     source = (Path(__file__).parents[1] / "salt" / "cli.py").read_text()
     assert "salt-vla[" not in source + " ".join(hints)
     assert "pip install -e '.[app]'" in source
+
+
+def with_progress_bar(cfg):
+    """``cfg`` with its progress bar on, as the recipe has it."""
+    from salt.config import apply_overrides
+
+    return apply_overrides(cfg, {"train.progress": True})
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_without_a_terminal_the_bar_gives_way_to_periodic_lines(
+    tiny_config, tmp_path, capsys, monkeypatch, terminal
+):
+    """A cluster job's log (stderr to a file) gets a metrics line every log_every steps,
+    not a redrawn bar; a terminal gets the bar and no step lines."""
+    config = tmp_path / "tiny.json"
+    config.write_text(with_progress_bar(tiny_config).dumps())
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal, raising=False)
+    args = ["train", "--config", str(config), "--steps", "2", "--run-name", f"t{terminal}"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("step ")]
+    if terminal:
+        assert lines == [] and "train:" in err  # the bar's label
+    else:
+        assert [line.split()[1] for line in lines] == ["1/2", "2/2"] and "train:" not in err
