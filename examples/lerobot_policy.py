@@ -63,7 +63,10 @@ def episode_actions(root: Path) -> dict[int, torch.Tensor]:
     """Each episode's mean ``action`` from the dataset's frame table(s)."""
     import pyarrow.parquet as pq
 
-    rows = [r for f in sorted(root.glob("data/**/*.parquet")) for r in pq.read_table(f).to_pylist()]
+    tables = sorted(root.glob("data/**/*.parquet"))
+    if not tables:
+        raise SystemExit(f"{root} has no frame tables (data/**/*.parquet): no actions to learn")
+    rows = [r for f in tables for r in pq.read_table(f).to_pylist()]
     by_episode: dict[int, list] = {}
     for row in rows:
         by_episode.setdefault(int(row["episode_index"]), []).append(row["action"])
@@ -81,6 +84,9 @@ def batches(root: Path, camera: str, encoder: VideoEncoder, epochs: int):
     dataset = VideoDataset(discover(data.spec), data, train=True)
     episodes = [r["episode"] for r in read_dataset(root, camera)[0]]
     actions = episode_actions(root)
+    missing = sorted(set(episodes) - set(actions))
+    if missing:
+        raise SystemExit(f"{root}: episodes {missing[:5]} have videos but no rows in data/")
     for epoch in range(epochs):
         samples = [dataset.getitem(i, epoch) for i in range(len(dataset))]
         video = torch.stack([s.video for s in samples]).float() / 255  # [B, T, C, H, W]

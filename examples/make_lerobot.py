@@ -1,7 +1,7 @@
 """Write a small LeRobot dataset (AV1 videos, as LeRobot records them) from the built-in
 synthetic clips, to try ``--data lerobot:PATH`` before pointing salt at a real one.
 
-    python examples/make_lerobot.py lerobot-demo                 # v3.0 layout (needs pyarrow)
+    python examples/make_lerobot.py lerobot-demo                 # v3.0 layout
     python examples/make_lerobot.py lerobot-demo --layout v2.1   # one video per episode
 
 Each episode is one synthetic clip - a shape moving in one of 8 directions - seen by two
@@ -10,7 +10,7 @@ another background), with episodes of different lengths. The episode's task is i
 direction ("move right", ...) and the per-frame ``action`` its velocity, so a policy has
 something to predict (``examples/lerobot_policy.py``). The layout follows LeRobotDataset:
 ``meta/info.json``, the episode table (``meta/episodes.jsonl`` for v2.1, parquet for v3.0),
-the frame table ``data/...parquet`` (when pyarrow is installed) and the videos.
+the frame tables ``data/...parquet`` (one per episode for v2.1) and the videos.
 """
 
 from __future__ import annotations
@@ -73,14 +73,9 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=15)
     args = parser.parse_args()
     v3 = args.layout.startswith("v3")
-    if v3:
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ModuleNotFoundError:
-            raise SystemExit(
-                "the v3.0 layout needs pyarrow (pip install pyarrow), or use --layout v2.1"
-            ) from None
+    import pyarrow as pa  # a salt-vla dependency: LeRobot's frame tables are parquet
+    import pyarrow.parquet as pq
+
     clips = SyntheticMotion(length=args.episodes, num_frames=1, image_size=args.size, seed=7)
     rng = np.random.default_rng(7)
     lengths = [int(rng.integers(30, 61)) for _ in range(args.episodes)]
@@ -134,6 +129,12 @@ def main() -> None:
         tasks = [{"task_index": i, "task": f"move {d}"} for i, d in enumerate(DIRECTIONS)]
         pq.write_table(pa.Table.from_pylist(tasks), meta / "tasks.parquet")
     else:
+        # v2.1: one frame table per episode, as LeRobot writes them
+        for e in range(args.episodes):
+            path = args.out / f"data/chunk-000/episode_{e:06d}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = [row for row in frames_table if row["episode_index"] == e]
+            pq.write_table(pa.Table.from_pylist(rows), path)
         (meta / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
         tasks = [{"task_index": i, "task": f"move {d}"} for i, d in enumerate(DIRECTIONS)]
         (meta / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))

@@ -18,7 +18,7 @@ from torch import nn
 
 from salt.config import DataConfig
 from salt.data import normalize_clips
-from salt.export import build_encoder, load_encoder, write_export
+from salt.export import FORMAT, build_encoder, check_encoder_config, load_encoder, write_export
 from salt.video import VideoDecodeError, read_centre_view
 
 LAYOUTS = ("BTCHW", "BCTHW")
@@ -92,7 +92,11 @@ class VideoEncoder(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> VideoEncoder:
         """An untrained (randomly initialized) encoder with a config's architecture, e.g. a
-        baseline for a trained one; seed with ``torch.manual_seed`` first."""
+        baseline for a trained one; seed with ``torch.manual_seed`` first. ``config`` holds
+        an export's fields (architecture, num_frames, image_size, patch_size, tubelet_size,
+        mean, std, ...), checked as a loaded one is, so ``save_pretrained`` writes an export
+        that loads back."""
+        config = check_encoder_config({"format": FORMAT, "version": 1, **config}, "from_config")
         return cls(build_encoder(config), config).to(device=device, dtype=dtype).eval()
 
     def save_pretrained(self, path: str | Path) -> Path:

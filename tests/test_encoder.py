@@ -353,3 +353,15 @@ def test_output_hidden_states_gives_every_layer_in_one_pass(encoder, video):
     assert torch.equal(last_two[0], out.hidden_states[-2])
     tokens, hidden = out  # a named tuple, as transformers' outputs unpack
     assert tokens is out.last_hidden_state and hidden is out.hidden_states
+
+
+def test_an_encoder_from_a_config_saves_an_export_that_loads_back(tmp_path):
+    config = {"architecture": "vit_tiny", "num_frames": 4, "image_size": 32}
+    config.update({"patch_size": 16, "tubelet_size": 2, "mean": [0.5] * 3, "std": [0.25] * 3})
+    torch.manual_seed(0)
+    made = VideoEncoder.from_config(config)
+    loaded = VideoEncoder.from_pretrained(made.save_pretrained(tmp_path / "e"))
+    clip = torch.rand(1, 4, 3, 32, 32)
+    assert torch.equal(loaded(clip), made(clip))
+    with pytest.raises(ValueError, match=r"from_config: field 'std' must be > 0"):
+        VideoEncoder.from_config({**config, "std": [0.0, 1.0, 1.0]})
