@@ -148,6 +148,8 @@ def write_export(
         "torch_dtype": dtypes.pop() if len(dtypes) == 1 else "mixed",
         "weights_sha256": hashlib.sha256(data).hexdigest(),
     }
+    if "norm.weight" in weights:  # the final norm's width: the tokens' (transformers' name)
+        config["hidden_size"] = int(weights["norm.weight"].shape[0])
     card = model_card(config).encode()
     if out.is_dir() and not any(out.iterdir()):
         _write_files(out, data, card, config)  # nothing there to mix with: in place

@@ -161,9 +161,9 @@ def reachable(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> bool:
     return opened.is_set()
 
 
-def model_card(config: dict[str, Any]) -> str:
+def model_card(config: dict[str, Any], repo_id: str | None = None) -> str:
     """``README.md`` for an export: metadata for the Hub, what the encoder is, its geometry,
-    how it was trained and evaluated, and how to load it."""
+    how it was trained and evaluated, and how to load it (from ``repo_id`` once pushed)."""
     summary = config.get("summary") or {}
     grid = (
         config["num_frames"] // config["tubelet_size"],
@@ -174,6 +174,8 @@ def model_card(config: dict[str, Any]) -> str:
     lines = [
         "---",
         "library_name: salt-vla",
+        "license: apache-2.0",
+        "pipeline_tag: feature-extraction",
         "tags: [video, video-encoder, vla, robotics, salt]",
         "---",
         "",
@@ -191,6 +193,13 @@ def model_card(config: dict[str, Any]) -> str:
         + " |",
         f"| tokens | {tokens} = grid {grid[0]}x{grid[1]}x{grid[2]} (tubelet "
         f"{config['tubelet_size']}, patch {config['patch_size']}) |",
+        *(
+            [
+                f"| embedding width | {config['hidden_size']} (tokens are `[B, N, {config['hidden_size']}]`) |"
+            ]
+            if "hidden_size" in config
+            else []
+        ),
         f"| normalization | mean {config['mean']}, std {config['std']} |",
         f"| teacher | `{config.get('teacher', '?')}` |",
         f"| training data | `{config.get('data', '?')}` |",
@@ -201,6 +210,11 @@ def model_card(config: dict[str, Any]) -> str:
         lines.append(
             f"| distillation loss | first {summary.get('first_loss', float('nan')):.4f}, "
             f"min {summary['min_loss']:.4f}, last {summary['last_loss']:.4f} |"
+        )
+    if "checkpoint_val_loss" in summary:
+        lines.append(
+            f"| held-out distillation loss | {summary['checkpoint_val_loss']:.4f} (the run's "
+            f"best checkpoint, chosen by it) |"
         )
     lines.append(f"| weights | `model.safetensors`, {config.get('torch_dtype', 'float32')} |")
     lines += ["", "## Evaluation", ""]
@@ -224,7 +238,7 @@ def model_card(config: dict[str, Any]) -> str:
         "import torch",
         "from salt import VideoEncoder",
         "",
-        'encoder = VideoEncoder.from_pretrained("REPO_OR_FOLDER").freeze()',
+        f'encoder = VideoEncoder.from_pretrained("{repo_id or "REPO_OR_FOLDER"}").freeze()',
         f"video = torch.randint(0, 256, (1, {config['num_frames']}, 3, {config['image_size']}, "
         f"{config['image_size']}), dtype=torch.uint8)",
         f"tokens = encoder(video)  # [1, {tokens}, width]",
@@ -252,12 +266,15 @@ def push_to_hub(
     missing = [n for n in (*FILES, CARD) if not (folder / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a whole export (no {', '.join(missing)})")
+    from huggingface_hub import CommitOperationAdd
+
+    from salt.io import read_json
+
+    # The card as pushed loads from the repo id (the local one cannot know it); one commit.
+    card = model_card(read_json(folder / "config.json"), repo_id=repo_id).encode()
+    operations = [CommitOperationAdd(name, str(folder / name)) for name in FILES]
+    operations.append(CommitOperationAdd(CARD, card))
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        allow_patterns=[*FILES, CARD],
-        commit_message=commit_message,
-    )
+    info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message)
     return str(getattr(info, "commit_url", info))

@@ -10,6 +10,7 @@ import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,7 +85,10 @@ def test_every_export_has_a_model_card_and_the_hub_config_fields(export):
     assert config["architectures"] == ["VideoEncoder"] and config["torch_dtype"] == "float32"
     assert config["data"] == "synthetic:64" and config["format"] == "salt-encoder"
     card = (export / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: salt-vla\n")
+    assert card.startswith("---\nlibrary_name: salt-vla\nlicense: apache-2.0\n")
+    assert "pipeline_tag: feature-extraction" in card.split("---")[1]
+    assert config["hidden_size"] == 192 and "| embedding width | 192 (tokens are" in card
+    assert 'from_pretrained("REPO_OR_FOLDER")' in card  # a local export: no repo id yet
     assert "| architecture | vit_tiny |" in card
     assert "| tokens | 32 = grid 2x4x4 (tubelet 2, patch 16) |" in card
     assert "| teacher | `pixels` |" in card and "| steps | 2 |" in card
@@ -127,11 +131,9 @@ def test_push_to_hub_uploads_the_export_with_its_card(export, monkeypatch):
         def create_repo(self, repo_id, private=False, exist_ok=False):
             calls["create"] = (repo_id, private, exist_ok)
 
-        def upload_folder(self, repo_id, folder_path, allow_patterns, commit_message):
-            from pathlib import Path
-
-            calls["files"] = sorted(p.name for p in Path(folder_path).iterdir())
-            calls["allow"] = allow_patterns
+        def create_commit(self, repo_id, operations, commit_message):
+            calls["files"] = {op.path_in_repo: op.path_or_fileobj for op in operations}
+            calls["message"] = commit_message
             return type("Info", (), {"commit_url": f"https://hub/{repo_id}/commit/1"})()
 
     import huggingface_hub
@@ -141,8 +143,14 @@ def test_push_to_hub_uploads_the_export_with_its_card(export, monkeypatch):
     url = encoder.push_to_hub("robot-lab/salt-vit-tiny", token="t0k", private=True)
     assert url == "https://hub/robot-lab/salt-vit-tiny/commit/1"
     assert calls["create"] == ("robot-lab/salt-vit-tiny", True, True) and calls["token"] == "t0k"
-    assert calls["files"] == ["README.md", "config.json", "model.safetensors"]
-    assert set(calls["allow"]) == {"README.md", "config.json", "model.safetensors"}
+    assert sorted(calls["files"]) == ["README.md", "config.json", "model.safetensors"]
+    assert calls["message"] == "Upload salt-vla encoder"
+    # The card as pushed loads from the repo id; the weights go as they are.
+    card = calls["files"]["README.md"]
+    card = card.read() if hasattr(card, "read") else card
+    card = card.decode() if isinstance(card, bytes) else Path(card).read_text()
+    assert 'VideoEncoder.from_pretrained("robot-lab/salt-vit-tiny")' in card
+    assert "REPO_OR_FOLDER" not in card
 
 
 # ---------------------------------------------------------------------------------------
