@@ -1264,7 +1264,13 @@ def main(argv: list[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:  # named by the command that was given, with the closest of its options
         getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extras)}")
-    if hasattr(args, "no_progress") and not args.no_progress and not _terminal(sys.stderr):
+    printing = getattr(args, "print_config", False)  # the config as asked, not as displayed
+    if (
+        hasattr(args, "no_progress")
+        and not args.no_progress
+        and not printing
+        and not _terminal(sys.stderr)
+    ):
         # Bars redrawn in a file (a cluster job's log, a pipe) are noise: without a terminal
         # the run prints its metrics line every train.log_every steps instead.
         args.no_progress = True

@@ -478,11 +478,17 @@ def from_dict(tree: dict[str, Any]) -> Config:
         value = {name: coerce(cls, name, v) for name, v in value.items()}
         # Each field alone first, so that every wrong field is reported at once; then
         # the section whole, for the rules that tie its fields together.
+        fields = attrs.fields_dict(cls)
         for name, v in value.items():
-            try:
-                cls(**{name: v})
+            f = fields[name]
+            try:  # the field's own rule only: rules across fields wait for the whole
+                v = f.converter(v) if f.converter is not None else v
+                if f.validator is not None:
+                    f.validator(None, f, v)
             except (TypeError, ValueError) as err:
                 problems.append(_field_error(key, known, err))
+            except AttributeError:  # a rule that reads other fields
+                pass
         if problems:
             continue
         try:
