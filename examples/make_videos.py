@@ -31,6 +31,9 @@ from salt.synthetic import DIRECTIONS, SyntheticMotion
 # mp4 for the folder/CSV layouts, webm for SSv2 (as the real dataset ships); the second codec
 # is a fallback for FFmpeg builds without the first.
 CODECS = {".mp4": ("libx264", "mpeg4"), ".webm": ("libvpx-vp9", "libvpx")}
+# SVT-AV1 starts dozens of threads per encoder, which these tiny videos do not need and which
+# can deadlock on a busy machine: one level of parallelism.
+ENCODER_OPTIONS = {"libsvtav1": {"svtav1-params": "lp=1"}}
 
 
 def write_video(
@@ -44,7 +47,9 @@ def write_video(
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
         try:
             with av.open(str(tmp), mode="w") as container:
-                stream = container.add_stream(codec, rate=fps)
+                stream = container.add_stream(
+                    codec, rate=fps, options=ENCODER_OPTIONS.get(codec, {})
+                )
                 stream.height, stream.width = frames.shape[1:3]
                 stream.pix_fmt = "yuv420p"
                 if gop:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from videos import ENCODER_OPTIONS
 
 FPS = 10
 LENGTHS = (20, 14, 26)  # frames per episode
@@ -33,7 +34,7 @@ def episode_frames(episode: int, camera: int) -> np.ndarray:
 def write_video(path: Path, frames: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(CODEC, rate=FPS)
+        stream = container.add_stream(CODEC, rate=FPS, options=ENCODER_OPTIONS.get(CODEC, {}))
         stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
         stream.codec_context.gop_size = 8
         for frame in frames:

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from videos import frames_of
+from videos import ENCODER_OPTIONS, frames_of
 
 from salt.config import DECODER_CHOICES, DataConfig
 from salt.data import VideoDataset
@@ -33,7 +33,7 @@ def write(path: Path, codec: str, n: int = 24, height: int = 64, width: int = 96
     """``frames_of`` encoded with ``codec``, a keyframe every 8 frames."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=24)
+        stream = container.add_stream(codec, rate=24, options=ENCODER_OPTIONS.get(codec, {}))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.gop_size = 8
         for frame in frames_of(n, height, width, seed=3):

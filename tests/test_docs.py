@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tomllib
@@ -163,6 +164,7 @@ class Guide:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.done: dict[str, str] = {}  # page -> its output
+        self.failed: dict[str, str] = {}  # page -> why: later pages are not run on its leftovers
         self.env = {
             **os.environ,
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
@@ -171,12 +173,22 @@ class Guide:
             "GRADIO_ANALYTICS_ENABLED": "False",
             "GPUS_PER_NODE": "1",  # docs/distributed.md's multi-node example, on one CPU box
             "PYTHONUNBUFFERED": "1",
+            "PYTHONFAULTHANDLER": "1",  # a block stopped for its time prints where it hung
         }
 
     def run_through(self, page: str) -> str:
         for earlier in PAGES[: PAGES.index(page) + 1]:
+            if earlier in self.failed:
+                raise AssertionError(
+                    f"{page}: an earlier page failed, {earlier}: {self.failed[earlier]}"
+                )
             if earlier not in self.done:
-                self.done[earlier] = self.run_page(earlier)
+                try:
+                    self.done[earlier] = self.run_page(earlier)
+                except BaseException as err:
+                    # Its half-done folder would fail every later page for the wrong reason.
+                    self.failed[earlier] = str(err).splitlines()[0] if str(err) else repr(err)
+                    raise
         return self.done[page]
 
     def run_page(self, page: str) -> str:
@@ -217,14 +229,29 @@ class Guide:
         return self.shell(block.code, where)
 
     def shell(self, script: str, where: str, timeout: int = 600) -> str:
-        result = subprocess.run(
+        proc = subprocess.Popen(
             ["bash", "-euo", "pipefail", "-c", script],
             cwd=self.workdir,
             env=self.env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
+            start_new_session=True,
         )
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # SIGABRT: the faulthandler of every Python process in the block prints its stacks.
+            os.killpg(proc.pid, signal.SIGABRT)
+            try:
+                stdout, stderr = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                stdout, stderr = proc.communicate()
+            raise AssertionError(
+                f"{where}\nstill running after {timeout} s; where it was:\n{stderr[-6000:]}"
+            ) from None
+        result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
         assert result.returncode == 0, (
             f"{where}\nfailed ({result.returncode}):\n{result.stdout[-3000:]}\n"
             f"{result.stderr[-3000:]}"

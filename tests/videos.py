@@ -8,6 +8,9 @@ import av
 import numpy as np
 
 CODECS = {".mp4": ("libx264", "mpeg4"), ".webm": ("libvpx-vp9", "libvpx")}
+# SVT-AV1 runs dozens of threads per encoder and can deadlock when the test processes
+# compete for two cores; one level of parallelism keeps it to a few.
+ENCODER_OPTIONS = {"libsvtav1": {"svtav1-params": "lp=1"}}
 
 
 def frames_of(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
