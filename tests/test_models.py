@@ -94,6 +94,19 @@ def test_every_size_is_registered_with_its_alias():
     assert students.get("vit_l").name == "vit_large"
 
 
+def test_a_variant_is_declared_once_and_registered_from_there(monkeypatch):
+    from salt_vit import vit
+
+    # One more row in the table is one more student, alias and description included.
+    nano = vit.Variant("vit_nano", embed_dim=48, depth=2, num_heads=2, aliases=("vit_n",))
+    monkeypatch.setitem(vit.VARIANTS, "vit_nano", nano)
+    assert students.get("vit_n").name == "vit_nano"
+    assert students.get("vit_nano").description == "video ViT, width 48, depth 2, 2 heads"
+    assert students.create("vit_n", num_frames=2, image_size=16).embed_dim == 48
+    monkeypatch.undo()
+    assert "vit_nano" not in students and "vit_n" not in students
+
+
 @pytest.mark.parametrize("name", students.names())
 def test_each_size_matches_its_description_and_parameter_count(name):
     # Built one block deep on a tiny clip (positions are a buffer, so the clip size does not

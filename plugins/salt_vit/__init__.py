@@ -6,15 +6,15 @@ from functools import partial
 
 from salt.hookspecs import hookimpl
 from salt_vit.predictor import TransformerPredictor
-from salt_vit.vit import ALIASES, SIZES, VideoViT, create_vit, size_description
+from salt_vit.vit import VARIANTS, Variant, VideoViT, create_vit
 
 __all__ = ["VideoViT", "TransformerPredictor", "create_vit"]
 
 
-def _student_factory(size: str, arg: str | None, **kwargs) -> VideoViT:
+def _student_factory(variant: Variant, arg: str | None, **kwargs) -> VideoViT:
     if arg:
-        raise ValueError(f"student {size!r} takes no argument, got {size}:{arg}")
-    return create_vit(size, **kwargs)
+        raise ValueError(f"student {variant.name!r} takes no argument, got {variant.name}:{arg}")
+    return variant.build(**kwargs)
 
 
 def _predictor_factory(arg: str | None, **kwargs) -> TransformerPredictor:
@@ -25,10 +25,8 @@ def _predictor_factory(arg: str | None, **kwargs) -> TransformerPredictor:
 
 @hookimpl
 def register_students(register):
-    for size in SIZES:
-        register(
-            size, partial(_student_factory, size), size_description(size), aliases=ALIASES[size]
-        )
+    for v in VARIANTS.values():
+        register(v.name, partial(_student_factory, v), v.describe(), aliases=v.aliases)
 
 
 @hookimpl

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import attrs
 import numpy as np
 import torch
 from torch import nn
@@ -245,36 +246,50 @@ def rescale_blocks(blocks: nn.ModuleList) -> None:
         block.mlp.fc2.weight.data.div_((2.0 * i) ** 0.5)
 
 
-_SIZES = {
-    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
-    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
-    "vit_large": dict(embed_dim=1024, depth=24, num_heads=16),
-    "vit_huge": dict(embed_dim=1280, depth=32, num_heads=16),
-    "vit_giant": dict(embed_dim=1408, depth=40, num_heads=16, mlp_ratio=48 / 11),
-}
+@attrs.frozen
+class Variant:
+    """One student size, declared once: its name, shape and short names."""
 
-ALIASES = {
-    "vit_tiny": ("vit_t",),
-    "vit_small": ("vit_s",),
-    "vit_base": ("vit_b",),
-    "vit_large": ("vit_l",),
-    "vit_huge": ("vit_h",),
-    "vit_giant": ("vit_g",),
+    name: str
+    embed_dim: int
+    depth: int
+    num_heads: int
+    aliases: tuple[str, ...] = ()
+    mlp_ratio: float = 4.0
+
+    def describe(self) -> str:
+        """One line for `salt plugins`."""
+        return f"video ViT, width {self.embed_dim}, depth {self.depth}, {self.num_heads} heads"
+
+    def build(self, **kwargs) -> VideoViT:
+        """The model, with any VideoViT keyword overrides."""
+        shape = dict(embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads)
+        return VideoViT(**{**shape, "mlp_ratio": self.mlp_ratio, **kwargs})
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("vit_tiny", embed_dim=192, depth=12, num_heads=3, aliases=("vit_t",)),
+        Variant("vit_small", embed_dim=384, depth=12, num_heads=6, aliases=("vit_s",)),
+        Variant("vit_base", embed_dim=768, depth=12, num_heads=12, aliases=("vit_b",)),
+        Variant("vit_large", embed_dim=1024, depth=24, num_heads=16, aliases=("vit_l",)),
+        Variant("vit_huge", embed_dim=1280, depth=32, num_heads=16, aliases=("vit_h",)),
+        Variant(
+            "vit_giant",
+            embed_dim=1408,
+            depth=40,
+            num_heads=16,
+            aliases=("vit_g",),
+            mlp_ratio=48 / 11,
+        ),
+    )
 }
 
 
 def create_vit(size: str, **kwargs) -> VideoViT:
     """Build a registered ViT size with any VideoViT keyword overrides."""
-    return VideoViT(**{**_SIZES[size], **kwargs})
+    return VARIANTS[size].build(**kwargs)
 
 
-def size_description(size: str) -> str:
-    """One line describing a size, for `salt plugins`."""
-    s = _SIZES[size]
-    return f"video ViT, width {s['embed_dim']}, depth {s['depth']}, {s['num_heads']} heads"
-
-
-SIZES = tuple(_SIZES)
-
-__all__ = ["VideoViT", "create_vit", "gather_tokens", "SIZES", "ALIASES"]
+__all__ = ["VARIANTS", "Variant", "VideoViT", "create_vit", "gather_tokens"]
