@@ -193,8 +193,7 @@ def memory_row(cfg, size: Size, masker, device: torch.device) -> tuple[str, str]
 
 
 def cache_rows(size: Size, folder: Path) -> list[tuple[str, str]]:
-    from salt.cache import LatentCache
-    from salt.cache.store import encode_latents, new_index, write_shard
+    from salt.cache import LatentCache, encode_latents, new_index, write_shard
 
     rows = []
     for dtype in ("float16", "int8"):

@@ -4,7 +4,7 @@ Stage 2 reads one sample per ``__getitem__`` in each DataLoader worker, in a shu
 so the figure of merit is random single-sample reads from a warm page cache on one thread.
 Target from the issue: >= 1 GB/s.
 
-The caches are written with the store's own writer (``salt.cache.store.write_shard`` and
+The caches are written with the store's own writer (``salt.cache.shards.write_shard`` and
 ``CacheIndex``), with random latents instead of a teacher's: computing 120 real 16x224
 latents would take far longer than reading them. ``verify_cache`` checks the result is a
 sound cache.
@@ -24,8 +24,14 @@ import pytest
 import torch
 
 from salt import __version__
-from salt.cache import LatentCache, verify_cache
-from salt.cache.store import encode_latents, new_index, quantization_error, write_shard
+from salt.cache import (
+    LatentCache,
+    encode_latents,
+    new_index,
+    quantization_error,
+    verify_cache,
+    write_shard,
+)
 from salt.config import build_config
 from salt.data import CachedClips
 from salt.quant import QuantizedLatents

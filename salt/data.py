@@ -336,7 +336,7 @@ class CachedClips(Dataset):
         if why is None:
             return
         if not self.data.allow_incomplete_cache:
-            from salt.cache.store import IncompleteCacheError
+            from salt.cache import IncompleteCacheError
 
             raise IncompleteCacheError(
                 f"cache {self.split.cache.path} is incomplete - {why}; or pass "

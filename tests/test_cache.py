@@ -408,7 +408,7 @@ def test_distill_on_a_cached_run_scores_the_val_split_never_the_training_clips(
 
 
 def test_writing_a_shard_touches_no_other_file(cfg, tmp_path):
-    from salt.cache.store import write_shard
+    from salt.cache import write_shard
 
     out = tmp_path / "c"
     build_cache(cfg, out, shard_size=8, workers=0, progress=False)

@@ -10,8 +10,7 @@ from safetensors import safe_open
 
 import salt.cache.build as cache_build
 from salt.batch import Sample, collate
-from salt.cache import LatentCache, verify_cache
-from salt.cache.store import CacheError, quantization_error
+from salt.cache import CacheError, LatentCache, quantization_error, verify_cache
 from salt.cli import main
 from salt.config import apply_overrides, build_config
 from salt.models import teacher_of

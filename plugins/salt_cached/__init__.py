@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from salt.cache import LatentCache, LegacyCache, open_cache, resolve_cache
+from salt.cache import LatentCache, LegacyCache, check_readable, open_cache, resolve_cache
 from salt.config import ClipGeometry
 from salt.contracts import Teacher
 from salt.data import BUILT_IN
@@ -55,7 +55,7 @@ def _cached(arg: str | None, geometry: ClipGeometry) -> CachedTeacher:
     cache = open_cache(resolve_cache(arg))
     spec = f"cached:{arg}"
     if isinstance(cache, LatentCache):
-        cache.check_readable()
+        check_readable(cache)
         _check_geometry(cache, geometry, spec)
         return CachedTeacher(cache, cache.grid, spec)
     if cache.latent_shape[0] != geometry.num_tokens:

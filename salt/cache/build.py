@@ -12,19 +12,17 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
-from salt.cache.store import (
+from salt.cache.index import (
     DTYPES,
     INDEX,
     CacheIndex,
-    LatentCache,
     check_split,
     clip_meta,
-    encode_latents,
     new_index,
     read_shard_records,
-    shard_number,
-    write_shard,
 )
+from salt.cache.shards import encode_latents, shard_number, write_shard
+from salt.cache.store import LatentCache
 from salt.config import Config
 from salt.contracts import Teacher
 from salt.data import build_eval_loader, build_source, normalize_clips, parse_data_spec

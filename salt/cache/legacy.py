@@ -1,8 +1,14 @@
-"""The older cache layout, read as it is or imported into the store.
+"""Every older layout salt reads, and the one door to a cache of any layout.
 
-``<root>/<split>/<video_id>.pt`` holding a ``latents [N, D]`` tensor, plus
-``<root>/<split>/metadata.json`` (``latent_shape``, ``video_ids``, ``model``, ``split``). It
-stores no views: clips are taken to be the fixed centre view of the data config.
+- The first layout (salt-vla 0.1): one ``index.json`` holding every sample, rewritten after
+  every shard; read as a cache with one split, ``train`` (:func:`read_v1`, used by
+  :class:`~salt.cache.store.LatentCache`).
+- ``<root>/<split>/<video_id>.pt`` holding a ``latents [N, D]`` tensor, plus
+  ``<root>/<split>/metadata.json`` (``latent_shape``, ``video_ids``, ``model``, ``split``).
+  It stores no views: clips are taken to be the fixed centre view of the data config. Read
+  as it is (:class:`LegacyCache`) or imported into the store (:func:`import_legacy`).
+
+:func:`open_cache` opens a cache of any layout; :func:`list_caches` lists the named ones.
 """
 
 from __future__ import annotations
@@ -13,21 +19,66 @@ from typing import Any
 import attrs
 import torch
 
-from salt.cache.store import (
+from salt.cache.index import (
+    FORMAT,
     INDEX,
-    LatentCache,
+    V1_INDEX,
+    CacheError,
+    CacheIndex,
     LatentMeta,
     MissingSplitError,
+    ShardRecord,
+    cache_home,
     clip_meta,
-    encode_latents,
     is_cache,
     new_index,
-    write_shard,
 )
+from salt.cache.shards import encode_latents, write_shard
+from salt.cache.store import LatentCache
 from salt.config import Config
 from salt.folders import CACHE, EMPTY, FolderRefused, WriterLock, claim, describe, folder_kind
 from salt.io import UnreadableFileError, read_json, torch_load
 from salt.video import discover, read_centre_view
+
+
+def read_v1(path: Path) -> tuple[CacheIndex, list[ShardRecord]]:
+    """The first layout: one ``index.json`` of meta, shards and samples; one split, train."""
+    file = path / V1_INDEX
+    d = read_json(file)
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise CacheError(f"{file} is not a salt latent cache index")
+    try:
+        meta = dict(d["meta"])
+        data = {k: meta.pop(k, None) for k in ("data_spec", "data_root", "data_kind")}
+        data["views_per_video"] = meta.pop("views_per_video", 1)
+        by_shard: dict[int, list[dict]] = {}
+        for s in d["samples"]:
+            by_shard.setdefault(int(s["shard"]), []).append(s)
+        files = [(str(shard["file"]), str(shard["sha256"])) for shard in d["shards"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise CacheError(
+            f"{file} is damaged ({type(err).__name__}: {err}); rebuild the cache"
+        ) from None
+    stray = sorted(set(by_shard) - set(range(len(files))))
+    if stray:
+        raise CacheError(
+            f"{file}: samples name shard {stray[0]}, which it does not list; rebuild the cache"
+        )
+    shards = []
+    for i, (name, digest) in enumerate(files):
+        rows = sorted(by_shard.get(i, []), key=lambda s: s["row"])
+        if [s["row"] for s in rows] != list(range(len(rows))):
+            raise CacheError(
+                f"{file}: the samples of {name} are not rows 0..{len(rows) - 1} (rows moved, "
+                f"missing or repeated); rebuild the cache"
+            )
+        samples = [{k: v for k, v in s.items() if k not in ("shard", "row")} for s in rows]
+        shards.append(ShardRecord(name, "train", digest, samples, []))
+    if shards:
+        shards[-1].skipped = list(d.get("skipped", []))
+    total = sum(s.rows for s in shards) + len(d.get("skipped", []))
+    splits = {"train": {**data, "total": total, "complete": True}}
+    return CacheIndex(meta, splits, d["format"], d.get("version", 1)), shards
 
 
 class LegacyCache(LatentMeta):
@@ -156,6 +207,38 @@ def open_cache(path: str | Path) -> LatentCache | LegacyCache:
     """A cache of any layout salt reads."""
     path = Path(path)
     return LatentCache(path) if is_cache(path) else LegacyCache(path)
+
+
+def list_caches() -> list[dict]:
+    """Named caches under :func:`cache_home` with their size and teacher."""
+    found = []
+    for path in sorted(cache_home().glob("*")):
+        if is_cache(path):
+            try:
+                cache = LatentCache(path)
+                entry = {
+                    "samples": len(cache),
+                    "splits": {name: len(cache.split(name)) for name in cache.splits},
+                    "teacher": str(cache.meta.get("teacher", "?")),
+                    "latent_shape": cache.meta.get("latent_shape"),
+                }
+            except (ValueError, KeyError, TypeError, OSError) as err:  # listed, not fatal
+                why = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+                entry = {"samples": None, "splits": {}, "latent_shape": None}
+                entry["teacher"] = f"(damaged: {why}; see salt cache verify {path.name})"
+            found.append({"name": path.name, **entry, "path": str(path)})
+        elif (path / "metadata.json").is_file() or any(path.glob("*/metadata.json")):
+            found.append(
+                {
+                    "name": path.name,
+                    "samples": None,
+                    "splits": {},
+                    "teacher": "(older layout)",
+                    "latent_shape": None,
+                    "path": str(path),
+                }
+            )
+    return found
 
 
 def import_legacy(
