@@ -623,12 +623,35 @@ def classify(
         if progress is not None:
             progress(f"{name} probes", epoch + 1, settings.epochs)
     train_seconds = time.perf_counter() - trained
+    views = getattr(test, "views", 1)
+    scores, tested = score_probes(probes, test_tokens, whiten, settings, device, views)
+    seconds = {
+        "features": round(train_tokens.seconds + test_tokens.seconds, 3),
+        "probe_training": round(train_seconds, 3),
+        "total": round(time.perf_counter() - started, 3),
+    }
+    return ClassifyReport(
+        encoder=name,
+        data=splits.name,
+        classes=tuple(splits.classes),
+        train_clips=len(train),
+        test_clips=tested,
+        views=views,
+        scores=tuple(scores),
+        mode="cached" if cached else "live",
+        seconds=seconds,
+        whitened=settings.whiten,
+    )
+
+
+def score_probes(probes, test_tokens, whiten, settings, device, views: int):
+    """Each probe's hits per test clip (its views' logits summed), and the clips tested."""
     logits = {key: {} for key in probes}
     truth: dict[int, int] = {}
     with torch.inference_mode():
         for tokens, labels, ids in test_tokens.batches(settings.probe_batch_size, seed=None):
             x = whiten(tokens.to(device).float())
-            clips = (ids // getattr(test, "views", 1)).tolist()
+            clips = (ids // views).tolist()
             for key, probe in probes.items():
                 out = probe(x).float().cpu()
                 for clip, row in zip(clips, out, strict=True):
@@ -642,23 +665,7 @@ def classify(
             hits.append(tuple(int(int(votes[c].argmax()) == truth[c]) for c in sorted(votes)))
         accuracies = tuple(sum(h) / max(len(h), 1) for h in hits)
         scores.append(ProbeScore(kind, accuracies, tuple(hits)))
-    seconds = {
-        "features": round(train_tokens.seconds + test_tokens.seconds, 3),
-        "probe_training": round(train_seconds, 3),
-        "total": round(time.perf_counter() - started, 3),
-    }
-    return ClassifyReport(
-        encoder=name,
-        data=splits.name,
-        classes=tuple(splits.classes),
-        train_clips=len(train),
-        test_clips=len(truth),
-        views=getattr(test, "views", 1),
-        scores=tuple(scores),
-        mode="cached" if cached else "live",
-        seconds=seconds,
-        whitened=settings.whiten,
-    )
+    return scores, len(truth)
 
 
 def encoder_splits(

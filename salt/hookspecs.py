@@ -1,4 +1,5 @@
-"""The hooks a salt plugin may implement. Each receives a ``register`` callback."""
+"""The hooks a salt plugin may implement. Each receives a ``register`` callback, except
+``register_commands``, which adds ``salt`` subcommands."""
 
 import pluggy
 
@@ -35,3 +36,11 @@ def register_losses(register):
 def register_loggers(register):
     """Register metric loggers: ``factory(arg, run_dir, config) -> logger`` with
     ``log(step, metrics)`` and ``close()``."""
+
+
+@hookspec
+def register_commands(commands):
+    """Add ``salt`` subcommands: ``parser = commands.add_parser(NAME, help=...)`` (an
+    argparse subparsers action), its options with ``parser.add_argument``, and its handler
+    with ``parser.set_defaults(func=handler)``; ``handler(args)`` returns the exit code and
+    raises ValueError (or another error with a message for the user) on bad input."""

@@ -9,7 +9,6 @@ stage's wall time. ``salt quickstart`` prints it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
@@ -27,6 +26,7 @@ from salt.folders import EMPTY, QUICKSTART, FolderRefused, WriterLock, claim, de
 from salt.metrics import read_series
 from salt.plots import draw_losses_per_run, save_png
 from salt.probes import ProbeReport, clip_settings, format_rows
+from salt.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -333,28 +333,12 @@ def _run_stages(
     progress: bool,
     on_stage: Callable[[int, str], None] | None,
 ) -> QuickstartResult:
-    from salt.cache.build import build_cache
     from salt.distill import distill_loss
-    from salt.encoder import VideoEncoder
     from salt.export import export_encoder
-    from salt.models import teacher_of
     from salt.train import train
 
     seconds: dict[str, float] = {}
-    descriptions = {
-        "teacher": f"train a pixel-reconstruction teacher ({settings.teacher_steps} steps)",
-        "cache": "export the teacher and cache its latents",
-        "student": f"train a student on the cached latents ({settings.student_steps} steps"
-        + (f", {settings.target_norm}-standardized" if settings.target_norm != "none" else "")
-        + ")",
-        "distill": "held-out distillation loss of the student",
-        "probes": "temporal probes: " + ", ".join(MODELS),
-        "classify": f"motion benchmark (motion:{settings.classify_clips}"
-        + (f", {settings.classify_max_train} labelled" if settings.classify_max_train else "")
-        + "), attentive probe: "
-        + ", ".join(MODELS),
-        "export": "export the student and reload it with VideoEncoder.from_pretrained",
-    }
+    descriptions = stage_descriptions(settings)
 
     def start(stage: str) -> float:
         number = STAGES.index(stage) + 1
@@ -370,18 +354,7 @@ def _run_stages(
 
     t0 = start("cache")
     teacher_export = export_encoder(teacher.run_dir, out / "encoders" / "teacher")
-    cache_dir = out / "cache"
-    # Only its data and teacher are used: the same clips the student will train on.
-    cache_cfg = stage_config(settings, out, "cache", f"encoder:{teacher_export}", 1, progress)
-    build_cache(
-        teacher_of(cache_cfg),
-        cache_cfg,
-        cache_dir,
-        batch_size=settings.batch_size,
-        workers=settings.workers,
-        device=settings.device,
-        progress=progress,
-    )
+    cache_dir = cache_latents(settings, out, teacher_export, progress)
     seconds["cache"] = time.perf_counter() - t0
 
     t0 = start("student")
@@ -415,25 +388,10 @@ def _run_stages(
     seconds["classify"] = time.perf_counter() - t0
 
     t0 = start("export")
-    student_export = export_encoder(student.run_dir, out / "encoders" / "student")
-    reloaded = VideoEncoder.from_pretrained(student_export).freeze()
-    original = VideoEncoder.from_pretrained(student.run_dir).freeze()
-    reload_max_diff = tokens_difference(reloaded, original)
-    if reload_max_diff > 1e-6:
-        raise RuntimeError(
-            f"the exported student at {student_export} gives tokens up to {reload_max_diff:.3g} "
-            f"away from its checkpoint's; the export is broken"
-        )
+    student_export, reload_max_diff = export_and_reload(student.run_dir, out)
     seconds["export"] = time.perf_counter() - t0
 
-    losses = {
-        title: read_series(run_dir / "metrics.jsonl", keys=["loss"]).get("loss", [])
-        for title, run_dir in (
-            ("teacher (pixels)", teacher.run_dir),
-            ("student (cached teacher latents)", student.run_dir),
-        )
-    }
-    plot = save_png(draw_losses_per_run(losses), out / "loss_curves.png")
+    plot = loss_plot(teacher.run_dir, student.run_dir, out / "loss_curves.png")
     result = QuickstartResult(
         out=out,
         teacher_run=teacher.run_dir,
@@ -455,6 +413,74 @@ def _run_stages(
     result.report.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     (out / "summary.txt").write_text(result.table() + "\n")
     return result
+
+
+def stage_descriptions(settings: QuickstartSettings) -> dict[str, str]:
+    """What each stage does, as its header says it."""
+    return {
+        "teacher": f"train a pixel-reconstruction teacher ({settings.teacher_steps} steps)",
+        "cache": "export the teacher and cache its latents",
+        "student": f"train a student on the cached latents ({settings.student_steps} steps"
+        + (f", {settings.target_norm}-standardized" if settings.target_norm != "none" else "")
+        + ")",
+        "distill": "held-out distillation loss of the student",
+        "probes": "temporal probes: " + ", ".join(MODELS),
+        "classify": f"motion benchmark (motion:{settings.classify_clips}"
+        + (f", {settings.classify_max_train} labelled" if settings.classify_max_train else "")
+        + "), attentive probe: "
+        + ", ".join(MODELS),
+        "export": "export the student and reload it with VideoEncoder.from_pretrained",
+    }
+
+
+def cache_latents(settings: QuickstartSettings, out: Path, teacher: Path, progress: bool) -> Path:
+    """The exported teacher's latents of the student's training clips, cached."""
+    from salt.cache.build import build_cache
+    from salt.models import teacher_of
+
+    cache_dir = out / "cache"
+    # Only its data and teacher are used: the same clips the student will train on.
+    cache_cfg = stage_config(settings, out, "cache", f"encoder:{teacher}", 1, progress)
+    build_cache(
+        teacher_of(cache_cfg),
+        cache_cfg,
+        cache_dir,
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+        device=settings.device,
+        progress=progress,
+    )
+    return cache_dir
+
+
+def export_and_reload(run_dir: Path, out: Path) -> tuple[Path, float]:
+    """The student's export, and how far its reloaded tokens are from the checkpoint's
+    (an export that changes them is refused)."""
+    from salt.encoder import VideoEncoder
+    from salt.export import export_encoder
+
+    student_export = export_encoder(run_dir, out / "encoders" / "student")
+    reloaded = VideoEncoder.from_pretrained(student_export).freeze()
+    original = VideoEncoder.from_pretrained(run_dir).freeze()
+    reload_max_diff = tokens_difference(reloaded, original)
+    if reload_max_diff > 1e-6:
+        raise RuntimeError(
+            f"the exported student at {student_export} gives tokens up to {reload_max_diff:.3g} "
+            f"away from its checkpoint's; the export is broken"
+        )
+    return student_export, reload_max_diff
+
+
+def loss_plot(teacher_run: Path, student_run: Path, png: Path) -> Path:
+    """Both runs' loss curves, side by side."""
+    losses = {
+        title: read_series(run_dir / "metrics.jsonl", keys=["loss"]).get("loss", [])
+        for title, run_dir in (
+            ("teacher (pixels)", teacher_run),
+            ("student (cached teacher latents)", student_run),
+        )
+    }
+    return save_png(draw_losses_per_run(losses), png)
 
 
 def _finished(result, name: str):
@@ -576,29 +602,6 @@ def plan_quickstart(
         + ":",
         *indent(plan_lines(encoder, config, splits, chosen)[1:]),
     ]
-
-
-@contextlib.contextmanager
-def progress_bar(desc: str, label: str, show: bool, **tqdm_options):
-    """A callback ``advance(what, done, total)`` that drives a tqdm bar (none when not
-    ``show``), the bar's postfix naming ``what`` under ``label``."""
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc=desc, dynamic_ncols=True, **tqdm_options)
-
-    def advance(what, done, total):
-        if bar is not None:
-            bar.total, bar.n = total, done
-            bar.set_postfix({label: what})
-            bar.refresh()
-
-    try:
-        yield advance
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 def tokens_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:

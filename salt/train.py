@@ -147,15 +147,52 @@ def open_run(run_dir: Path, lock: WriterLock, resume: str | Path | None) -> Path
     return run_dir
 
 
+def trainable_pair(cfg: Config, teacher_dim: int, device) -> SaltModel:
+    """The student and its predictor, initialized from the current torch seed."""
+    student = student_of(cfg)
+    return SaltModel(student, predictor_of(cfg, student.embed_dim, teacher_dim)).to(device)
+
+
+def step_parts(cfg: Config, model, teacher, objective, optimizer, info, device, bf16) -> StepParts:
+    """What one optimizer step needs, from the config and the built pieces."""
+    return StepParts(
+        model=model,
+        net=wrapped(model, cfg, info, device),
+        teacher=teacher,
+        objective=objective,
+        optimizer=optimizer,
+        device=device,
+        info=info,
+        mean=cfg.data.mean,
+        std=cfg.data.std,
+        params=tuple(p for p in model.parameters() if p.requires_grad),
+        accum_steps=cfg.train.accum_steps,
+        grad_clip=cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf,
+        bf16=bf16,
+    )
+
+
+def wrapped(model: SaltModel, cfg: Config, info, device) -> torch.nn.Module:
+    """What the step runs: the model, compiled when asked, in DDP under torchrun."""
+    # Fixed mask lengths give every step the same shapes: one graph, no dynamic shapes.
+    net = (
+        torch.compile(model, dynamic=False if fixed_lengths(cfg) else None)
+        if cfg.train.compile
+        else model
+    )
+    if info.enabled:
+        net = DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    return net
+
+
 def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> TrainResult:
     # Build: teacher, clips, the trainable pair, masks, loss, optimizer.
     torch.manual_seed(cfg.train.seed)
     teacher = teacher_of(cfg).to(device)
     clips = build_source(cfg.data, "train", cfg.train.seed, cache=teacher.cache)
-    student = student_of(cfg)
-    predictor = predictor_of(cfg, student.embed_dim, teacher.teacher_dim)
-    model = SaltModel(student, predictor).to(device)
-    masker = masker_of(cfg)
+    model, masker = trainable_pair(cfg, teacher.teacher_dim, device), masker_of(cfg)
     objective = Objective(cfg.loss.name, cfg.loss.options, cfg.loss.target_norm)
     steps = total_steps(cfg, len(clips), info.world)
     optimizer = build_optimizer(model, cfg.optim, fused=device.type == "cuda")
@@ -167,16 +204,6 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
         nonfinite_total = int(state.get("nonfinite_total", 0))
         runlog.resumed(start_step)
 
-    # Fixed mask lengths give every step the same shapes: one graph, no dynamic shapes.
-    net = (
-        torch.compile(model, dynamic=False if fixed_lengths(cfg) else None)
-        if cfg.train.compile
-        else model
-    )
-    if info.enabled:
-        net = DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
     accum = cfg.train.accum_steps
     loader = build_loader(
         clips, masker, cfg, start_step * accum, info.rank, info.world, device.type == "cuda"
@@ -185,21 +212,7 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
     peak = cfg.train.peak_tflops or measure_peak_tflops(
         device, torch.bfloat16 if bf16 else torch.float32
     )
-    parts = StepParts(
-        model=model,
-        net=net,
-        teacher=teacher,
-        objective=objective,
-        optimizer=optimizer,
-        device=device,
-        info=info,
-        mean=cfg.data.mean,
-        std=cfg.data.std,
-        params=tuple(p for p in model.parameters() if p.requires_grad),
-        accum_steps=accum,
-        grad_clip=cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf,
-        bf16=bf16,
-    )
+    parts = step_parts(cfg, model, teacher, objective, optimizer, info, device, bf16)
     validation = Validation.for_run(cfg, teacher.cache, masker, info, device, bf16)
     plan = None
     if info.main:
@@ -211,6 +224,9 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
     if state is not None:
         restore_rng(state, device)
     runlog.start(plan.lines() if plan else [], peak, steps, start_step)  # the clock starts
+
+    def state_now(step: int) -> dict:
+        return training_state(model, optimizer, step, cfg.to_dict(), nonfinite_total, device)
 
     # Loop: schedule, step, count failures, log, checkpoint, stop on a signal.
     step, consecutive_bad, stopped_by = start_step, 0, None
@@ -236,17 +252,13 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
                 held_out = validation.measure(model, teacher, objective)
                 runlog.validated(step, held_out)
                 if info.main and (best is None or held_out.loss < best[1]):
-                    saved = training_state(
-                        model, optimizer, step, cfg.to_dict(), nonfinite_total, device
-                    )
+                    saved = state_now(step)
                     save_best(runlog.run_dir, saved, held_out.loss)
                     best = (step, held_out.loss)
             # During a streak of skipped steps the newest checkpoint stays the last good one.
             periodic = step % cfg.train.checkpoint_every == 0 and consecutive_bad == 0
             if (periodic or step == steps or stop_now) and info.main:
-                saved = saved or training_state(
-                    model, optimizer, step, cfg.to_dict(), nonfinite_total, device
-                )
+                saved = saved or state_now(step)
                 save_checkpoint(runlog.run_dir, step, saved, cfg.train.keep_checkpoints)
             if stop_now:
                 stopped_by = stop.signal or "signal on another rank"

@@ -7,6 +7,7 @@ hide an upward dependency.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "salt.quant",
         "salt.hub",
         "salt.distributed",
+        "salt.errors",
+        "salt.progress",
     ),
     "data": (
         "salt.decoders",
@@ -65,7 +68,22 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "salt.encoder",
         "salt.plots",
     ),
-    "interfaces": ("salt.quickstart", "salt.doctor", "salt.cli"),
+    "interfaces": (
+        "salt.quickstart",
+        "salt.doctor",
+        "salt.cli.options",
+        "salt.cli.train",
+        "salt.cli.cache",
+        "salt.cli.evaluate",
+        "salt.cli.export",
+        "salt.cli.runs",
+        "salt.cli.quickstart",
+        "salt.cli.info",
+        "salt.cli.app",
+        "salt.cli.parser",
+        "salt.cli",
+        "salt.cli.__main__",
+    ),
 }
 LAYER_OF = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
 NAMES = list(LAYERS)
@@ -100,7 +118,7 @@ def salt_imports(path: Path, module: str | None = None) -> set[str]:
 
 
 # The one way out of salt/: `salt app` starts the viewer, which lives in apps/.
-ALLOWED_OUTSIDE = {"salt.cli": {"salt_app.app"}}
+ALLOWED_OUTSIDE = {"salt.cli.app": {"salt_app.app"}}
 
 
 def outside_imports(path: Path) -> set[str]:
@@ -153,3 +171,125 @@ def test_the_architecture_page_names_every_layer_and_module():
         assert layer in page
         for module in modules:
             assert f"`{module.replace('.', '/')}" in page, module
+
+
+# ------------------------------------------------------------------ the size of things
+
+LONGEST_FUNCTION = 90  # lines, decorators and docstring included
+CODE = [SALT, SALT.parent / "plugins", SALT.parent / "apps"]
+
+
+def functions(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            yield node.name, node.end_lineno - start + 1
+
+
+def test_no_function_is_longer_than_a_screenful_and_a_half():
+    long = sorted(
+        f"{path.relative_to(SALT.parent)}:{name} ({lines} lines)"
+        for root in CODE
+        for path in root.rglob("*.py")
+        if "build" not in path.parts
+        for name, lines in functions(path)
+        if lines > LONGEST_FUNCTION
+    )
+    assert long == [], f"split these into named steps (at most {LONGEST_FUNCTION} lines): {long}"
+
+
+def test_the_size_check_counts_decorators_and_bodies(tmp_path):
+    stand_in = tmp_path / "m.py"
+    stand_in.write_text("@decorator\ndef f():\n" + "    x = 1\n" * 90)
+    assert dict(functions(stand_in)) == {"f": 92}
+
+
+EVALUATION = LAYERS["evaluation"]
+
+
+def classes_of(module: str) -> set[str]:
+    path = SALT.parent / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = path.with_suffix("") / "__init__.py"
+    return {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ClassDef)}
+
+
+def test_no_class_is_defined_twice_in_the_evaluation_layer():
+    seen: dict[str, str] = {}
+    twice = []
+    for module in EVALUATION:
+        for name in sorted(classes_of(module)):
+            if name in seen:
+                twice.append(f"{name} in {seen[name]} and {module}")
+            seen.setdefault(name, module)
+    assert twice == [], f"one definition each, imported where needed: {twice}"
+
+
+# ------------------------------------------------------ "where each concept lives", checked
+
+PATH_TOKEN = re.compile(r"^(salt|plugins|apps)/[\w/.]*$")
+NAME_TOKEN = re.compile(r"^([A-Za-z_]\w*)(\.\w+)*(\(.*\))?$")
+FILE_TOKEN = re.compile(r"\.(json|jsonl|pt|safetensors|png|md|toml|yaml)$")
+
+
+def defined_names(path: Path) -> set[str]:
+    files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    names = set()
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign):
+                names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def concept_rows() -> list[tuple[str, str]]:
+    page = (SALT.parent / "docs" / "architecture.md").read_text()
+    table = page.split("## Where each concept lives", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ")]
+    return [(r[0].strip("| "), r[1].strip("| ")) for r in rows[2:]]
+
+
+@pytest.mark.parametrize("concept, where", concept_rows(), ids=lambda v: v[:40])
+def test_each_concept_is_where_the_page_says(concept, where):
+    """Every path in a row exists, and each code name is defined in its file: the path
+    named right after it (`` `Name` in `path` ``), else the last path before it."""
+    path = None
+    for found in re.finditer(r"`([^`]+)`", where):
+        token = found.group(1)
+        if PATH_TOKEN.match(token):
+            path = SALT.parent / token.rstrip("/")
+            assert path.exists(), f"{concept}: {token} does not exist"
+            continue
+        if " " in token:
+            path = None  # a command: the names after it belong to no file
+            continue
+        match = NAME_TOKEN.match(token)
+        plain = token.islower() and "(" not in token and ("_" not in token or "." in token)
+        if not match or plain or FILE_TOKEN.search(token):
+            continue  # a spec, a config field (train.eval_every) or a file name, not code
+        after = re.match(r" in `((?:salt|plugins|apps)/[^`]+)`", where[found.end() :])
+        home = SALT.parent / after.group(1).rstrip("/") if after else path
+        if home is None:
+            continue
+        assert match.group(1) in defined_names(home), (
+            f"{concept}: `{match.group(1)}` is not defined in {home.relative_to(SALT.parent)}"
+        )
+
+
+def test_the_concept_check_reads_the_table():
+    concepts = dict(concept_rows())
+    for needed in (
+        "mask generation",
+        "the loss",
+        "teacher loading",
+        "checkpoint save and resume",
+        "the cache shard format",
+        "`VideoEncoder` pooling",
+        "a folder of videos as a source",
+        "the LeRobot reader",
+        "frozen evaluation (attentive / linear probes)",
+        "a `salt` command's code",
+    ):
+        assert needed in concepts, needed

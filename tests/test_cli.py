@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from salt import doctor
-from salt.cli import build_parser, main, resolve_train_config
+from salt.cli import build_parser, main
+from salt.cli.train import resolve_train_config
 
 
 def run_salt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -271,7 +272,8 @@ def test_install_hints_name_what_pip_can_install():
     from salt.decoders import DECODERS
 
     hints = [d.install for d in DECODERS.values()]
-    source = (Path(__file__).parents[1] / "salt" / "cli.py").read_text()
+    cli = Path(__file__).parents[1] / "salt" / "cli"
+    source = "".join(f.read_text() for f in sorted(cli.glob("*.py")))
     assert "salt-vla[" not in source + " ".join(hints)
     assert "pip install -e '.[app]'" in source
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from salt.cli import main
 from salt.config import apply_overrides
+from salt.hookspecs import hookimpl
 from salt.masking import sample_keys
 from salt.plugins import load_plugins, pm
 from salt.registry import losses, maskers
@@ -85,3 +87,30 @@ def test_a_run_trains_with_the_plugins_masker_and_loss(example_plugin, tiny_conf
     result = train(cfg)
     assert result.step == 3
     assert "loss/smooth_l1" in (result.run_dir / "metrics.jsonl").read_text()
+
+
+def test_the_plugin_adds_a_command_beside_the_built_in_ones(example_plugin, capsys):
+    assert main(["interleave", "--slices", "6", "--stride", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["context slices:   0 3", "predicted slices: 1 2 4 5"]
+    assert main(["interleave", "--stride", "1"]) == 2  # the masker's own error, as one line
+    assert "stride from 2 to the clip's 8 time slices" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "interleave" in capsys.readouterr().out
+
+
+def test_a_plugin_command_that_clashes_with_a_built_in_one_is_named(capsys):
+    class Clash:
+        @hookimpl
+        def register_commands(self, commands):
+            commands.add_parser("train", help="another train")
+
+    pm.register(Clash(), name="clash")
+    try:
+        # A built-in command never loads plugins; any other word does, and meets the clash.
+        assert main(["frobnicate"]) == 2
+    finally:
+        pm.unregister(name="clash")
+    err = capsys.readouterr().err
+    assert "plugin 'clash' adds a command salt already has" in err and "train" in err

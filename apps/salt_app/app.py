@@ -13,60 +13,57 @@ log = logging.getLogger("salt.app")  # under "salt": the CLI shows it
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def build_app(
-    runs: str | Path = "runs", allow: tuple[str | Path, ...] = (), allow_hub: bool = False
-):
-    """The ``gr.Blocks`` page; files are read only under :func:`callbacks.allowed_roots`
-    (``runs``, the working directory, the salt cache, uploads and the ``allow`` folders),
-    and a teacher on the Hugging Face Hub is fetched only with ``allow_hub``."""
-    import gradio as gr
+class Handlers:
+    """What the page's buttons call; files are read only under ``roots``."""
 
-    from salt.registry import maskers
+    def __init__(self, runs: Path, roots, allow_hub: bool):
+        self.runs, self.roots = runs, roots
+        # Per page, not global: the last two loaded checkpoints stay in memory between
+        # clicks, keyed by file and mtime so a run's newer checkpoint is picked up.
+        self.cached_load = functools.lru_cache(maxsize=2)(
+            lambda checkpoint, mtime, teacher: cb.load_run(checkpoint, teacher, roots, allow_hub)
+        )
 
-    runs = Path(runs)
-    roots = cb.allowed_roots(runs, allow)
-    # Per page, not global: the last two loaded checkpoints stay in memory between clicks,
-    # keyed by file and mtime so a run's newer checkpoint is picked up.
-    cached_load = functools.lru_cache(maxsize=2)(
-        lambda checkpoint, mtime, teacher: cb.load_run(checkpoint, teacher, roots, allow_hub)
-    )
-
-    def load_run(run: str, teacher: str) -> cb.LoadedRun:
+    def load_run(self, run: str, teacher: str) -> cb.LoadedRun:
         from salt.checkpoints import resolve_checkpoint
 
         if not run:
             raise ValueError("pick a run directory or a checkpoint file")
-        checkpoint = cb.confined(resolve_checkpoint(cb.confined(run, roots)), roots)
-        return cached_load(str(checkpoint), checkpoint.stat().st_mtime_ns, teacher)
+        checkpoint = cb.confined(resolve_checkpoint(cb.confined(run, self.roots)), self.roots)
+        return self.cached_load(str(checkpoint), checkpoint.stat().st_mtime_ns, teacher)
 
+    @staticmethod
     def clip_source(choice: str, path: str, upload) -> str:
         if upload:
             return str(upload)
         return path.strip() or choice
 
-    def on_masks(choice, path, upload, masker, options, seed, frames, size):
+    def on_masks(self, choice, path, upload, masker, options, seed, frames, size):
         r = cb.render_masks(
-            clip_source(choice, path, upload),
+            self.clip_source(choice, path, upload),
             masker,
             options,
             int(seed or 0),
             num_frames=int(frames),
             image_size=int(size),
-            roots=roots,
+            roots=self.roots,
         )
         return r.images, r.table, r.message
 
-    def on_latents(run, teacher, choice, path, upload, seed):
+    def on_latents(self, run, teacher, choice, path, upload, seed):
         try:
-            loaded = load_run(str(run or "").strip(), str(teacher or "").strip())
+            loaded = self.load_run(str(run or "").strip(), str(teacher or "").strip())
         except Exception as err:  # noqa: BLE001 - shown on the page
             return [], [], cb.error_message(err)
-        r = cb.render_latents(loaded, clip_source(choice, path, upload), int(seed or 0), roots)
+        clip = self.clip_source(choice, path, upload)
+        r = cb.render_latents(loaded, clip, int(seed or 0), self.roots)
         note = f"checkpoint {loaded.checkpoint} (step {loaded.step}), teacher {loaded.cfg.teacher.spec}"
         return r.images, r.table, r.message or note
 
-    def on_runs(chosen):
-        r = cb.plot_runs(list(chosen or []), roots)
+    def on_runs(self, chosen):
+        import gradio as gr
+
+        r = cb.plot_runs(list(chosen or []), self.roots)
         keys = r.keys or ["loss"]
         return (
             r.image,
@@ -77,89 +74,120 @@ def build_app(
             r.metrics,
         )
 
+    @staticmethod
     def on_metric(key, metrics):
         return cb.metric_frame(metrics or {}, key or "loss")
 
-    def refresh_runs():
-        found = cb.list_runs(runs)
+    def refresh_runs(self):
+        import gradio as gr
+
+        found = cb.list_runs(self.runs)
         return gr.update(choices=found), gr.update(choices=found, value=found[:1])
 
-    synthetic = [f"synthetic/{i}" for i in range(16)]
+
+SYNTHETIC = [f"synthetic/{i}" for i in range(16)]
+
+
+def build_app(
+    runs: str | Path = "runs", allow: tuple[str | Path, ...] = (), allow_hub: bool = False
+):
+    """The ``gr.Blocks`` page; files are read only under :func:`callbacks.allowed_roots`
+    (``runs``, the working directory, the salt cache, uploads and the ``allow`` folders),
+    and a teacher on the Hugging Face Hub is fetched only with ``allow_hub``."""
+    import gradio as gr
+
+    runs = Path(runs)
+    handlers = Handlers(runs, cb.allowed_roots(runs, allow), allow_hub)
     found = cb.list_runs(runs)
     # No analytics: gradio would report to its servers, and the viewer stays off the network.
     with gr.Blocks(title="salt viewer", analytics_enabled=False) as page:
         gr.Markdown(f"# salt viewer\nruns: `{runs.resolve()}`")
         with gr.Tab("Masks", id="masks"):
-            with gr.Row():
-                m_choice = gr.Dropdown(
-                    synthetic, value="synthetic/0", label="built-in clip", elem_id="masks-clip"
-                )
-                m_path = gr.Textbox(label="or a video path", placeholder="videos/clip.mp4")
-                m_upload = gr.File(label="or upload a video", type="filepath")
-            with gr.Row():
-                m_masker = gr.Dropdown(
-                    maskers.names(), value="multiblock", label="masker", elem_id="masks-masker"
-                )
-                m_options = gr.Textbox(
-                    label="options (JSON)", placeholder='{"ratio": 0.75}', value=""
-                )
-                m_seed = gr.Number(value=0, precision=0, label="seed", elem_id="masks-seed")
-                m_frames = gr.Slider(2, 32, value=8, step=2, label="frames")
-                m_size = gr.Slider(32, 224, value=112, step=16, label="image size")
-            m_button = gr.Button("Render masks", variant="primary", elem_id="masks-render")
-            m_message = gr.Markdown(elem_id="masks-message")
-            m_gallery = gr.Gallery(
-                label="target tokens tinted per group", columns=1, elem_id="masks-gallery"
-            )
-            m_table = gr.Dataframe(headers=cb.SHARE_HEADERS, label="share per time slice")
-            m_inputs = [m_choice, m_path, m_upload, m_masker, m_options, m_seed, m_frames, m_size]
-            m_button.click(on_masks, m_inputs, [m_gallery, m_table, m_message])
+            masks = masks_tab(gr, handlers)
         with gr.Tab("Latents", id="latents"):
-            with gr.Row():
-                l_run = gr.Dropdown(
-                    found,
-                    value=found[0] if found else None,
-                    allow_custom_value=True,
-                    label="run directory or checkpoint",
-                )
-                l_teacher = gr.Textbox(label="teacher spec (empty: the run's)")
-                l_seed = gr.Number(value=0, precision=0, label="mask seed")
-            with gr.Row():
-                l_choice = gr.Dropdown(synthetic, value="synthetic/0", label="built-in clip")
-                l_path = gr.Textbox(label="or a video path")
-                l_upload = gr.File(label="or upload a video", type="filepath")
-            l_button = gr.Button("Predict", variant="primary", elem_id="latents-run")
-            l_message = gr.Markdown(elem_id="latents-message")
-            l_gallery = gr.Gallery(label="per time slice", columns=1, elem_id="latents-gallery")
-            l_table = gr.Dataframe(headers=cb.LOSS_HEADERS, label="clip loss")
-            l_button.click(
-                on_latents,
-                [l_run, l_teacher, l_choice, l_path, l_upload, l_seed],
-                [l_gallery, l_table, l_message],
-            )
+            run_choice = latents_tab(gr, handlers, found)
         with gr.Tab("Runs", id="runs"):
-            with gr.Row():
-                r_runs = gr.CheckboxGroup(found, value=found[:1], label="runs")
-                r_refresh = gr.Button("Refresh")
-            r_button = gr.Button("Plot", variant="primary", elem_id="runs-plot")
-            r_message = gr.Markdown(elem_id="runs-message")
-            r_metrics = gr.State({})
-            r_key = gr.Dropdown(
-                ["loss"], value="loss", label="metric (interactive plot)", elem_id="runs-metric"
-            )
-            r_line = gr.LinePlot(
-                x="step", y="value", color="run", label="zoom, hover", elem_id="runs-line"
-            )
-            r_image = gr.Image(label="loss terms and lr", type="numpy", elem_id="runs-image")
-            r_table = gr.Dataframe(headers=cb.RUN_HEADERS, label="summary")
-            r_button.click(
-                on_runs, [r_runs], [r_image, r_table, r_message, r_key, r_line, r_metrics]
-            )
-            r_key.change(on_metric, [r_key, r_metrics], [r_line])
-            r_refresh.click(refresh_runs, [], [l_run, r_runs])
+            runs_tab(gr, handlers, found, run_choice)
         # The page opens with the default clip's masks already drawn.
-        page.load(on_masks, m_inputs, [m_gallery, m_table, m_message])
+        page.load(handlers.on_masks, *masks)
     return page
+
+
+def masks_tab(gr, handlers: Handlers):
+    """The Masks tab; its inputs and outputs (the page draws them on load)."""
+    from salt.registry import maskers
+
+    with gr.Row():
+        m_choice = gr.Dropdown(
+            SYNTHETIC, value="synthetic/0", label="built-in clip", elem_id="masks-clip"
+        )
+        m_path = gr.Textbox(label="or a video path", placeholder="videos/clip.mp4")
+        m_upload = gr.File(label="or upload a video", type="filepath")
+    with gr.Row():
+        m_masker = gr.Dropdown(
+            maskers.names(), value="multiblock", label="masker", elem_id="masks-masker"
+        )
+        m_options = gr.Textbox(label="options (JSON)", placeholder='{"ratio": 0.75}', value="")
+        m_seed = gr.Number(value=0, precision=0, label="seed", elem_id="masks-seed")
+        m_frames = gr.Slider(2, 32, value=8, step=2, label="frames")
+        m_size = gr.Slider(32, 224, value=112, step=16, label="image size")
+    m_button = gr.Button("Render masks", variant="primary", elem_id="masks-render")
+    m_message = gr.Markdown(elem_id="masks-message")
+    m_gallery = gr.Gallery(
+        label="target tokens tinted per group", columns=1, elem_id="masks-gallery"
+    )
+    m_table = gr.Dataframe(headers=cb.SHARE_HEADERS, label="share per time slice")
+    m_inputs = [m_choice, m_path, m_upload, m_masker, m_options, m_seed, m_frames, m_size]
+    m_outputs = [m_gallery, m_table, m_message]
+    m_button.click(handlers.on_masks, m_inputs, m_outputs)
+    return m_inputs, m_outputs
+
+
+def latents_tab(gr, handlers: Handlers, found: list[str]):
+    """The Latents tab; its run field (the Runs tab's refresh updates it)."""
+    with gr.Row():
+        l_run = gr.Dropdown(
+            found,
+            value=found[0] if found else None,
+            allow_custom_value=True,
+            label="run directory or checkpoint",
+        )
+        l_teacher = gr.Textbox(label="teacher spec (empty: the run's)")
+        l_seed = gr.Number(value=0, precision=0, label="mask seed")
+    with gr.Row():
+        l_choice = gr.Dropdown(SYNTHETIC, value="synthetic/0", label="built-in clip")
+        l_path = gr.Textbox(label="or a video path")
+        l_upload = gr.File(label="or upload a video", type="filepath")
+    l_button = gr.Button("Predict", variant="primary", elem_id="latents-run")
+    l_message = gr.Markdown(elem_id="latents-message")
+    l_gallery = gr.Gallery(label="per time slice", columns=1, elem_id="latents-gallery")
+    l_table = gr.Dataframe(headers=cb.LOSS_HEADERS, label="clip loss")
+    l_button.click(
+        handlers.on_latents,
+        [l_run, l_teacher, l_choice, l_path, l_upload, l_seed],
+        [l_gallery, l_table, l_message],
+    )
+    return l_run
+
+
+def runs_tab(gr, handlers: Handlers, found: list[str], run_choice) -> None:
+    """The Runs tab: curves, the summary table and an interactive plot per metric."""
+    with gr.Row():
+        r_runs = gr.CheckboxGroup(found, value=found[:1], label="runs")
+        r_refresh = gr.Button("Refresh")
+    r_button = gr.Button("Plot", variant="primary", elem_id="runs-plot")
+    r_message = gr.Markdown(elem_id="runs-message")
+    r_metrics = gr.State({})
+    r_key = gr.Dropdown(
+        ["loss"], value="loss", label="metric (interactive plot)", elem_id="runs-metric"
+    )
+    r_line = gr.LinePlot(x="step", y="value", color="run", label="zoom, hover", elem_id="runs-line")
+    r_image = gr.Image(label="loss terms and lr", type="numpy", elem_id="runs-image")
+    r_table = gr.Dataframe(headers=cb.RUN_HEADERS, label="summary")
+    outputs = [r_image, r_table, r_message, r_key, r_line, r_metrics]
+    r_button.click(handlers.on_runs, [r_runs], outputs)
+    r_key.change(handlers.on_metric, [r_key, r_metrics], [r_line])
+    r_refresh.click(handlers.refresh_runs, [], [run_choice, r_runs])
 
 
 def launch(

@@ -598,10 +598,11 @@ def error_message(err: Exception) -> str:
     (parsers quote the bytes they stopped at)."""
     import pickle
 
+    from salt.errors import message_of
     from salt.io import UnreadableFileError
     from salt.video import VideoDecodeError
 
-    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    text = message_of(err)
     if isinstance(err, VideoDecodeError):
         return f"Not a readable video: {text}"
     if isinstance(err, PathRefused):

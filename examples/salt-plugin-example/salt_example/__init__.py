@@ -1,8 +1,9 @@
-"""An example salt plugin: a frame-interpolation masker and a smooth-L1 loss.
+"""An example salt plugin: a frame-interpolation masker, a smooth-L1 loss and a command.
 
 salt finds this module through the ``salt`` entry-point group (see pyproject.toml) and calls
 the hooks below with a ``register`` callback; what they register is then available by name
 everywhere: ``--set mask.name=interleave:2``, ``--set loss.name=smooth_l1``, ``salt plugins``.
+``register_commands`` adds ``salt interleave``, which prints the split a stride gives.
 """
 
 from __future__ import annotations
@@ -76,3 +77,19 @@ def register_maskers(register):
 @hookimpl
 def register_losses(register):
     register("smooth_l1", smooth_l1, "smooth-L1 (Huber) on masked teacher latents (beta=1.0)")
+
+
+def cmd_interleave(args) -> int:
+    """Print which time slices of a clip the student sees and which it predicts."""
+    (group,) = InterleaveMasker((args.slices, 1, 1), stride=args.stride)(np.zeros(1))
+    print("context slices:  ", " ".join(map(str, group.context[0].tolist())))
+    print("predicted slices:", " ".join(map(str, group.target[0].tolist())))
+    return 0
+
+
+@hookimpl
+def register_commands(commands):
+    p = commands.add_parser("interleave", help="show the slices interleave:STRIDE predicts")
+    p.add_argument("--slices", type=int, default=8, help="time slices in a clip (default 8)")
+    p.add_argument("--stride", type=int, default=2, help="every STRIDE-th slice is seen")
+    p.set_defaults(func=cmd_interleave)
