@@ -11,7 +11,7 @@ gaps student - teacher and teacher - random in standard errors of the difference
 seeds and test clips counted, as in the quick start's table), whether the claim (>= 3 each)
 is reached, and the wall time. Each row is also appended to ``OUT/curve.jsonl`` as soon as
 its budget finishes, so a run cut short keeps what it measured, and ``OUT/curve.png``
-plots top-1 against steps. Nothing is asserted; the rows go in docs/evaluation.md.
+plots top-1 against steps. Nothing is asserted; the rows go in docs/results.md.
 """
 
 from __future__ import annotations

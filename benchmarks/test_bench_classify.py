@@ -12,9 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from salt.classify import ClassifySettings, make_probe, probe_schedule
 from salt.config import DataConfig
 from salt.data import build_source, normalize_clips
+from salt.eval.classify import ClassifySettings, probe_schedule
+from salt.eval.heads import make_probe
 from salt.optim import lr_at
 from salt.registry import students
 

@@ -36,8 +36,8 @@ class Teacher(nn.Module):
     latents ``[B, N, teacher_dim]`` for every token of ``grid``.
 
     A teacher whose latents were computed once and stored with the data (a cache) sets
-    ``cache``; the data layer then yields them as each batch's targets and the teacher
-    itself is never run.
+    ``cache``; a run then reads its clips from that cache, with the stored latents as each
+    batch's targets (``salt.assemble.DataSource``), and the teacher itself is never run.
     """
 
     teacher_dim: int

@@ -8,13 +8,14 @@ from pathlib import Path
 import attrs
 import torch
 
+from salt.assemble import assemble
 from salt.cache import MissingSplitError
 from salt.checkpoints import load_checkpoint, resolve_checkpoint
 from salt.config import Config, apply_overrides, from_dict
-from salt.data import build_eval_loader, build_source, held_out_source
+from salt.data import build_eval_loader
 from salt.distributed import resolve_device
 from salt.losses import Objective
-from salt.models import load_trained_pair, masker_of
+from salt.models import masker_of
 from salt.validate import held_out_of, loss_sums
 
 log = logging.getLogger(__name__)
@@ -102,18 +103,15 @@ def distill_loss(
     for key, (old, new) in changed.items():
         log.info("%s: using %r from the command line (the checkpoint has %r)", key, new, old)
     torch.manual_seed(seed)
-    teacher, model = load_trained_pair(state, cfg)
+    run = assemble(cfg, state=state)
     device = resolve_device(device)
-    teacher, model = teacher.to(device), model.to(device)
+    teacher, model = run.teacher.to(device), run.model.to(device)
     given = "data.spec" in (overrides or {})  # held-out data named on the command line
     data = cfg.data.spec
-    if not given and teacher.cache is None and cfg.data.val_spec:
+    if not given and not run.data.cached and cfg.data.val_spec:
         data = cfg.data.val_spec
     try:
-        if given:
-            clips = build_source(cfg.data, "val", seed, cache=teacher.cache)
-        else:
-            clips = held_out_source(cfg.data, cache=teacher.cache)
+        clips = run.data.clips("val", seed) if given else run.data.held_out()
     except MissingSplitError as err:  # a cache without a held-out split
         raise ValueError(
             f"{err.args[0]}; or score the run against a live teacher with --teacher SPEC"
@@ -138,7 +136,7 @@ def distill_loss(
         checkpoint=str(path),
         step=int(state["step"]),
         teacher=cfg.teacher.spec,
-        data=data if teacher.cache is None else f"{cfg.teacher.spec} (val split)",
+        data=f"{cfg.teacher.spec} (val split)" if run.data.cached else data,
         clips=held_out.clips,
         batches=held_out.batches,
         seed=seed,

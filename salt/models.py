@@ -1,4 +1,5 @@
-"""Building the trainable pair (student + predictor) and the masker from a config."""
+"""Building the teacher, the trainable pair (student + predictor) and the masker from a config
+(:mod:`salt.assemble` puts them together with the clips into a run)."""
 
 from __future__ import annotations
 
@@ -110,13 +111,15 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -
         )
 
 
-def load_trained_pair(state: dict, cfg: Config) -> tuple[Teacher, SaltModel]:
-    """The teacher named by ``cfg`` and a checkpoint's student + predictor (eval mode).
+def pair_of(cfg: Config, teacher_dim: int, state: dict | None = None) -> SaltModel:
+    """The student and its predictor: initialized from the current torch seed, or - given a
+    checkpoint's ``state`` - its trained weights, in eval mode.
 
     A teacher whose width the predictor was not trained for is a clear error."""
-    teacher = teacher_of(cfg)
     student = student_of(cfg)
-    predictor = predictor_of(cfg, student.embed_dim, teacher.teacher_dim)
+    predictor = predictor_of(cfg, student.embed_dim, teacher_dim)
+    if state is None:
+        return SaltModel(student, predictor)
     load_strict(student, state["student"], "the checkpoint's student")
     try:
         load_strict(predictor, state["predictor"], "the checkpoint's predictor")
@@ -124,7 +127,7 @@ def load_trained_pair(state: dict, cfg: Config) -> tuple[Teacher, SaltModel]:
         trained = state["config"]["teacher"]["spec"]
         raise ValueError(
             f"the checkpoint's predictor was trained to predict teacher {trained!r} and does not "
-            f"fit teacher {cfg.teacher.spec!r} ({teacher.teacher_dim}-dim latents); use a "
+            f"fit teacher {cfg.teacher.spec!r} ({teacher_dim}-dim latents); use a "
             f"teacher of the same width"
         ) from None
-    return teacher, SaltModel(student, predictor).eval()
+    return SaltModel(student, predictor).eval()

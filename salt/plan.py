@@ -6,24 +6,17 @@ import time
 
 import attrs
 import numpy as np
-import torch
 import torch.distributed as dist
 
 from salt import __version__
+from salt.assemble import assemble
 from salt.config import Config
-from salt.data import build_source, check_one_batch, check_readable, steps_per_epoch
+from salt.data import check_one_batch, check_readable, steps_per_epoch
 from salt.distributed import DistInfo, resolve_device, setup_distributed
 from salt.losses import Objective
 from salt.masking import sample_keys
 from salt.memory import MemoryPlan, plan_memory
-from salt.models import (
-    SaltModel,
-    fixed_lengths,
-    masker_of,
-    predictor_of,
-    student_of,
-    teacher_of,
-)
+from salt.models import SaltModel, fixed_lengths, masker_of
 from salt.optim import warmup_steps
 from salt.registry import check_names
 from salt.validate import Validation
@@ -127,26 +120,22 @@ def dry_run(cfg: Config) -> TrainPlan:
     try:
         device = resolve_device(cfg.train.device, info.local_rank)
         check_names(cfg)
-        teacher = teacher_of(cfg)
-        clips = build_source(cfg.data, "train", cfg.train.seed, cache=teacher.cache)
-        check_readable(clips, cfg.data, cfg.train.seed)
-        with torch.device("meta"):
-            student = student_of(cfg)
-            model = SaltModel(student, predictor_of(cfg, student.embed_dim, teacher.teacher_dim))
+        run = assemble(cfg, "train", cfg.train.seed, meta=True)  # no weights allocated
+        check_readable(run.clips, cfg.data, cfg.train.seed)
         masker = masker_of(cfg)
         Objective(cfg.loss.name, cfg.loss.options, cfg.loss.target_norm)
         plan = make_plan(
             cfg,
-            model,
+            run.model,
             masker,
-            teacher_dim=teacher.teacher_dim,
-            clips=len(clips),
+            teacher_dim=run.teacher.teacher_dim,
+            clips=len(run.clips),
             info=info,
             device=device,
         )
         masks = masker(sample_keys(cfg.train.seed, 0, np.arange(cfg.train.batch_size)))
-        memory = plan_memory(cfg, model, masks, teacher, cached=teacher.cache is not None)
-        held_out = Validation.for_run(cfg, teacher.cache, masker, info, device).describe()
+        memory = plan_memory(cfg, run.model, masks, run.teacher, cached=run.data.cached)
+        held_out = Validation.for_run(cfg, run.data, masker, info, device).describe()
         plan = attrs.evolve(plan, memory=memory, held_out=held_out)
         if info.enabled:
             dist.barrier()  # every rank got here: the rendezvous and the backend work

@@ -19,13 +19,15 @@ from pathlib import Path
 import attrs
 import torch
 
-from salt.classify import ClassifyReport, ClassifySettings, ProbeScore, gap_in_stderr
 from salt.config import DEMO_PROFILE, TARGET_NORMS, Config, build_config
 from salt.distill import DistillReport
+from salt.eval.classify import ClassifyReport, ClassifySettings, ProbeScore
+from salt.eval.report import format_rows
+from salt.eval.stats import gap_in_stderr
+from salt.eval.temporal import ProbeReport, clip_settings
 from salt.folders import EMPTY, QUICKSTART, FolderRefused, WriterLock, claim, describe, folder_kind
 from salt.metrics import read_series
 from salt.plots import draw_losses_per_run, save_png
-from salt.probes import ProbeReport, clip_settings, format_rows
 from salt.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,7 @@ FAST = QuickstartSettings(
     peak_tflops=1.0,
 )
 
-# The budget at which SALT's claim was first reached on 2 CPU cores (docs/evaluation.md): a
+# The budget at which SALT's claim was first reached on 2 CPU cores (docs/results.md): a
 # future-prediction teacher and its student, 6000 steps each at 8x64 on the motion
 # benchmark's unlabelled training clips, then a low-shot whitened attentive probe (32
 # labelled clips per class) scored on 7168 test clips. About an hour. A second training on
@@ -229,7 +231,7 @@ class QuickstartResult:
     def claim(self) -> dict:
         """SALT's claim on the motion benchmark: student > teacher > random, each gap in
         standard errors of the difference, probe seeds and test clips both counted (>= 3
-        each is the claim; see ``salt.classify.gap_in_stderr``)."""
+        each is the claim; see ``salt.eval.stats.gap_in_stderr``)."""
         s, t, r = (self._score(self.classify[name]) for name in MODELS)
         gaps = {"student_vs_teacher": gap_in_stderr(s, t), "teacher_vs_random": gap_in_stderr(t, r)}
         return {**gaps, "reached": all(g >= CLAIM_STDERRS for g in gaps.values())}
@@ -498,8 +500,8 @@ def quickstart_models(
 ) -> dict[str, tuple[torch.nn.Module, dict]]:
     """The student, the teacher and a random encoder of the student's shape, in MODELS
     order, each with its exported config (clip geometry, normalization)."""
+    from salt.eval.baseline import random_like
     from salt.export import load_encoder
-    from salt.probes import random_like
 
     student, config = load_encoder(student_run)
     teacher, teacher_config = load_encoder(teacher_export)
@@ -515,7 +517,7 @@ def run_probe_suite(
     models: dict[str, tuple[torch.nn.Module, dict]], settings: QuickstartSettings, progress: bool
 ) -> dict[str, ProbeReport]:
     """Temporal probe reports of each model."""
-    from salt.probes import run_probes
+    from salt.eval.temporal import run_probes
 
     reports = {}
     for name, (model, config) in models.items():
@@ -535,7 +537,7 @@ def run_classify(
     models: dict[str, tuple[torch.nn.Module, dict]], settings: QuickstartSettings, progress: bool
 ) -> dict[str, ClassifyReport]:
     """Each model's attentive-probe top-1 on the motion benchmark (``salt eval classify``)."""
-    from salt.classify import classify, encoder_splits
+    from salt.eval.classify import classify, encoder_splits
 
     chosen = classify_settings(settings)
     reports = {}
@@ -566,7 +568,7 @@ def plan_quickstart(
     """What ``salt quickstart --dry-run`` prints: each stage's size, after checking what
     can be checked before training - the folder, the runs' config, data and masker, and
     the classify stage's data - without training or writing anything."""
-    from salt.classify import encoder_splits, plan_lines
+    from salt.eval.classify import encoder_splits, plan_lines
     from salt.export import build_encoder, encoder_config
     from salt.optim import warmup_steps
     from salt.train import dry_run

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from salt.assemble import assemble
 from salt.checkpoints import (
     best_path,
     list_checkpoints,
@@ -31,18 +32,11 @@ from salt.checkpoints import (
     training_state,
 )
 from salt.config import Config, flatten, from_dict
-from salt.data import ReadableBatches, TooManyBadVideos, build_loader, build_source
+from salt.data import ReadableBatches, TooManyBadVideos, build_loader
 from salt.distributed import agreed, resolve_device, setup_distributed
 from salt.folders import RUN, WriterLock, claim
 from salt.losses import Objective
-from salt.models import (
-    SaltModel,
-    fixed_lengths,
-    masker_of,
-    predictor_of,
-    student_of,
-    teacher_of,
-)
+from salt.models import SaltModel, fixed_lengths, masker_of
 from salt.optim import apply_schedules, build_optimizer, lr_at, wd_at
 from salt.perf import measure_peak_tflops
 from salt.plan import default_run_name, dry_run, make_plan, total_steps
@@ -147,12 +141,6 @@ def open_run(run_dir: Path, lock: WriterLock, resume: str | Path | None) -> Path
     return run_dir
 
 
-def trainable_pair(cfg: Config, teacher_dim: int, device) -> SaltModel:
-    """The student and its predictor, initialized from the current torch seed."""
-    student = student_of(cfg)
-    return SaltModel(student, predictor_of(cfg, student.embed_dim, teacher_dim)).to(device)
-
-
 def step_parts(cfg: Config, model, teacher, objective, optimizer, info, device, bf16) -> StepParts:
     """What one optimizer step needs, from the config and the built pieces."""
     return StepParts(
@@ -190,9 +178,9 @@ def wrapped(model: SaltModel, cfg: Config, info, device) -> torch.nn.Module:
 def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> TrainResult:
     # Build: teacher, clips, the trainable pair, masks, loss, optimizer.
     torch.manual_seed(cfg.train.seed)
-    teacher = teacher_of(cfg).to(device)
-    clips = build_source(cfg.data, "train", cfg.train.seed, cache=teacher.cache)
-    model, masker = trainable_pair(cfg, teacher.teacher_dim, device), masker_of(cfg)
+    run = assemble(cfg, "train", cfg.train.seed)
+    teacher, clips, model = run.teacher.to(device), run.clips, run.model.to(device)
+    masker = masker_of(cfg)
     objective = Objective(cfg.loss.name, cfg.loss.options, cfg.loss.target_norm)
     steps = total_steps(cfg, len(clips), info.world)
     optimizer = build_optimizer(model, cfg.optim, fused=device.type == "cuda")
@@ -213,7 +201,7 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
         device, torch.bfloat16 if bf16 else torch.float32
     )
     parts = step_parts(cfg, model, teacher, objective, optimizer, info, device, bf16)
-    validation = Validation.for_run(cfg, teacher.cache, masker, info, device, bf16)
+    validation = Validation.for_run(cfg, run.data, masker, info, device, bf16)
     plan = None
     if info.main:
         dims = {"teacher_dim": teacher.teacher_dim, "clips": len(clips), "info": info}

@@ -20,10 +20,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
+from salt.assemble import DataSource
 from salt.batch import Batch
 from salt.cache import MissingSplitError
 from salt.config import Config
-from salt.data import build_eval_loader, held_out_source, normalize_clips
+from salt.data import build_eval_loader, normalize_clips
 from salt.distributed import DistInfo
 from salt.losses import Objective, masked_loss
 from salt.masking import Masker, gather_tokens
@@ -150,14 +151,14 @@ class Validation:
 
     @classmethod
     def for_run(
-        cls, cfg: Config, cache, masker: Masker, info: DistInfo, device, bf16=False
+        cls, cfg: Config, data: DataSource, masker: Masker, info: DistInfo, device, bf16=False
     ) -> Validation:
-        """The run's validation, or one that never runs - with a warning saying why - when
-        the run has no held-out clips."""
+        """The run's validation on ``data``'s held-out clips, or one that never runs - with a
+        warning saying why - when the run has none."""
         clips, why = None, ""
         if cfg.train.eval_every:
             try:
-                clips = held_out_source(cfg.data, cache=cache)
+                clips = data.held_out()
             except (MissingSplitError, ValueError) as err:
                 why = str(err).rstrip(".")
                 log.warning(

@@ -45,9 +45,17 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "salt.cache.legacy",
         "salt.cache.verify",
         "salt.data",
+        "salt.clipspec",
         "salt.cache.build",
     ),
-    "models": ("salt.teachers", "salt.models", "salt.losses", "salt.optim", "salt.perf"),
+    "models": (
+        "salt.teachers",
+        "salt.models",
+        "salt.assemble",
+        "salt.losses",
+        "salt.optim",
+        "salt.perf",
+    ),
     "training": (
         "salt.checkpoints",
         "salt.metrics",
@@ -60,9 +68,15 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "evaluation": (
         "salt.distill",
-        "salt.probes",
-        "salt.classify",
-        "salt.curve",
+        "salt.eval",
+        "salt.eval.stats",
+        "salt.eval.report",
+        "salt.eval.heads",
+        "salt.eval.tokens",
+        "salt.eval.baseline",
+        "salt.eval.temporal",
+        "salt.eval.classify",
+        "salt.eval.curve",
         "salt.runs",
         "salt.export",
         "salt.encoder",
@@ -158,6 +172,13 @@ def test_no_module_imports_a_layer_above_its_own(path):
     assert outside == set(), f"{name} imports plugins or the viewer: {sorted(outside)}"
 
 
+def test_the_data_spec_alone_chooses_the_data():
+    """The data layer's sources never reach for a cache: which cache a run reads (a
+    ``cached:`` teacher's) is decided above it, in salt/assemble.py."""
+    cache = {m for m in salt_imports(SALT / "data.py") if m.startswith("salt.cache")}
+    assert cache == set(), f"salt/data.py imports {sorted(cache)}"
+
+
 def test_the_import_walk_sees_every_spelling(tmp_path):
     text = "from salt import train\nfrom .models import x\nimport salt.cli\n"
     stand_in = tmp_path / "data.py"
@@ -214,15 +235,33 @@ def classes_of(module: str) -> set[str]:
     return {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ClassDef)}
 
 
+ROLES = ("Probe", "Classifier", "Pooler", "Head", "Encoder", "Tokens", "Source")
+
+
+def stem(name: str) -> str:
+    """A class name less its role word: AttentivePooler and AttentiveClassifier are both
+    an attentive something."""
+    for role in ROLES:
+        if name.endswith(role) and name != role:
+            return name[: -len(role)]
+    return name
+
+
 def test_no_class_is_defined_twice_in_the_evaluation_layer():
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}
     twice = []
     for module in EVALUATION:
         for name in sorted(classes_of(module)):
-            if name in seen:
-                twice.append(f"{name} in {seen[name]} and {module}")
-            seen.setdefault(name, module)
+            key = stem(name)
+            if key in seen and seen[key][1] != module:
+                twice.append(f"{name} in {module} is named like {seen[key][0]} in {seen[key][1]}")
+            seen.setdefault(key, (name, module))
     assert twice == [], f"one definition each, imported where needed: {twice}"
+
+
+def test_the_likeness_check_sees_a_second_attentive_probe():
+    assert stem("AttentivePooler") == stem("AttentiveClassifier") == stem("AttentiveProbe")
+    assert stem("ClipEncoder") != stem("FrozenEncoder") and stem("Tokens") == "Tokens"
 
 
 # ------------------------------------------------------ "where each concept lives", checked

@@ -376,7 +376,7 @@ def test_videos_to_videomae_cache_to_training_from_the_command_line(tmp_path, mo
 def test_distill_on_a_cached_run_scores_the_val_split_never_the_training_clips(
     cfg, tmp_path, monkeypatch
 ):
-    import salt.distill as distill_module
+    from salt.assemble import DataSource
     from salt.distill import distill_loss
 
     out = tmp_path / "c"
@@ -391,13 +391,13 @@ def test_distill_on_a_cached_run_scores_the_val_split_never_the_training_clips(
     both = LatentCache(out)
     assert {s.split for s in both.shards} == {"train", "val"} and verify_cache(out) == []
     seen = []
-    real = distill_module.held_out_source
+    real = DataSource.held_out
 
-    def spy(*args, **kwargs):
-        seen.append(real(*args, **kwargs))
+    def spy(self):
+        seen.append(real(self))
         return seen[-1]
 
-    monkeypatch.setattr(distill_module, "held_out_source", spy)
+    monkeypatch.setattr(DataSource, "held_out", spy)
     report = distill_loss(run, batches=2)
     (clips,) = seen
     assert clips.split.name == "val" and report.clips == 8 and "val split" in report.data

@@ -1,4 +1,4 @@
-"""salt eval classify (salt/classify.py): frozen attentive and linear probes on labelled
+"""salt eval classify (salt/eval/classify.py): frozen attentive and linear probes on labelled
 clips - the built-in motion benchmark and labelled video files - from an export, a run or a
 checkpoint."""
 
@@ -6,26 +6,25 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
 from videos import write_video
 
-from salt.classify import (
-    AttentiveClassifier,
-    ClassifyReport,
-    ClassifySettings,
-    LinearClassifier,
-    ProbeScore,
-    Tokens,
-    Whitening,
-    classify,
-    compare,
-    gap_in_stderr,
-    labelled_splits,
-)
 from salt.cli import main
 from salt.config import DataConfig
+from salt.eval.classify import (
+    ClassifyReport,
+    ClassifySettings,
+    ProbeScore,
+    classify,
+    compare,
+    labelled_splits,
+)
+from salt.eval.heads import AttentiveProbe, LinearProbe, Whitening
+from salt.eval.stats import gap_in_stderr
+from salt.eval.tokens import FrozenEncoder, Tokens
 from salt.export import encoder_config, write_export
 from salt.registry import students
 
@@ -46,8 +45,8 @@ def motion():
 
 def test_probes_map_tokens_to_class_logits():
     tokens = torch.randn(5, 7, 48)
-    assert AttentiveClassifier(48, 14)(tokens).shape == (5, 14)
-    assert LinearClassifier(48, 3)(tokens).shape == (5, 3)
+    assert AttentiveProbe(48, 14)(tokens).shape == (5, 14)
+    assert LinearProbe(48, 3)(tokens).shape == (5, 3)
 
 
 @pytest.mark.parametrize("dim,heads", [(48, None), (48, 3), (16, 1)])
@@ -55,7 +54,7 @@ def test_attentive_pooling_is_multihead_attention_with_one_query(dim, heads):
     """The factorized pooling gives nn.MultiheadAttention's output and gradients (float64,
     perturbed parameters so no bias or weight is trivially zero)."""
     torch.manual_seed(0)
-    probe = AttentiveClassifier(dim, 5, heads=heads).double()
+    probe = AttentiveProbe(dim, 5, heads=heads).double()
     with torch.no_grad():
         for param in probe.parameters():
             param.add_(torch.randn_like(param) * 0.3)
@@ -138,14 +137,7 @@ def test_kept_tokens_are_encoded_once_for_every_epoch(encoder, motion):
     hook = encoder.register_forward_hook(lambda m, i, o: calls.append(len(o)))
     try:
         kept = Tokens(
-            encoder,
-            motion.test,
-            mean=MEAN,
-            std=STD,
-            s=ClassifySettings(workers=0),
-            device="cpu",
-            cached=True,
-            stage="x",
+            FrozenEncoder(encoder, MEAN, STD, batch_size=16), motion.test, cached=True, stage="x"
         )
         epochs = [list(kept.batches(4, seed=epoch)) for epoch in range(3)]
     finally:
@@ -199,7 +191,7 @@ def test_whitening_lets_a_probe_read_a_quiet_direction():
     accuracy = {}
     for name, prep in (("raw", lambda x: x), ("white", white)):
         torch.manual_seed(0)
-        probe = AttentiveClassifier(16, 2)
+        probe = AttentiveProbe(16, 2)
         opt = torch.optim.AdamW(probe.parameters(), lr=1e-2)
         for _ in range(100):
             loss = torch.nn.functional.cross_entropy(probe(prep(tokens[:128])), labels[:128])
@@ -287,7 +279,9 @@ def test_labelled_video_files_from_csv_manifests(tmp_path, tiny_config, capsys):
         assert main(args) == 0
         table = capsys.readouterr().out
         assert "2 classes, 6 train / 4 test clips, 6 view(s) per test clip, chance 0.500" in table
-        assert "encoder      attentive" in table and "encoder      linear" in table
+        assert re.search(r"^encoder +attentive ", table, re.M) and re.search(
+            r"^encoder +linear ", table, re.M
+        )
 
 
 def test_spatial_test_views_cover_the_long_side(tmp_path):
@@ -317,7 +311,7 @@ def test_data_without_splits_is_a_clear_error(tmp_path, capsys):
 
 
 def test_spearman_and_ranks():
-    from salt.curve import ranks, spearman
+    from salt.eval.stats import ranks, spearman
 
     assert ranks([3.0, 1.0, 2.0, 1.0]) == [4.0, 1.5, 3.0, 1.5]
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
@@ -349,6 +343,6 @@ def test_curve_over_every_checkpoint_of_a_run(tiny_overrides, tmp_path, capsys):
     assert Image.open(png).size[0] > 0 and out["png"] == str(png)
     one = build_config(overrides={**tiny_overrides, "run.name": "one", "train.steps": 2})
     with pytest.raises(ValueError, match="a curve needs several"):
-        from salt.curve import checkpoint_curve
+        from salt.eval.curve import checkpoint_curve
 
         checkpoint_curve(train(one).run_dir, data="motion:28")

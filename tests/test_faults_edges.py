@@ -154,7 +154,7 @@ def test_a_clip_count_left_empty_is_refused(tmp_path, capsys):
 
 
 def test_eval_probes_on_motion_probes_the_motion_benchmark(export, capsys):
-    from salt.probes import ClipSpec, MotionSource, make_source
+    from salt.clipspec import ClipSpec, MotionSource, make_source
 
     source = make_source("motion:16", 32)
     assert isinstance(source, MotionSource) and len(source) == 16

@@ -11,8 +11,8 @@ import torch
 
 from salt.config import DataConfig
 from salt.data import build_source, parse_data_spec
+from salt.eval.heads import fit_linear
 from salt.motion import CLASSES, MotionClasses, reversal
-from salt.probes import linear_probe
 
 
 def test_fourteen_motion_classes_in_time_reversal_pairs():
@@ -78,7 +78,7 @@ def test_a_probe_on_the_first_frame_repeated_scores_chance():
     labels = lambda data: torch.tensor([data.label(i) for i in range(len(data))])  # noqa: E731
     chance = 1 / 14
     stderr = math.sqrt(chance * (1 - chance) / n_test)
-    first = linear_probe(
+    first = fit_linear(
         features(train, False), labels(train), features(test, False), 14, weight_decay=1.0
     )
     accuracy = float((first == labels(test)).double().mean())

@@ -1,4 +1,4 @@
-"""Temporal probes (salt/probes.py): tasks, folds, probes, reports, and proof that each task
+"""Temporal probes (salt/eval/temporal.py): tasks, folds, probes, reports, and proof that each task
 measures what it claims (a motion oracle solves it, an order-blind encoder cannot)."""
 
 from __future__ import annotations
@@ -12,25 +12,24 @@ import torch
 from torch import nn
 from videos import write_video
 
-from salt.probes import (
+from salt.clipspec import ClipSpec, MotionSource, SyntheticSource, VideoSource, make_source
+from salt.eval.baseline import random_like
+from salt.eval.heads import fit_linear
+from salt.eval.stats import standard_error
+from salt.eval.temporal import (
     FOLDS,
     STRIDES,
     TASKS,
-    ClipSpec,
     ProbeReport,
-    SyntheticSource,
-    VideoSource,
+    accepts,
     build_task,
     compare,
     fold_videos,
-    linear_probe,
-    random_like,
     retrieval_accuracy,
     retrieval_hits,
     run_probes,
     select_videos,
     shuffled_order,
-    standard_error,
 )
 from salt.registry import students
 from salt.synthetic import DIRECTIONS
@@ -155,7 +154,7 @@ def test_every_clip_is_predicted_once_by_a_probe_that_never_saw_its_video(monkey
         fits.append((train_x, test_x))
         return torch.zeros(len(test_x), dtype=torch.long)
 
-    monkeypatch.setattr("salt.probes.linear_probe", recording_probe)
+    monkeypatch.setattr("salt.eval.temporal.fit_linear", recording_probe)
     result = run_probes(VideoIdentity(), "synthetic", num_videos=20, tasks=["motion-static"])
     assert len(fits) == FOLDS
     assert sum(len(test) for _, test in fits) == result.results[0].clips == 40
@@ -272,7 +271,7 @@ def test_linear_probe_and_retrieval_on_known_features():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(300, 5, generator=gen)
     y = (x[:, 2] > -0.5).long() + (x[:, 2] > 0.5).long()  # three ordered classes
-    predicted = linear_probe(x[:200], y[:200], x[200:], num_classes=3)
+    predicted = fit_linear(x[:200], y[:200], x[200:], num_classes=3)
     assert (predicted == y[200:]).float().mean() >= 0.9
     a = torch.randn(10, 6, generator=gen)
     assert retrieval_accuracy(a, a + 0.01 * torch.randn(10, 6, generator=gen)) == 1.0
@@ -361,13 +360,12 @@ def test_probes_on_a_folder_of_videos(tmp_path, encoder):
 
 def test_the_motion_benchmark_as_a_probe_source():
     from salt.motion import MotionClasses
-    from salt.probes import MotionSource, make_source
 
     source = make_source("motion:28", SIZE)
     assert isinstance(source, MotionSource) and source.name == "motion:28"
     # time-arrow keeps the even classes: an odd class is an even one played backwards
-    assert [v for v in range(28) if source.accepts("time-arrow", v)] == list(range(0, 28, 2))
-    assert all(source.accepts("stride", v) for v in range(28))
+    assert [v for v in range(28) if accepts(source, "time-arrow", v)] == list(range(0, 28, 2))
+    assert all(accepts(source, "stride", v) for v in range(28))
     held_out = MotionClasses(length=28, image_size=SIZE, seed=1)
     spec = ClipSpec(5, step=2, position=0.0)
     expected = torch.from_numpy(held_out.render(5, np.arange(FRAMES) * 2)).permute(0, 3, 1, 2)

@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from salt.classify import ProbeScore, gap_in_stderr
 from salt.cli import main
 from salt.encoder import VideoEncoder
+from salt.eval.classify import ProbeScore
+from salt.eval.stats import gap_in_stderr
 from salt.export import load_encoder
 from salt.metrics import read_series
 from salt.plots import PALETTE

@@ -317,6 +317,7 @@ class LoadedRun:
     cfg: Any  # salt.config.Config
     model: Any  # salt.models.SaltModel, eval mode
     teacher: Any  # salt.teachers.Teacher
+    cached: bool = False  # the teacher's latents are stored: it computes none for a new clip
 
 
 def load_run(
@@ -329,9 +330,9 @@ def load_run(
     a teacher on the Hugging Face Hub only with ``allow_hub``."""
     import torch
 
+    from salt.assemble import assemble
     from salt.checkpoints import load_checkpoint, resolve_checkpoint
     from salt.config import apply_overrides, from_dict
-    from salt.models import load_trained_pair
 
     roots = roots or allowed_roots()
     if not str(run).strip():
@@ -345,8 +346,8 @@ def load_run(
     check_teacher_spec(cfg.teacher.spec, roots, allow_hub)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        teacher, model = load_trained_pair(state, cfg)
-    return LoadedRun(path, int(state["step"]), cfg, model, teacher)
+        run = assemble(cfg, state=state)
+    return LoadedRun(path, int(state["step"]), cfg, run.model, run.teacher, run.data.cached)
 
 
 @attrs.frozen
@@ -425,7 +426,7 @@ def _render_latents(loaded: LoadedRun, source: str, seed: int, roots: list[Path]
     video = torch.from_numpy(clip.frames).permute(0, 3, 1, 2)[None]  # [1, T, C, H, W]
     with torch.inference_mode():
         x = normalize_clips(video, d.mean, d.std)
-        if loaded.teacher.cache is not None:
+        if loaded.cached:
             raise ValueError(
                 f"the run's teacher {cfg.teacher.spec!r} is a cache, which holds latents only for "
                 f"its own clips; give a live teacher (e.g. the one the cache was built with) in "

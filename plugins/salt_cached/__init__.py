@@ -1,7 +1,8 @@
 """Built-in plugin: the cached teacher, whose latents a cache build computed once.
 
-``cached:NAME`` (or ``cached:DIR``) opens the cache's metadata only: the data layer reads
-each split's locked views with their latents, so stage 2 never runs a teacher model.
+``cached:NAME`` (or ``cached:DIR``) opens the cache's metadata only and carries the cache:
+``salt.assemble`` makes it the run's data source - each split's locked views with their
+latents - so stage 2 never runs a teacher model, and this teacher is never asked for clips.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class CachedTeacher(Teacher):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         raise RuntimeError(
             f"teacher {self.spec!r} computes nothing: its latents come with each batch from "
-            f"the cache's data source (salt.data.build_source(..., cache=teacher.cache))"
+            f"the cache's data source (salt.assemble.DataSource)"
         )
 
 

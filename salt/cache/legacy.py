@@ -192,7 +192,7 @@ class LegacySplit(LatentMeta):
 
     stores_clips = False
 
-    def incomplete(self) -> None:
+    def check_complete(self, allow: bool = False) -> None:
         """Older-layout caches record no build progress: always taken as complete."""
         return None
 

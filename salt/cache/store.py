@@ -14,6 +14,7 @@ from salt.cache.index import (
     V1_INDEX,
     CacheError,
     CacheIndex,
+    IncompleteCacheError,
     LatentMeta,
     MissingSplitError,
     read_shard_records,
@@ -179,6 +180,18 @@ class CacheSplit:
     def incomplete(self) -> str | None:
         """Why this split is not complete (its build did not finish), or None."""
         return self.cache.incomplete().get(self.name)
+
+    def check_complete(self, allow: bool = False) -> str | None:
+        """Refuse this split when its build did not finish - unless ``allow``: then say why
+        it is incomplete (None when it is complete)."""
+        why = self.incomplete()
+        if why is not None and not allow:
+            raise IncompleteCacheError(
+                f"cache {self.cache.path} is incomplete - {why}; or pass "
+                f"--allow-incomplete (data.allow_incomplete_cache=true) to use the "
+                f"{len(self)} clips it has"
+            )
+        return why
 
     def label(self, i: int) -> int:
         label = self.sample(i).get("label", -1)

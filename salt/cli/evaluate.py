@@ -39,7 +39,7 @@ def register_commands(commands) -> None:
 
 def with_baseline(encoder, config: dict, baseline: str, seed: int) -> dict:
     """The encoder, and with ``--baseline random`` an untrained one of its architecture."""
-    from salt.probes import random_like
+    from salt.eval.baseline import random_like
 
     models = {"encoder": encoder}
     if baseline == "random":
@@ -110,8 +110,8 @@ def add_probes(esub) -> None:
 
 
 def cmd_eval_probes(args: argparse.Namespace) -> int:
+    from salt.eval.temporal import NUM_VIDEOS, clip_settings, compare, run_probes
     from salt.export import load_encoder
-    from salt.probes import NUM_VIDEOS, clip_settings, compare, run_probes
 
     encoder, config = load_encoder(args.encoder)
     models = with_baseline(encoder, config, args.baseline, seed=args.seed)
@@ -198,8 +198,8 @@ def add_classify(esub) -> None:
 
 
 def cmd_eval_classify(args: argparse.Namespace) -> int:
-    from salt.classify import classify, compare, encoder_splits, plan_lines
     from salt.distributed import resolve_device
+    from salt.eval.classify import classify, compare, encoder_splits, plan_lines
 
     if args.data and (args.train or args.test):
         raise ValueError(
@@ -237,7 +237,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
 
 
 def _classify_settings(args: argparse.Namespace):
-    from salt.classify import ClassifySettings
+    from salt.eval.classify import ClassifySettings
 
     knobs = {
         "seeds": args.seeds,
@@ -303,9 +303,9 @@ def add_curve(esub) -> None:
 def cmd_eval_curve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from salt.classify import ClassifySettings
-    from salt.curve import checkpoint_curve, draw_curve
     from salt.distributed import resolve_device
+    from salt.eval.classify import ClassifySettings
+    from salt.eval.curve import checkpoint_curve, draw_curve
 
     knobs = {
         "seeds": args.seeds,

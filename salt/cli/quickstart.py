@@ -26,7 +26,7 @@ def register_commands(commands) -> None:
     preset.add_argument(
         "--long",
         action="store_true",
-        help="the recipe that first reached student > teacher > random in docs/evaluation.md "
+        help="the recipe that first reached student > teacher > random in docs/results.md "
         "(~1 hour on 2 CPU cores; not every training reaches it): future:0.5 masks, 6000 "
         "steps per run at 8x64 on the motion benchmark's clips, a low-shot whitened probe "
         "(448 labelled clips) on 7168 test clips",
@@ -125,11 +125,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print("dry run: config, data, masks and the benchmark check out; nothing was trained")
         return 0
     # The stage headers and bars tell the story; the stages' own start-up lines would bury it.
-    quiet = (
-        []
-        if args.verbose
-        else ["salt.train", "salt.cache", "salt.distill", "salt.probes", "salt.classify"]
-    )
+    quiet = [] if args.verbose else ["salt.train", "salt.cache", "salt.distill", "salt.eval"]
     levels = {name: logging.getLogger(name).level for name in quiet}
 
     def on_stage(number: int, description: str) -> None:

@@ -19,8 +19,8 @@ predictions, so every clip is tested exactly once. With a single split, a few do
 videos put the noise (~0.06) above most differences between encoders. Each score comes
 with a standard error over videos (a video's clips are not independent of each other).
 Features are the mean over the encoder's patch tokens (there is no CLS token);
-``probe="attentive"`` instead trains a learned cross-attention pooling over the tokens plus
-a linear head.
+``probe="attentive"`` instead fits the attentive probe of :mod:`salt.eval.heads` on the
+tokens.
 
 Everything is seeded: the videos drawn, the folds, the permutations, the jitter and the
 probes, so a report is a pure function of (encoder, source, settings, seed).
@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -40,10 +40,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salt.data import SPLIT_SEEDS, SYNTHETIC_CLIPS, normalize_clips, parse_data_spec
-from salt.motion import MotionClasses
-from salt.synthetic import DIRECTIONS, SPEEDS, ProceduralClips, SyntheticMotion
-from salt.video import VideoCollection, VideoDecodeError, decode_view, discover, open_video, view_of
+from salt.clipspec import (
+    ClipSpec,
+    GeneratedSource,
+    MotionSource,
+    SyntheticSource,
+    VideoSource,
+    crop_jitter,
+    make_source,
+)
+from salt.eval.heads import fit_attentive, fit_linear
+from salt.eval.report import format_rows
+from salt.eval.stats import standard_error
+from salt.eval.tokens import FrozenEncoder, Progress, SpecTokens
+from salt.synthetic import DIRECTIONS, SPEEDS
 
 logger = logging.getLogger(__name__)
 
@@ -65,161 +75,23 @@ FALLING = tuple(DIRECTIONS.index(d) for d in ("S", "SW", "SE"))
 # stride task keeps the fastest ones (the clearest motion at small image sizes).
 STRIDE_SPEED = len(SPEEDS) - 1
 
-Progress = Callable[[str, int, int], None]  # (task, clips encoded, clips to encode)
 
-
-# ----------------------------------------------------------------------------- sources
-
-
-@attrs.frozen
-class ClipSpec:
-    """One clip of a source video: ``num_frames`` frames ``step`` apart starting at
-    ``position`` (0..1) of the video's free range; ``shift`` (dy, dx) pixels moves the crop
-    (None: the standard centre view); ``order`` re-orders the decoded frames; ``scene`` > 0
-    asks for the same motion in another scene (another background), where the source can
-    render one (the built-in data; videos on disk have only their own)."""
-
-    video: int
-    step: int
-    position: float = 0.5
-    shift: tuple[int, int] | None = None
-    order: tuple[int, ...] | None = None
-    scene: int = 0
-
-
-class GeneratedSource:
-    """Held-out clips of built-in data (the ``val`` split's content seed), rendered at any
-    frame numbers."""
-
-    generator_class: type[ProceduralClips]
-
-    def __init__(
-        self, length: int = SYNTHETIC_CLIPS, image_size: int = 224, seed: int = SPLIT_SEEDS["val"]
-    ):
-        self.data = self.generator_class(length=length, image_size=image_size, seed=seed)
-        self.image_size = image_size
-        self.name = f"{self.data.kind}:{length}"
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def accepts(self, task: str, video: int) -> bool:
-        """Whether ``video`` can serve ``task``: every one can, unless a kind says otherwise."""
-        return True
-
-    def clip(self, spec: ClipSpec, num_frames: int) -> torch.Tensor:
-        """``uint8 [T, C, H, W]``."""
-        # A built-in video has no end; treat it as two clip spans long.
-        start = round(spec.position * num_frames * spec.step)
-        frames = self.data.render(
-            spec.video, start + np.arange(num_frames) * spec.step, scene=spec.scene
-        )
-        if spec.shift is not None:
-            # The built-in worlds (shapes and backgrounds) are periodic, so a roll is a
-            # seamless crop shift (but for the stripes of the motion benchmark's bar).
-            frames = np.roll(frames, spec.shift, axis=(1, 2))
-        return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-
-
-class SyntheticSource(GeneratedSource):
-    """Held-out clips of the built-in moving-shape data (``synthetic[:N]``)."""
-
-    generator_class = SyntheticMotion
-
-    def accepts(self, task: str, video: int) -> bool:
-        """Whether ``video`` can serve ``task`` (see FALLING and STRIDE_SPEED)."""
+def accepts(source, task: str, video: int) -> bool:
+    """Whether ``video`` of ``source`` can serve ``task``: a readable video can serve every
+    task, but on the built-in worlds some cannot show what a task asks (see FALLING and
+    STRIDE_SPEED); on the motion benchmark time-arrow keeps the even classes, because class
+    ``2k + 1`` is class ``2k`` played backwards (a reversed clip would be a forward clip of
+    the other)."""
+    if not source.readable(video):
+        return False
+    if isinstance(source, SyntheticSource):
         if task == "time-arrow":
-            return self.data.params(video)["direction"] in FALLING
+            return source.data.params(video)["direction"] in FALLING
         if task == "stride":
-            return self.data.params(video)["speed"] == STRIDE_SPEED
-        return True
-
-
-class MotionSource(GeneratedSource):
-    """Held-out clips of the labelled motion benchmark (``motion[:N]``, :mod:`salt.motion`)."""
-
-    generator_class = MotionClasses
-
-    def accepts(self, task: str, video: int) -> bool:
-        """Every clip serves every task but time-arrow, which keeps the even classes: class
-        ``2k + 1`` is class ``2k`` played backwards, so with both a reversed clip would be a
-        forward clip of the other (as FALLING keeps the synthetic arrow of time visible)."""
-        return task != "time-arrow" or self.data.label(video) % 2 == 0
-
-
-class VideoSource:
-    """Videos of a ``salt.video`` collection (folder, CSV manifest or SSv2 list)."""
-
-    def __init__(self, collection: VideoCollection, image_size: int = 224, name: str = ""):
-        self.collection = collection
-        self.image_size = image_size
-        self.name = name or str(collection.root)
-        self._reader: tuple[int, object] | None = None  # the last opened video
-        self._usable: dict[int, bool] = {}
-
-    def __len__(self) -> int:
-        return len(self.collection.records)
-
-    def reader(self, video: int):
-        if self._reader is None or self._reader[0] != video:
-            reader = open_video(self.collection.path(self.collection.records[video]))
-            if len(reader) == 0:
-                raise VideoDecodeError(f"video {self.collection.records[video].source!r} is empty")
-            self._reader = (video, reader)
-        return self._reader[1]
-
-    def accepts(self, task: str, video: int) -> bool:
-        """Readable videos serve every task."""
-        if video not in self._usable:
-            try:
-                self.reader(video)
-                self._usable[video] = True
-            except Exception as err:  # a corrupt file can fail anywhere inside the decoder
-                logger.warning("probes skip %s: %s", self.collection.records[video].source, err)
-                self._usable[video] = False
-        return self._usable[video]
-
-    def clip(self, spec: ClipSpec, num_frames: int) -> torch.Tensor:
-        """``uint8 [T, C, H, W]``, decoded through a ``salt.video.View``."""
-        reader = self.reader(spec.video)
-        size = self.image_size
-        record = self.collection.records[spec.video]
-        source, segment = record.source, record.segment
-        if spec.shift is None:
-            view = view_of(
-                reader, source, num_frames, spec.step, size, position=spec.position, segment=segment
-            )
-            return decode_view(reader, view)
-        # Shifted crops come from a slightly larger resize so that they stay inside the frame:
-        # the centre view at that size, cropped to ``size`` around its centre plus the shift.
-        margin = crop_jitter(size)
-        view = view_of(
-            reader,
-            source,
-            num_frames,
-            spec.step,
-            size + 2 * margin,
-            position=spec.position,
-            segment=segment,
-        )
-        top, left = view.crop[0] + margin + spec.shift[0], view.crop[1] + margin + spec.shift[1]
-        return decode_view(reader, attrs.evolve(view, crop=(top, left, size, size)))
-
-
-def make_source(spec: str, image_size: int) -> GeneratedSource | VideoSource:
-    """The probe source a data spec names: ``synthetic[:N]``, ``motion[:N]`` or videos (see
-    ``discover``)."""
-    parsed = parse_data_spec(spec)
-    if parsed.kind == "synthetic":
-        return SyntheticSource(parsed.count, image_size)
-    if parsed.kind == "motion":
-        return MotionSource(parsed.count, image_size)
-    return VideoSource(discover(parsed.path), image_size, name=spec)
-
-
-def crop_jitter(image_size: int) -> int:
-    """The largest crop shift (pixels) of clip-consistency sub-clips."""
-    return max(1, image_size // 16)
+            return source.data.params(video)["speed"] == STRIDE_SPEED
+    if isinstance(source, MotionSource):
+        return task != "time-arrow" or source.data.label(video) % 2 == 0
+    return True
 
 
 # ------------------------------------------------------------------------------- tasks
@@ -242,7 +114,7 @@ def select_videos(source, task: str, num_videos: int, seed: int) -> tuple[int, .
     order = np.random.default_rng([seed, 1]).permutation(len(source))
     chosen = []
     for video in order.tolist():
-        if source.accepts(task, video):
+        if accepts(source, task, video):
             chosen.append(video)
             if len(chosen) == num_videos:
                 break
@@ -342,168 +214,7 @@ def build_task(
     raise ValueError(f"unknown probe task {task!r}; the tasks are {', '.join(TASKS)}")
 
 
-# ----------------------------------------------------------------------------- encoding
-
-
-class ClipEncoder:
-    """Encodes clips once each (cached across tasks) with a frozen encoder, keeping
-    mean-pooled features ``[D]`` and, for the attentive probe, the tokens ``[N, D]``."""
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        source,
-        num_frames: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        batch_size: int,
-        keep_tokens: bool = False,
-    ):
-        self.encoder = encoder
-        self.source = source
-        self.num_frames = num_frames
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.batch_size = batch_size
-        self.keep_tokens = keep_tokens
-        self.pooled: dict[ClipSpec, torch.Tensor] = {}
-        self.tokens: dict[ClipSpec, torch.Tensor] = {}
-        param = next(iter(encoder.parameters()), None)
-        self.device = param.device if param is not None else torch.device("cpu")
-        self.dtype = param.dtype if param is not None and param.is_floating_point() else None
-
-    def render(self, spec: ClipSpec) -> torch.Tensor:
-        """``uint8 [T, C, H, W]`` of a clip spec, frames re-ordered as it asks."""
-        clip = self.source.clip(attrs.evolve(spec, order=None), self.num_frames)
-        return clip[list(spec.order)] if spec.order is not None else clip
-
-    def encode(self, specs: Sequence[ClipSpec], task: str = "", progress: Progress | None = None):
-        """Encode the specs not seen yet."""
-        todo = list(dict.fromkeys(s for s in specs if s not in self.pooled))
-        todo.sort(key=lambda s: s.video)  # consecutive clips of a video share its reader
-        if not todo and progress is not None:
-            progress(task, 0, 0)
-        for i in range(0, len(todo), self.batch_size):
-            batch = todo[i : i + self.batch_size]
-            video = torch.stack([self.render(s) for s in batch])  # [B, T, C, H, W]
-            x = normalize_clips(video, self.mean, self.std).to(self.device)
-            if self.dtype is not None:
-                x = x.to(self.dtype)
-            with torch.inference_mode():
-                tokens = self.encoder(x)
-            if tokens.ndim != 3:
-                raise ValueError(
-                    f"the encoder returned shape {tuple(tokens.shape)}; probes need patch "
-                    f"tokens [B, N, D]"
-                )
-            tokens = tokens.float().cpu()
-            for j, spec in enumerate(batch):
-                self.pooled[spec] = tokens[j].mean(0)
-                if self.keep_tokens:
-                    self.tokens[spec] = tokens[j].clone()
-            if progress is not None:
-                progress(task, min(i + self.batch_size, len(todo)), len(todo))
-
-    def features(self, specs: Sequence[ClipSpec]) -> torch.Tensor:
-        """Mean-pooled features ``[n, D]``."""
-        return torch.stack([self.pooled[s] for s in specs])
-
-    def token_sets(self, specs: Sequence[ClipSpec]) -> torch.Tensor:
-        """Tokens ``[n, N, D]``."""
-        return torch.stack([self.tokens[s] for s in specs])
-
-
-# ------------------------------------------------------------------------------- probes
-
-
-def linear_probe(
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    test_x: torch.Tensor,
-    num_classes: int,
-    weight_decay: float = 1e-2,
-    max_iter: int = 300,
-) -> torch.Tensor:
-    """Multinomial logistic regression on standardized features ``[n, D]`` (full-batch
-    L-BFGS from zero, so the fit is deterministic); returns test predictions ``[m]``."""
-    mu = train_x.double().mean(0)
-    sd = train_x.double().std(0, unbiased=False).clamp_min(1e-6)
-    x = (train_x.double() - mu) / sd
-    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS(
-        [weight, bias],
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=20,
-        tolerance_grad=1e-9,
-        tolerance_change=1e-12,
-        line_search_fn="strong_wolfe",
-    )
-    y = train_y.long()
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight + bias, y) + 0.5 * weight_decay * weight.square().sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    with torch.no_grad():
-        return (((test_x.double() - mu) / sd) @ weight + bias).argmax(1)
-
-
-class AttentivePooler(nn.Module):
-    """One learned query cross-attending over the tokens (``heads`` heads), then a linear
-    head. With one query, the key and value projections fold into the query vectors and the
-    head, so this is that cross-attention with the redundant parameters left out."""
-
-    def __init__(self, dim: int, num_classes: int, heads: int = 4, generator=None):
-        super().__init__()
-        self.queries = nn.Parameter(torch.randn(heads, dim, generator=generator) * 0.02)
-        self.head = nn.Linear(heads * dim, num_classes)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
-        self.scale = dim**-0.5
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Standardized tokens ``[B, N, D]`` -> logits ``[B, classes]``."""
-        attn = torch.einsum("bnd,hd->bhn", tokens, self.queries * self.scale).softmax(-1)
-        pooled = torch.einsum("bhn,bnd->bhd", attn, tokens)  # [B, H, D]
-        return self.head(pooled.flatten(1))
-
-
-def attentive_probe(
-    train_tokens: torch.Tensor,
-    train_y: torch.Tensor,
-    test_tokens: torch.Tensor,
-    num_classes: int,
-    seed: int = 0,
-    steps: int = 300,
-    lr: float = 1e-2,
-    weight_decay: float = 1e-2,
-    heads: int = 4,
-) -> torch.Tensor:
-    """An attentive probe on tokens ``[n, N, D]`` trained full-batch with AdamW; returns
-    test predictions ``[m]``."""
-    dim = train_tokens.shape[-1]
-    # Per-channel standardization with the training tokens' statistics, as for the linear
-    # probe (a per-token layer norm would erase scale information some encoders carry).
-    flat = train_tokens.float().reshape(-1, dim)
-    mu, sd = flat.mean(0), flat.std(0, unbiased=False).clamp_min(1e-6)
-    x = (train_tokens.float() - mu) / sd
-    generator = torch.Generator().manual_seed(seed)
-    model = AttentivePooler(dim, num_classes, heads, generator)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    y = train_y.long()
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        return model((test_tokens.float() - mu) / sd).argmax(1)
+# ------------------------------------------------------------------------------ scoring
 
 
 def retrieval_hits(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -521,14 +232,6 @@ def retrieval_hits(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 def retrieval_accuracy(first: torch.Tensor, second: torch.Tensor) -> float:
     """Top-1 retrieval accuracy (both directions averaged), see ``retrieval_hits``."""
     return float(retrieval_hits(first, second).mean())
-
-
-def standard_error(per_video: torch.Tensor) -> float:
-    """Standard error of a mean over videos, from each video's score ``[n]`` (its clips'
-    share of correct predictions): the clips of one video are not independent samples."""
-    if len(per_video) < 2:
-        return 0.0
-    return float(per_video.double().std() / len(per_video) ** 0.5)
 
 
 # ------------------------------------------------------------------------------ reports
@@ -653,20 +356,6 @@ def _score(result: TaskResult) -> str:
     return f"{result.accuracy:.3f}+-{result.stderr:.3f}"
 
 
-def format_rows(rows: list[tuple[str, ...]]) -> str:
-    """Text table: the first column left-aligned, the rest right-aligned; short rows padded."""
-    columns = max(len(r) for r in rows)
-    rows = [r + ("",) * (columns - len(r)) for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(columns)]
-    lines = []
-    for row in rows:
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------------- run
 
 
@@ -729,9 +418,8 @@ def run_probes(
         raise ValueError(
             f"the source renders {source.image_size}px frames but the clips are {image_size}px"
         )
-    clip_encoder = ClipEncoder(
-        encoder, source, num_frames, mean, std, batch_size, keep_tokens=probe == "attentive"
-    )
+    frozen = FrozenEncoder(encoder, mean, std, batch_size)
+    clip_encoder = SpecTokens(frozen, source, num_frames, keep_tokens=probe == "attentive")
     was_training = encoder.training
     encoder.eval()
     try:
@@ -759,7 +447,7 @@ def run_probes(
 
 
 def score_task(
-    data: TaskData, clips: ClipEncoder, probe: str, seed: int, folds: int = FOLDS
+    data: TaskData, clips: SpecTokens, probe: str, seed: int, folds: int = FOLDS
 ) -> TaskResult:
     """Cross-validate the probe of one task over ``folds`` folds of its videos (or score
     retrieval) on encoded clips."""
@@ -788,14 +476,14 @@ def score_task(
         train_specs = [c for c, t in zip(data.clips, test.tolist(), strict=True) if not t]
         test_specs = [c for c, t in zip(data.clips, test.tolist(), strict=True) if t]
         if probe == "linear":
-            predicted[test] = linear_probe(
+            predicted[test] = fit_linear(
                 clips.features(train_specs),
                 labels[~test],
                 clips.features(test_specs),
                 num_classes,
             )
         else:
-            predicted[test] = attentive_probe(
+            predicted[test] = fit_attentive(
                 clips.token_sets(train_specs),
                 labels[~test],
                 clips.token_sets(test_specs),
@@ -817,71 +505,6 @@ def score_task(
     )
 
 
-# ------------------------------------------------------------------------------ baseline
-
-
-def random_like(encoder: nn.Module, architecture: str | None = None, seed: int = 0) -> nn.Module:
-    """A randomly initialized student of the encoder's architecture and clip geometry (the
-    ``--baseline random`` reference), built without touching the global RNG."""
-    from salt.registry import students
-
-    architecture = architecture or getattr(encoder, "architecture", None)
-    if not architecture:
-        raise ValueError(
-            "random_like needs the architecture name (e.g. 'vit_l'); pass architecture= "
-            "(load_encoder returns it as config['architecture'])"
-        )
-    geometry = {}
-    for key in ("num_frames", "image_size", "patch_size", "tubelet_size"):
-        if not hasattr(encoder, key):
-            raise ValueError(f"the encoder has no {key!r} attribute, so random_like cannot copy it")
-        geometry[key] = getattr(encoder, key)
-    if isinstance(getattr(encoder, "pos_embed", None), nn.Parameter):
-        geometry["pos_embed"] = "learned"
-    param = next(iter(encoder.parameters()), None)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = students.create(architecture, **geometry)
-    if param is not None:
-        model = model.to(param.device)
-    return model.eval()
-
-
 def load_report(path: str | Path) -> ProbeReport:
     """A report saved as JSON with ``ProbeReport.to_dict``."""
     return ProbeReport.from_dict(json.loads(Path(path).read_text()))
-
-
-__all__ = [
-    "TASKS",
-    "PROBES",
-    "FOLDS",
-    "NUM_VIDEOS",
-    "STRIDES",
-    "ClipSpec",
-    "GeneratedSource",
-    "SyntheticSource",
-    "MotionSource",
-    "VideoSource",
-    "make_source",
-    "select_videos",
-    "fold_videos",
-    "build_task",
-    "shuffled_order",
-    "crop_jitter",
-    "ClipEncoder",
-    "TaskData",
-    "AttentivePooler",
-    "score_task",
-    "linear_probe",
-    "attentive_probe",
-    "retrieval_accuracy",
-    "retrieval_hits",
-    "standard_error",
-    "TaskResult",
-    "ProbeReport",
-    "run_probes",
-    "compare",
-    "random_like",
-    "load_report",
-]

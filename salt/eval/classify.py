@@ -26,33 +26,26 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
-from salt.batch import collate
 from salt.config import DataConfig, OptimConfig
-from salt.data import (
-    GeneratedClips,
-    KeyedDataset,
-    VideoDataset,
-    build_source,
-    normalize_clips,
-    parse_data_spec,
-)
+from salt.data import GeneratedClips, VideoDataset, build_source, parse_data_spec
+from salt.eval.heads import Whitening, make_probe
+from salt.eval.report import format_rows
+from salt.eval.stats import gap_in_stderr, per_clip, standard_error
+from salt.eval.tokens import FrozenEncoder, Progress, Tokens
 from salt.optim import lr_at
-from salt.probes import standard_error
 from salt.video import discover
 
 log = logging.getLogger(__name__)
 
 PROBES = ("attentive", "linear")
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @attrs.frozen
@@ -240,197 +233,26 @@ def _video_specs(spec: str, train: str | None, test: str | None) -> tuple[str, s
     )
 
 
-# ----------------------------------------------------------------------------- probes
-
-
-class AttentiveClassifier(nn.Module):
-    """A learned query cross-attending over layer-normed tokens (``heads`` heads), then a
-    normed linear head: tokens ``[B, N, D]`` -> logits ``[B, classes]``.
-
-    The parameters are an ``nn.MultiheadAttention``'s, and the result is its result, but with
-    one query the keys and values need not be formed token by token: a head's score of a
-    token is ``x . (W_k^T q)`` (the key bias adds the same to every token, which softmax
-    ignores), and its output ``W_v (sum_i a_i x_i) + b_v`` (the weights sum to one). That
-    costs ``2 N D heads`` multiply-adds per clip instead of ``2 N D^2``: 12x fewer for
-    vit_tiny's 192 wide tokens, 64x for a ViT-L's - and the probe trains that much faster on
-    kept tokens, where nothing else is left to compute.
-    """
-
-    def __init__(self, dim: int, num_classes: int, heads: int | None = None):
-        super().__init__()
-        heads = heads or next(h for h in (16, 12, 8, 6, 4, 3, 2, 1) if dim % h == 0)
-        self.norm = nn.LayerNorm(dim)
-        self.query = nn.Parameter(torch.zeros(1, 1, dim))
-        nn.init.trunc_normal_(self.query, std=0.02)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.out_norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, num_classes)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(self.out_norm(self.pool(self.norm(tokens))))
-
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """The query's attention output ``[B, D]`` over normed tokens ``x`` ``[B, N, D]``."""
-        attn, dim = self.attn, x.shape[-1]
-        heads, width = attn.num_heads, dim // attn.num_heads
-        w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
-        b_q, _, b_v = attn.in_proj_bias.chunk(3)
-        q = (self.query[0, 0] @ w_q.T + b_q).view(heads, width)  # [H, d]
-        reader = torch.einsum("hd,hde->he", q, w_k.view(heads, width, dim)) / math.sqrt(width)
-        weights = torch.softmax(x @ reader.T, dim=1)  # [B, N, H]
-        mixed = torch.einsum("bnh,bne->bhe", weights, x)  # each head's weighted token [B, H, D]
-        values = torch.einsum("bhe,hde->bhd", mixed, w_v.view(heads, width, dim)) + b_v.view(
-            heads, width
-        )
-        return attn.out_proj(values.reshape(len(x), dim))
-
-
-class LinearClassifier(nn.Module):
-    """A linear head on the mean-pooled, standardized tokens."""
-
-    def __init__(self, dim: int, num_classes: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
-        self.head = nn.Linear(dim, num_classes)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(tokens.float().mean(1)))
-
-
-class Whitening(nn.Module):
-    """ZCA whitening of tokens ``[B, N, D]``: ``(x - mean) @ matrix``, fitted so the tokens it
-    was fitted on have zero mean and identity covariance. Directions with variance below
-    ``eps`` times the largest are floored there (they are noise, not signal)."""
-
-    def __init__(self, mean: torch.Tensor, matrix: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mean", mean.float())
-        self.register_buffer("matrix", matrix.float())
-
-    @classmethod
-    def fit(cls, batches: Iterable[torch.Tensor], max_tokens: int, eps: float = 1e-6) -> Whitening:
-        """From token batches ``[B, N, D]``, up to ``max_tokens`` token rows."""
-        total, outer, count = None, None, 0
-        for tokens in batches:
-            rows = tokens.reshape(-1, tokens.shape[-1]).double()[: max_tokens - count]
-            total = rows.sum(0) if total is None else total + rows.sum(0)
-            outer = rows.T @ rows if outer is None else outer + rows.T @ rows
-            count += len(rows)
-            if count >= max_tokens:
-                break
-        if count < 2:
-            raise ValueError("whitening needs at least 2 training tokens")
-        mean = total / count
-        cov = (outer - count * torch.outer(mean, mean)) / (count - 1)
-        values, vectors = torch.linalg.eigh(cov)
-        values = values.clamp_min(eps * float(values.max().clamp_min(1e-30)))
-        return cls(mean, vectors @ torch.diag(values.rsqrt()) @ vectors.T)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return (tokens.float() - self.mean) @ self.matrix
-
-
-def make_probe(kind: str, dim: int, num_classes: int, seed: int) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if kind == "attentive":
-            return AttentiveClassifier(dim, num_classes)
-        return LinearClassifier(dim, num_classes)
-
-
-def probe_schedule(s: ClassifySettings, total_steps: int) -> OptimConfig:
-    """The probes' warmup-cosine schedule, in the trainer's terms (``salt.optim.lr_at``):
-    warmup over ``warmup_fraction`` of the steps (at least one), then cosine to ``min_lr``."""
-    return OptimConfig(
-        lr=s.lr,
-        min_lr=s.min_lr,
-        warmup_steps=max(1, int(s.warmup_fraction * total_steps)),
-        max_warmup_fraction=0.99,
-        weight_decay=s.weight_decay,
+def encoder_splits(
+    config: dict,
+    data: str = "motion",
+    train: str | None = None,
+    test: str | None = None,
+    settings: ClassifySettings = ClassifySettings(),
+) -> LabelledSplits:
+    """Labelled train and test clips of ``data`` cut at an encoder's clip geometry (its
+    exported ``config``), for ``settings``' views."""
+    geometry = DataConfig(
+        spec=data,
+        num_frames=config["num_frames"],
+        image_size=config["image_size"],
+        frame_step=config.get("frame_step", 4),
+        fps=config.get("fps", 0.0),
+        num_workers=settings.workers,
     )
-
-
-# ----------------------------------------------------------------------------- tokens
-
-
-class Tokens:
-    """Patch tokens of a dataset's clips: kept in memory (``cached``) or computed by the
-    frozen encoder whenever asked (``live``)."""
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        dataset: Dataset,
-        *,
-        mean,
-        std,
-        s: ClassifySettings,
-        device: torch.device,
-        cached: bool,
-        stage: str,
-        progress: Progress | None = None,
-    ):
-        self.encoder, self.dataset, self.mean, self.std = encoder, dataset, mean, std
-        self.settings, self.device, self.stage, self.progress = s, device, stage, progress
-        self.store: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self.seconds = 0.0
-        if cached:
-            encoded = list(self._encode(shuffle_seed=None))  # (tokens, labels, ids) batches
-            self.store = tuple(torch.cat(parts) for parts in zip(*encoded, strict=True))
-
-    def _encode(
-        self, shuffle_seed: int | None, batch_size: int | None = None
-    ) -> Iterator[tuple[torch.Tensor, ...]]:
-        """Batches of (tokens fp16 [B, N, D], labels [B], clip ids [B])."""
-        loader = DataLoader(
-            KeyedDataset(self.dataset),
-            batch_size=batch_size or self.settings.batch_size,
-            sampler=_keys(len(self.dataset), shuffle_seed),
-            collate_fn=collate,
-            num_workers=self.settings.workers,
-        )
-        started, done = time.perf_counter(), 0
-        for batch in loader:
-            for message in batch.errors:
-                log.warning("skipped an unreadable clip: %s", message)
-            if not batch.size:
-                continue
-            x = normalize_clips(batch.video.to(self.device), self.mean, self.std)
-            with torch.inference_mode():
-                tokens = self.encoder(x.to(_dtype(self.encoder)))
-            done += batch.size
-            if self.progress is not None:
-                self.progress(self.stage, done, len(self.dataset))
-            yield tokens.to(torch.float16).cpu(), batch.labels, batch.indices
-        self.seconds += time.perf_counter() - started
-
-    def batches(
-        self, size: int, seed: int | None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Shuffled (``seed``) or in-order batches of (tokens, labels, clip ids)."""
-        if self.store is None:  # live: the same batches the stored tokens would give
-            yield from self._encode(seed, size)
-            return
-        tokens, labels, ids = self.store
-        order = torch.arange(len(labels))
-        if seed is not None:
-            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-        for i in range(0, len(order), size):
-            chunk = order[i : i + size]
-            yield tokens[chunk], labels[chunk], ids[chunk]
-
-
-def _keys(n: int, epoch: int | None) -> list[tuple[int, int]]:
-    """In order as epoch 0, or shuffled for ``epoch`` (whose random training views differ)."""
-    if epoch is None:
-        return [(0, i) for i in range(n)]
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch)).tolist()
-    return [(epoch, i) for i in order]
-
-
-def _dtype(encoder: nn.Module) -> torch.dtype:
-    param = next(iter(encoder.parameters()), None)
-    return param.dtype if param is not None and param.is_floating_point() else torch.float32
+    return labelled_splits(
+        geometry, train, test, views=settings.views, spatial_views=settings.spatial_views
+    )
 
 
 # ----------------------------------------------------------------------------- report
@@ -460,31 +282,7 @@ class ProbeScore:
     def clip_stderr(self) -> float:
         """Standard error of the mean from the draw of test clips: over clips, of each clip's
         share of seeds that got it right (0 when the hits are unknown)."""
-        return standard_error(_per_clip(self.hits))
-
-
-def _per_clip(hits: tuple[tuple[int, ...], ...]) -> torch.Tensor:
-    """Each test clip's share of seeds that classified it correctly ``[clips]``."""
-    if not hits:
-        return torch.zeros(0, dtype=torch.float64)
-    return torch.tensor(hits, dtype=torch.float64).mean(0)
-
-
-def gap_in_stderr(a: ProbeScore, b: ProbeScore) -> float:
-    """(mean a - mean b) in standard errors of that difference.
-
-    The error adds what the probe seeds scatter, ``se_a^2 + se_b^2``, to what the draw of
-    test clips does: both scored on the same clips (equal ``hits`` lengths), that is the
-    paired standard error over clips of the per-clip difference. +-inf when the error is 0
-    and the means differ, 0 when they are equal.
-    """
-    diff = a.mean - b.mean
-    var = a.stderr**2 + b.stderr**2
-    if a.hits and b.hits and len(a.hits[0]) == len(b.hits[0]):
-        var += standard_error(_per_clip(a.hits) - _per_clip(b.hits)) ** 2
-    if var > 0:
-        return diff / math.sqrt(var)
-    return math.copysign(math.inf, diff) if diff else 0.0
+        return standard_error(per_clip(self.hits))
 
 
 @attrs.frozen
@@ -532,24 +330,35 @@ def compare(reports: dict[str, ClassifyReport]) -> str:
     first = next(iter(reports.values()))
     seeds = len(first.scores[0].accuracies)
     baseline = reports.get("random")
-    lines = [
+    title = (
         f"{first.data}: {len(first.classes)} classes, {first.train_clips} train / "
         f"{first.test_clips} test clips, {first.views} view(s) per test clip, chance "
-        f"{first.chance:.3f}" + (", tokens whitened" if first.whitened else ""),
-        f"{'encoder':<12} {'probe':<10} {f'top-1 (+- s.e., {seeds} seeds)':<26} "
-        f"{'s.e. (clips)':<13}" + (" vs random" if baseline is not None else ""),
-    ]
+        f"{first.chance:.3f}" + (", tokens whitened" if first.whitened else "")
+    )
+    header = ("encoder", "probe", f"top-1 (+- s.e., {seeds} seeds)", "s.e. (clips)")
+    rows = [header + (("vs random",) if baseline is not None else ())]
     for name, report in reports.items():
         for s in report.scores:
-            row = f"{name:<12} {s.probe:<10} {f'{s.mean:.3f} +- {s.stderr:.3f}':<26} "
-            row += f"{s.clip_stderr:<13.3f}"
+            row = (name, s.probe, f"{s.mean:.3f} +- {s.stderr:.3f}", f"{s.clip_stderr:.3f}")
             if baseline is not None and report is not baseline:
-                row += f" {gap_in_stderr(s, baseline.score(s.probe)):+.1f} s.e."
-            lines.append(row.rstrip())
-    return "\n".join(lines)
+                row += (f"{gap_in_stderr(s, baseline.score(s.probe)):+.1f} s.e.",)
+            rows.append(row)
+    return title + "\n" + format_rows(rows)
 
 
 # ----------------------------------------------------------------------------- run
+
+
+def probe_schedule(s: ClassifySettings, total_steps: int) -> OptimConfig:
+    """The probes' warmup-cosine schedule, in the trainer's terms (``salt.optim.lr_at``):
+    warmup over ``warmup_fraction`` of the steps (at least one), then cosine to ``min_lr``."""
+    return OptimConfig(
+        lr=s.lr,
+        min_lr=s.min_lr,
+        warmup_steps=max(1, int(s.warmup_fraction * total_steps)),
+        max_warmup_fraction=0.99,
+        weight_decay=s.weight_decay,
+    )
 
 
 def feature_bytes(n_clips: int, tokens: int, dim: int) -> int:
@@ -585,9 +394,10 @@ def classify(
         need / 1e9,
     )
     started = time.perf_counter()
-    common = {"mean": mean, "std": std, "s": settings, "device": device, "cached": cached}
-    train_tokens = Tokens(encoder, train, **common, stage=f"{name} train", progress=progress)
-    test_tokens = Tokens(encoder, test, **common, stage=f"{name} test", progress=progress)
+    frozen = FrozenEncoder(encoder, mean, std, settings.batch_size, settings.workers)
+    common = {"cached": cached, "progress": progress}
+    train_tokens = Tokens(frozen, train, **common, stage=f"{name} train")
+    test_tokens = Tokens(frozen, test, **common, stage=f"{name} test")
     probes = {
         (kind, seed): make_probe(kind, encoder.embed_dim, len(splits.classes), seed).to(device)
         for kind in settings.probes
@@ -666,28 +476,6 @@ def score_probes(probes, test_tokens, whiten, settings, device, views: int):
         accuracies = tuple(sum(h) / max(len(h), 1) for h in hits)
         scores.append(ProbeScore(kind, accuracies, tuple(hits)))
     return scores, len(truth)
-
-
-def encoder_splits(
-    config: dict,
-    data: str = "motion",
-    train: str | None = None,
-    test: str | None = None,
-    settings: ClassifySettings = ClassifySettings(),
-) -> LabelledSplits:
-    """Labelled train and test clips of ``data`` cut at an encoder's clip geometry (its
-    exported ``config``), for ``settings``' views."""
-    geometry = DataConfig(
-        spec=data,
-        num_frames=config["num_frames"],
-        image_size=config["image_size"],
-        frame_step=config.get("frame_step", 4),
-        fps=config.get("fps", 0.0),
-        num_workers=settings.workers,
-    )
-    return labelled_splits(
-        geometry, train, test, views=settings.views, spatial_views=settings.spatial_views
-    )
 
 
 def evaluate(

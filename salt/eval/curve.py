@@ -3,7 +3,7 @@
 SALT picks checkpoints without labels because its student's held-out distillation loss
 predicts downstream accuracy. ``salt eval curve RUN`` measures that on a run: for each
 checkpoint, the held-out distillation loss (:mod:`salt.distill`) and the frozen probe's
-top-1 (:mod:`salt.classify`), their Spearman rank correlation, and a PNG of both.
+top-1 (:mod:`salt.eval.classify`), their Spearman rank correlation, and a PNG of both.
 """
 
 from __future__ import annotations
@@ -15,41 +15,13 @@ from pathlib import Path
 import attrs
 
 from salt.checkpoints import list_checkpoints, resolve_checkpoint, run_dir_of
-from salt.classify import ClassifySettings, LabelledSplits, classify, labelled_splits
-from salt.config import DataConfig
 from salt.distill import distill_loss
+from salt.eval.classify import ClassifySettings, LabelledSplits, classify, encoder_splits
+from salt.eval.report import format_rows
+from salt.eval.stats import spearman
 from salt.export import load_encoder
 
 log = logging.getLogger(__name__)
-
-
-def ranks(values: list[float]) -> list[float]:
-    """1-based ranks, ties sharing their average rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's rank correlation of two equally long lists (nan when either is constant)."""
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError(
-            f"spearman needs two lists of the same length >= 2, got {len(a)}, {len(b)}"
-        )
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
-    va = sum((x - ma) ** 2 for x in ra)
-    vb = sum((y - mb) ** 2 for y in rb)
-    return cov / (va * vb) ** 0.5 if va and vb else float("nan")
 
 
 @attrs.frozen
@@ -84,14 +56,12 @@ class CurveReport:
         return {**attrs.asdict(self), "spearman": None if math.isnan(rho) else rho}
 
     def table(self) -> str:
-        lines = [
-            f"run {self.run}: {self.probe} probe on {self.data}",
-            f"{'step':>8}  {'distill loss':>12}  {'top-1':>14}",
-        ]
+        rows = [("step", "distill loss", "top-1")]
         for p in self.points:
-            lines.append(
-                f"{p.step:>8}  {p.distill_loss:>12.5f}  {p.accuracy:.3f} +- {p.stderr:.3f}"
+            rows.append(
+                (str(p.step), f"{p.distill_loss:.5f}", f"{p.accuracy:.3f} +- {p.stderr:.3f}")
             )
+        lines = [f"run {self.run}: {self.probe} probe on {self.data}", format_rows(rows)]
         rho = self.spearman
         value = (
             "undefined (the loss or the accuracy is the same at every checkpoint)"
@@ -131,14 +101,7 @@ def checkpoint_curve(
         )
         encoder, config = load_encoder(path)
         if splits is None:  # every checkpoint is scored on the same clips
-            geometry = DataConfig(
-                spec=data,
-                num_frames=config["num_frames"],
-                image_size=config["image_size"],
-                frame_step=config.get("frame_step", 4),
-                fps=config.get("fps", 0.0),
-            )
-            splits = labelled_splits(geometry)
+            splits = encoder_splits(config, data, settings=settings)
         report = classify(
             encoder,
             splits,
