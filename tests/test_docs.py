@@ -53,6 +53,7 @@ PAGES = (
     "docs/vla.md",
     "docs/python.md",
     "docs/evaluation.md",
+    "docs/results.md",
     "docs/viewer.md",
     "docs/troubleshooting.md",
     "docs/plugins.md",
@@ -380,7 +381,13 @@ EXPECTED = {
         r"random init, same architecture",
     ),
     "docs/evaluation.md": (r"loss / E\[x\^2\]\s+\d\.\d+", r"time-arrow"),
+    "docs/results.md": (r"dry run: config, data, teacher and masks check out",),
     "docs/viewer.md": (r"http://127\.0\.0\.1:\d+",),
     "docs/troubleshooting.md": (r"torch",),
-    "docs/plugins.md": (r"interleave", r"smooth_l1", r"run runs/interleave: step 5"),
+    "docs/plugins.md": (
+        r"interleave",
+        r"smooth_l1",
+        r"predicted slices: 1 3 5 7",
+        r"run runs/interleave: step 5",
+    ),
 }
