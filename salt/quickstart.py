@@ -20,8 +20,8 @@ import attrs
 import torch
 
 from salt.config import DEMO_PROFILE, TARGET_NORMS, Config, build_config
-from salt.distill import DistillReport
 from salt.eval.classify import ClassifyReport, ClassifySettings, ProbeScore
+from salt.eval.distill import DistillReport
 from salt.eval.report import format_rows
 from salt.eval.stats import gap_in_stderr
 from salt.eval.temporal import ProbeReport, clip_settings
@@ -335,7 +335,7 @@ def _run_stages(
     progress: bool,
     on_stage: Callable[[int, str], None] | None,
 ) -> QuickstartResult:
-    from salt.distill import distill_loss
+    from salt.eval.distill import distill_loss
     from salt.export import export_encoder
     from salt.train import train
 

@@ -67,8 +67,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "salt.train",
     ),
     "evaluation": (
-        "salt.distill",
         "salt.eval",
+        "salt.eval.distill",
         "salt.eval.stats",
         "salt.eval.report",
         "salt.eval.heads",
@@ -329,6 +329,7 @@ def test_the_concept_check_reads_the_table():
         "a folder of videos as a source",
         "the LeRobot reader",
         "frozen evaluation (attentive / linear probes)",
+        "the attentive probe",
         "a `salt` command's code",
     ):
         assert needed in concepts, needed

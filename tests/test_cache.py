@@ -377,7 +377,7 @@ def test_distill_on_a_cached_run_scores_the_val_split_never_the_training_clips(
     cfg, tmp_path, monkeypatch
 ):
     from salt.assemble import DataSource
-    from salt.distill import distill_loss
+    from salt.eval.distill import distill_loss
 
     out = tmp_path / "c"
     small = apply_overrides(cfg, {"data.spec": "synthetic:8"})

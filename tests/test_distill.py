@@ -1,4 +1,4 @@
-"""salt eval distill (salt/distill.py): held-out masked-latent loss of a trained pair."""
+"""salt eval distill (salt/eval/distill.py): held-out masked-latent loss of a trained pair."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from salt.cli import main
-from salt.distill import distill_loss
+from salt.eval.distill import distill_loss
 from salt.train import train
 
 

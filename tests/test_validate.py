@@ -17,7 +17,7 @@ import salt.cache.build as cache_build
 from salt.checkpoints import load_checkpoint, read_best, resolve_checkpoint, resume_state
 from salt.cli import main
 from salt.config import apply_overrides, build_config
-from salt.distill import distill_loss
+from salt.eval.distill import distill_loss
 from salt.export import export_encoder, load_encoder
 from salt.metrics import read_records, summarize
 from salt.models import teacher_of

@@ -70,7 +70,7 @@ def add_distill(esub) -> None:
 
 
 def cmd_eval_distill(args: argparse.Namespace) -> int:
-    from salt.distill import distill_loss
+    from salt.eval.distill import distill_loss
 
     fields = {"teacher": "teacher.spec", "data": "data.spec", "batch_size": "train.batch_size"}
     overrides = overrides_from(args, fields)

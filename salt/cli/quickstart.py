@@ -125,7 +125,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print("dry run: config, data, masks and the benchmark check out; nothing was trained")
         return 0
     # The stage headers and bars tell the story; the stages' own start-up lines would bury it.
-    quiet = [] if args.verbose else ["salt.train", "salt.cache", "salt.distill", "salt.eval"]
+    quiet = [] if args.verbose else ["salt.train", "salt.cache", "salt.eval"]
     levels = {name: logging.getLogger(name).level for name in quiet}
 
     def on_stage(number: int, description: str) -> None:

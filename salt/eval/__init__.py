@@ -1,5 +1,7 @@
 """Frozen evaluation of encoders: one package, a module per job.
 
+- :mod:`salt.eval.distill`   - the held-out distillation loss of a checkpoint
+  (``salt eval distill``);
 - :mod:`salt.eval.tokens`    - the one frozen-token encoder: batches of clips through the
   frozen encoder, tokens kept in memory (whole or mean-pooled) or streamed again each epoch;
 - :mod:`salt.eval.heads`     - the probes: the attentive probe (V-JEPA's: a query

@@ -2,7 +2,7 @@
 
 SALT picks checkpoints without labels because its student's held-out distillation loss
 predicts downstream accuracy. ``salt eval curve RUN`` measures that on a run: for each
-checkpoint, the held-out distillation loss (:mod:`salt.distill`) and the frozen probe's
+checkpoint, the held-out distillation loss (:mod:`salt.eval.distill`) and the frozen probe's
 top-1 (:mod:`salt.eval.classify`), their Spearman rank correlation, and a PNG of both.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import attrs
 
 from salt.checkpoints import list_checkpoints, resolve_checkpoint, run_dir_of
-from salt.distill import distill_loss
 from salt.eval.classify import ClassifySettings, LabelledSplits, classify, encoder_splits
+from salt.eval.distill import distill_loss
 from salt.eval.report import format_rows
 from salt.eval.stats import spearman
 from salt.export import load_encoder
