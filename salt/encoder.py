@@ -70,10 +70,14 @@ class VideoEncoder(nn.Module):
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
     ) -> VideoEncoder:
         """Load an export directory (or its ``model.safetensors``), a run directory, a
         checkpoint or a Hugging Face Hub repo id (``"org/name"``, at ``revision``; the Hub's
-        cache and ``HF_HUB_OFFLINE`` apply), then move it to ``device``/``dtype``; every
+        cache and ``HF_HUB_OFFLINE`` apply; ``cache_dir``, ``local_files_only`` and
+        ``token`` as transformers takes them), then move it to ``device``/``dtype``; every
         weight must match the architecture (no missing or extra keys). Exports are
         safetensors; checkpoints are read with ``torch.load(weights_only=True)``.
 
@@ -81,7 +85,8 @@ class VideoEncoder(nn.Module):
         than one ``/``, a file suffix, or a first part such as ``runs/`` that is a local
         folder) is never sent to the Hub: a missing one is a ``FileNotFoundError`` naming
         it. A Hub id with no network fails within seconds, or loads the cached copy."""
-        model, config = load_encoder(path, revision)
+        hub = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
+        model, config = load_encoder(path, revision, **hub)
         return cls(model, config).to(device=device, dtype=dtype).eval()
 
     @classmethod
@@ -106,16 +111,27 @@ class VideoEncoder(nn.Module):
         weights = {k: v.cpu() for k, v in self.model.state_dict().items()}
         return write_export(Path(path), weights, self.config)
 
-    def push_to_hub(self, repo_id: str, token: str | None = None, private: bool = False) -> str:
-        """Save this encoder and upload it to the Hugging Face Hub as ``repo_id`` (created
-        if needed; needs a write token: ``hf auth login`` or ``HF_TOKEN``). Returns the
-        commit URL."""
+    def push_to_hub(
+        self,
+        repo_id: str,
+        token: str | None = None,
+        private: bool = False,
+        commit_message: str = "Upload salt-vla encoder",
+        revision: str | None = None,
+        create_pr: bool = False,
+    ) -> str:
+        """Save this encoder and upload it to the Hugging Face Hub as ``repo_id`` in one
+        commit (the repo, and the branch ``revision``, created if needed; ``create_pr``
+        opens a pull request instead; needs a write token: ``hf auth login`` or
+        ``HF_TOKEN``). Returns the commit's (or the PR's) URL."""
         import tempfile
 
         from salt.hub import push_to_hub
 
         with tempfile.TemporaryDirectory() as tmp:
-            return push_to_hub(self.save_pretrained(tmp), repo_id, token, private)
+            folder = self.save_pretrained(tmp)
+            options = {"commit_message": commit_message, "revision": revision}
+            return push_to_hub(folder, repo_id, token, private, **options, create_pr=create_pr)
 
     @property
     def grid(self) -> tuple[int, int, int]:

@@ -75,11 +75,16 @@ def encoder_config(cfg_dict: dict, summary: dict | None = None) -> dict[str, Any
 
 
 def export_encoder(
-    run: str | Path, out: str | Path, checkpoint: str | Path | None = None, force: bool = False
+    run: str | Path,
+    out: str | Path,
+    checkpoint: str | Path | None = None,
+    force: bool = False,
+    license: str | None = None,
 ) -> Path:
     """Write the student encoder of a run (its newest, or the given, checkpoint) to ``out``:
     a new or empty folder, or - with ``force`` - an earlier export, replaced whole.
-    ``checkpoint``: a file, or ``best``, ``latest`` or a step number of ``run``'s."""
+    ``checkpoint``: a file, or ``best``, ``latest`` or a step number of ``run``'s;
+    ``license``: the model card's (default salt-vla's own, apache-2.0)."""
     out = Path(out)
     check_export_folder(out, replace=force)  # before the checkpoint is read: fail fast
     if checkpoint is not None and not Path(checkpoint).exists():
@@ -93,6 +98,8 @@ def export_encoder(
     if "val_loss" in state:  # the run's best: chosen by this held-out loss
         summary["checkpoint_val_loss"] = float(state["val_loss"])
     config = encoder_config(state["config"], summary)
+    if license:
+        config["license"] = license
     return write_export(out, state["student"], config, replace=force)
 
 
@@ -150,7 +157,7 @@ def write_export(
     }
     if "norm.weight" in weights:  # the final norm's width: the tokens' (transformers' name)
         config["hidden_size"] = int(weights["norm.weight"].shape[0])
-    card = model_card(config).encode()
+    card = model_card(config, folder=str(out)).encode()
     if out.is_dir() and not any(out.iterdir()):
         _write_files(out, data, card, config)  # nothing there to mix with: in place
         return out
@@ -261,17 +268,17 @@ def build_encoder(config: dict) -> nn.Module:
     )
 
 
-def load_encoder(path: str | Path, revision: str | None = None) -> tuple[nn.Module, dict]:
+def load_encoder(path: str | Path, revision: str | None = None, **hub) -> tuple[nn.Module, dict]:
     """A trained encoder from an export directory, its ``model.safetensors``, a run
     directory, a checkpoint, or a Hugging Face Hub repo id (``org/name``, at ``revision``;
-    through the Hub's cache and offline mode); returns the module (eval mode) and its
-    config. What looks like a path (:func:`salt.hub.looks_like_path`: ``./``, ``/``, ``~``,
+    through the Hub's cache and offline mode; ``hub``: ``cache_dir``, ``local_files_only``,
+    ``token`` for the download); returns the module (eval mode) and its config. What looks like a path (:func:`salt.hub.looks_like_path`: ``./``, ``/``, ``~``,
     ``runs/...``, a drive, a file suffix) is never looked up on the Hub."""
     from salt.hub import download, is_repo_id
 
     given = str(path)
     if is_repo_id(given):
-        path = download(given, revision)
+        path = download(given, revision, **hub)
     path = Path(path).expanduser()
     folder = path.parent if path.suffix == ".safetensors" else path
     if (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file():
@@ -294,3 +301,29 @@ def load_encoder(path: str | Path, revision: str | None = None) -> tuple[nn.Modu
             f"a checkpoint file or a Hub repo id (org/name)"
         )
     return model.eval(), config
+
+
+def record_evaluation(export: str | Path, entries: list[dict[str, Any]]) -> Path:
+    """Record evaluations into an export: its ``config.json`` (``evaluations``) and its
+    model card (a table, and model-index entries on the Hub). An entry for the same task,
+    data and metric replaces the older one; the weights are not touched."""
+    from salt.hub import evaluations_of, model_card
+
+    folder = Path(export)
+    if not ((folder / CONFIG).is_file() and (folder / WEIGHTS).is_file()):
+        raise FileNotFoundError(
+            f"--record {export}: not an export folder ({CONFIG} + {WEIGHTS}); write one with "
+            f"`salt export RUN --out DIR` and record into DIR"
+        )
+    config = read_json(folder / CONFIG)
+    check_encoder_config(config, str(folder / CONFIG))
+
+    def key(e: dict) -> tuple:
+        return e["task"], e["dataset"], e["metric"], e.get("name")
+
+    new = {key(e) for e in entries}
+    config["evaluations"] = [e for e in evaluations_of(config) if key(e) not in new] + entries
+    card = model_card(config, folder=str(export)).encode()
+    atomic_write_bytes(folder / "README.md", lambda f: f.write(card))
+    write_json(folder / CONFIG, config)
+    return folder

@@ -62,17 +62,34 @@ def is_repo_id(text: str | Path) -> bool:
     return bool(REPO_ID.match(str(text))) and not looks_like_path(text)
 
 
-def download(repo_id: str, revision: str | None = None) -> Path:
-    """The local folder (in the Hub cache) holding ``repo_id``'s export at ``revision``.
+def download(
+    repo_id: str,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> Path:
+    """The local folder (in the Hub cache, or ``cache_dir``) holding ``repo_id``'s export at
+    ``revision``; ``local_files_only`` never asks the network, ``token`` reads a private
+    repo (as ``hf_hub_download`` takes them).
 
     When the Hub cannot be reached (checked first, in :data:`PROBE_TIMEOUT_S` seconds), a
     copy in the cache is used, and without one this is a one-line error at once."""
     from huggingface_hub import constants, hf_hub_download
 
+    if local_files_only:
+        folder = cached_copy(repo_id, revision, cache_dir)
+        if folder is None:
+            raise FileNotFoundError(
+                f"could not load {repo_id!r} with local_files_only: the Hub cache "
+                f"({cache_dir or constants.HF_HUB_CACHE}) has no copy; fetch it once while "
+                f"online (`hf download {repo_id}`), or give a local export folder"
+            )
+        return folder
     if not constants.is_offline_mode():
         host, port, what = hub_address()
         if not reachable(host, port):
-            folder = cached_copy(repo_id, revision)
+            folder = cached_copy(repo_id, revision, cache_dir)
             if folder is None:
                 raise FileNotFoundError(
                     f"could not load {repo_id!r} from the Hugging Face Hub: {what} {host}:{port} "
@@ -92,7 +109,10 @@ def download(repo_id: str, revision: str | None = None) -> Path:
     folder = None
     try:
         for name in FILES:
-            folder = Path(hf_hub_download(repo_id, name, revision=revision)).parent
+            path = hf_hub_download(
+                repo_id, name, revision=revision, cache_dir=cache_dir, token=token
+            )
+            folder = Path(path).parent
     except Exception as err:  # offline without a copy, no such repo, no access, no network
         why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         where = (
@@ -109,13 +129,18 @@ def download(repo_id: str, revision: str | None = None) -> Path:
     return folder
 
 
-def cached_copy(repo_id: str, revision: str | None = None) -> Path | None:
+def cached_copy(
+    repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None
+) -> Path | None:
     """The Hub cache's folder holding ``repo_id``'s export files, or None; never the network."""
     from huggingface_hub import hf_hub_download
 
     try:
         paths = [
-            hf_hub_download(repo_id, n, revision=revision, local_files_only=True) for n in FILES
+            hf_hub_download(
+                repo_id, n, revision=revision, cache_dir=cache_dir, local_files_only=True
+            )
+            for n in FILES
         ]
     except Exception:  # noqa: BLE001 - not cached (huggingface_hub raises several kinds)
         return None
@@ -161,29 +186,88 @@ def reachable(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> bool:
     return opened.is_set()
 
 
-def model_card(config: dict[str, Any], repo_id: str | None = None) -> str:
-    """``README.md`` for an export: metadata for the Hub, what the encoder is, its geometry,
-    how it was trained and evaluated, and how to load it (from ``repo_id`` once pushed)."""
-    summary = config.get("summary") or {}
-    grid = (
-        config["num_frames"] // config["tubelet_size"],
-        config["image_size"] // config["patch_size"],
-        config["image_size"] // config["patch_size"],
+LICENSE = "apache-2.0"  # salt-vla's own; an export may say another (salt export --license)
+TAGS = ["video", "video-encoder", "vla", "robotics", "salt"]
+
+
+def hub_id_in(spec: str | None) -> str | None:
+    """The Hub repo id a teacher or data spec names (``videomae:org/name``,
+    ``encoder:org/name``, ``lerobot:org/name``), or None for anything local or built in."""
+    if not spec:
+        return None
+    arg = str(spec).split(":", 1)[1] if ":" in str(spec) else str(spec)
+    arg = arg.split(":", 1)[0]  # lerobot:org/name:camera
+    return arg if is_repo_id(arg) else None
+
+
+def card_data(config: dict[str, Any], repo_id: str | None = None):
+    """The card's metadata as ``huggingface_hub.ModelCardData``: license, library, pipeline
+    tag, tags, the teacher as ``base_model`` and the data as ``datasets`` when they are Hub
+    ids, and every recorded evaluation as a model-index entry."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    results = [
+        EvalResult(
+            task_type=e["task"],
+            dataset_type=e.get("dataset_type", e["dataset"]),
+            dataset_name=e["dataset"],
+            metric_type=e["metric"],
+            metric_value=e["value"],
+            metric_name=e.get("name"),
+        )
+        for e in evaluations_of(config)
+    ]
+    dataset = hub_id_in(config.get("data"))
+    return ModelCardData(
+        license=config.get("license") or LICENSE,
+        library_name="salt-vla",
+        pipeline_tag="feature-extraction",
+        tags=TAGS,
+        base_model=hub_id_in(config.get("teacher")),
+        datasets=[dataset] if dataset else None,
+        model_name=repo_id or f"salt-{config['architecture']}",
+        eval_results=results or None,
     )
-    tokens = grid[0] * grid[1] * grid[2]
-    lines = [
-        "---",
-        "library_name: salt-vla",
-        "license: apache-2.0",
-        "pipeline_tag: feature-extraction",
-        "tags: [video, video-encoder, vla, robotics, salt]",
-        "---",
-        "",
+
+
+def evaluations_of(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The evaluations recorded into an export (``salt eval ... --record``)."""
+    recorded = config.get("evaluations") or []
+    return [e for e in recorded if isinstance(e, dict)]
+
+
+def model_card(
+    config: dict[str, Any], repo_id: str | None = None, folder: str | None = None
+) -> str:
+    """``README.md`` for an export (a ``huggingface_hub.ModelCard``): metadata for the Hub,
+    what the encoder is, its geometry, how it was trained and evaluated, and how to load it -
+    from ``repo_id`` once pushed, else from ``folder``."""
+    from huggingface_hub import ModelCard
+
+    body = [
         f"# {config['architecture']} video encoder (SALT)",
         "",
         "A video encoder trained with SALT by salt-vla: a student predicted a frozen teacher's "
         "latents from masked video. It maps clips to patch tokens for VLA policies.",
         "",
+        *card_table(config),
+        "",
+        "## Evaluation",
+        "",
+        *evaluation_lines(config),
+        "",
+        *usage_lines(config, repo_id or folder or "REPO_OR_FOLDER"),
+    ]
+    card = ModelCard(f"---\n{card_data(config, repo_id).to_yaml()}\n---\n\n" + "\n".join(body))
+    return str(card)
+
+
+def card_table(config: dict[str, Any]) -> list[str]:
+    """What the encoder is: geometry, width, normalization, teacher, data, training."""
+    summary = config.get("summary") or {}
+    grid = grid_of(config)
+    tokens = grid[0] * grid[1] * grid[2]
+    lines = [
         "| | |",
         "|---|---|",
         f"| architecture | {config['architecture']} |",
@@ -193,13 +277,11 @@ def model_card(config: dict[str, Any], repo_id: str | None = None) -> str:
         + " |",
         f"| tokens | {tokens} = grid {grid[0]}x{grid[1]}x{grid[2]} (tubelet "
         f"{config['tubelet_size']}, patch {config['patch_size']}) |",
-        *(
-            [
-                f"| embedding width | {config['hidden_size']} (tokens are `[B, N, {config['hidden_size']}]`) |"
-            ]
-            if "hidden_size" in config
-            else []
-        ),
+    ]
+    if "hidden_size" in config:
+        width = config["hidden_size"]
+        lines.append(f"| embedding width | {width} (tokens are `[B, N, {width}]`) |")
+    lines += [
         f"| normalization | mean {config['mean']}, std {config['std']} |",
         f"| teacher | `{config.get('teacher', '?')}` |",
         f"| training data | `{config.get('data', '?')}` |",
@@ -217,37 +299,49 @@ def model_card(config: dict[str, Any], repo_id: str | None = None) -> str:
             f"best checkpoint, chosen by it) |"
         )
     lines.append(f"| weights | `model.safetensors`, {config.get('torch_dtype', 'float32')} |")
-    lines += ["", "## Evaluation", ""]
-    evaluations = config.get("evaluations") or {}
-    if evaluations:
-        lines += ["| benchmark | probe | top-1 |", "|---|---|---|"]
-        for name, scores in evaluations.items():
-            for probe, score in scores.items():
-                lines.append(f"| {name} | {probe} | {score} |")
-    else:
-        lines.append(
-            "Not recorded with this export. Frozen evaluation with an attentive probe: "
-            "`salt eval classify THIS_FOLDER --data motion` (the built-in motion benchmark) or "
-            "`--data path/to/ssv2/train.json`."
-        )
-    lines += [
-        "",
+    return lines
+
+
+def grid_of(config: dict[str, Any]) -> tuple[int, int, int]:
+    side = config["image_size"] // config["patch_size"]
+    return config["num_frames"] // config["tubelet_size"], side, side
+
+
+def evaluation_lines(config: dict[str, Any]) -> list[str]:
+    """The recorded evaluations as a table, or how to run one."""
+    recorded = evaluations_of(config)
+    if not recorded:
+        return [
+            "Not recorded with this export. Frozen evaluation with an attentive probe, "
+            "recorded here: `salt eval classify THIS_FOLDER --data motion --record` (the "
+            "built-in motion benchmark) or `--data path/to/ssv2/train.json`."
+        ]
+    lines = ["| task | data | metric | value | recorded |", "|---|---|---|---|---|"]
+    for e in recorded:
+        value = f"{e['value']:.4f}" + (f" +- {e['stderr']:.4f}" if e.get("stderr") else "")
+        what = e.get("name") or e["metric"]
+        lines.append(f"| {e['task']} | `{e['dataset']}` | {what} | {value} | {e.get('date', '')} |")
+    return lines
+
+
+def usage_lines(config: dict[str, Any], source: str) -> list[str]:
+    tokens = grid_of(config)
+    return [
         "## Use",
         "",
         "```python",
         "import torch",
         "from salt import VideoEncoder",
         "",
-        f'encoder = VideoEncoder.from_pretrained("{repo_id or "REPO_OR_FOLDER"}").freeze()',
+        f'encoder = VideoEncoder.from_pretrained("{source}").freeze()',
         f"video = torch.randint(0, 256, (1, {config['num_frames']}, 3, {config['image_size']}, "
         f"{config['image_size']}), dtype=torch.uint8)",
-        f"tokens = encoder(video)  # [1, {tokens}, width]",
+        f"tokens = encoder(video)  # [1, {tokens[0] * tokens[1] * tokens[2]}, width]",
         "```",
         "",
         f"Written by salt-vla {config.get('salt_version', __version__)}.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def push_to_hub(
@@ -256,25 +350,35 @@ def push_to_hub(
     token: str | None = None,
     private: bool = False,
     commit_message: str = "Upload salt-vla encoder",
+    revision: str | None = None,
+    create_pr: bool = False,
 ) -> str:
-    """Upload an export folder (config, weights, model card) to ``repo_id``, creating the
-    repository if needed; returns the commit URL. Needs a token (``hf auth login`` or
-    ``HF_TOKEN``) with write access."""
-    from huggingface_hub import HfApi
+    """Upload an export folder (config, weights, model card) to ``repo_id`` in one commit,
+    creating the repository (``private``) and the branch ``revision`` if needed, or opening
+    a pull request (``create_pr``); returns the commit's (or the PR's) URL. Needs a token
+    (``hf auth login`` or ``HF_TOKEN``) with write access."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from salt.io import read_json
 
     folder = Path(folder)
     missing = [n for n in (*FILES, CARD) if not (folder / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a whole export (no {', '.join(missing)})")
-    from huggingface_hub import CommitOperationAdd
-
-    from salt.io import read_json
-
     # The card as pushed loads from the repo id (the local one cannot know it); one commit.
     card = model_card(read_json(folder / "config.json"), repo_id=repo_id).encode()
     operations = [CommitOperationAdd(name, str(folder / name)) for name in FILES]
     operations.append(CommitOperationAdd(CARD, card))
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message)
-    return str(getattr(info, "commit_url", info))
+    if revision and not create_pr:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    info = api.create_commit(
+        repo_id=repo_id,
+        operations=operations,
+        commit_message=commit_message,
+        revision=revision,
+        create_pr=create_pr,
+    )
+    url = getattr(info, "pr_url", None) if create_pr else None
+    return str(url or getattr(info, "commit_url", info))

@@ -88,7 +88,7 @@ def test_every_export_has_a_model_card_and_the_hub_config_fields(export):
     assert card.startswith("---\nlibrary_name: salt-vla\nlicense: apache-2.0\n")
     assert "pipeline_tag: feature-extraction" in card.split("---")[1]
     assert config["hidden_size"] == 192 and "| embedding width | 192 (tokens are" in card
-    assert 'from_pretrained("REPO_OR_FOLDER")' in card  # a local export: no repo id yet
+    assert f'from_pretrained("{export}")' in card  # a local export: loaded from its folder
     assert "| architecture | vit_tiny |" in card
     assert "| tokens | 32 = grid 2x4x4 (tubelet 2, patch 16) |" in card
     assert "| teacher | `pixels` |" in card and "| steps | 2 |" in card
@@ -131,9 +131,10 @@ def test_push_to_hub_uploads_the_export_with_its_card(export, monkeypatch):
         def create_repo(self, repo_id, private=False, exist_ok=False):
             calls["create"] = (repo_id, private, exist_ok)
 
-        def create_commit(self, repo_id, operations, commit_message):
+        def create_commit(self, repo_id, operations, commit_message, revision, create_pr):
             calls["files"] = {op.path_in_repo: op.path_or_fileobj for op in operations}
             calls["message"] = commit_message
+            calls["where"] = (revision, create_pr)
             return type("Info", (), {"commit_url": f"https://hub/{repo_id}/commit/1"})()
 
     import huggingface_hub
@@ -144,7 +145,7 @@ def test_push_to_hub_uploads_the_export_with_its_card(export, monkeypatch):
     assert url == "https://hub/robot-lab/salt-vit-tiny/commit/1"
     assert calls["create"] == ("robot-lab/salt-vit-tiny", True, True) and calls["token"] == "t0k"
     assert sorted(calls["files"]) == ["README.md", "config.json", "model.safetensors"]
-    assert calls["message"] == "Upload salt-vla encoder"
+    assert calls["message"] == "Upload salt-vla encoder" and calls["where"] == (None, False)
     # The card as pushed loads from the repo id; the weights go as they are.
     card = calls["files"]["README.md"]
     card = card.read() if hasattr(card, "read") else card
@@ -284,3 +285,151 @@ def test_a_closed_port_is_not_reachable():
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         assert hub.reachable("127.0.0.1", listening.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------
+# Hugging Face-grade exports: ModelCard metadata, recorded results, the Hub's options
+
+
+def card_of(text: str):
+    from huggingface_hub import ModelCard
+
+    return ModelCard(text)
+
+
+def test_the_card_metadata_names_hub_teachers_and_datasets_and_the_license(export):
+    config = json.loads((export / "config.json").read_text())
+    local = card_of(hub.model_card(config)).data
+    assert local.license == "apache-2.0" and local.pipeline_tag == "feature-extraction"
+    assert local.library_name == "salt-vla" and local.base_model is None and not local.datasets
+    on_hub = {
+        **config,
+        "teacher": "videomae:MCG-NJU/videomae-base",
+        "data": "lerobot:lerobot/pusht:top",
+        "license": "mit",
+    }
+    data = card_of(hub.model_card(on_hub, repo_id="robot-lab/enc")).data
+    assert data.base_model == "MCG-NJU/videomae-base" and data.datasets == ["lerobot/pusht"]
+    assert data.license == "mit" and data.model_name == "robot-lab/enc"
+    # Local teachers and data (a folder, the built-in data) are never named as Hub ids.
+    assert hub.hub_id_in("encoder:encoders/teacher") is None
+    assert hub.hub_id_in("synthetic:64") is None and hub.hub_id_in("pixels") is None
+
+
+def test_salt_export_takes_a_license(export, tmp_path):
+    run = next((export.parent / "runs").iterdir())
+    assert main(["export", str(run), "--out", str(tmp_path / "e"), "--license", "cc-by-4.0"]) == 0
+    assert card_of((tmp_path / "e" / "README.md").read_text()).data.license == "cc-by-4.0"
+    assert json.loads((tmp_path / "e" / "config.json").read_text())["license"] == "cc-by-4.0"
+
+
+def test_classify_records_its_scores_into_the_export_as_model_index(export, tmp_path, capsys):
+    target = tmp_path / "enc"
+    shutil.copytree(export, target)
+    weights = (target / "model.safetensors").read_bytes()
+    argv = ["eval", "classify", str(target), "--data", "motion:28", "--epochs", "1"]
+    argv += ["--seeds", "1", "--workers", "0", "--no-progress", "--record"]
+    assert main(argv) == 0
+    assert f"recorded 2 result(s) into {target}" in capsys.readouterr().out
+    recorded = json.loads((target / "config.json").read_text())["evaluations"]
+    assert {(e["dataset"], e["name"]) for e in recorded} == {
+        ("motion:28", "top-1, attentive probe (frozen)"),
+        ("motion:28", "top-1, linear probe (frozen)"),
+    }
+    results = card_of((target / "README.md").read_text()).data.eval_results
+    assert sorted(r.metric_name for r in results) == sorted(e["name"] for e in recorded)
+    assert {r.dataset_type for r in results} == {"salt-vla/motion"}
+    assert {r.metric_value for r in results} == {e["value"] for e in recorded}
+    # Again: the same benchmark's entries are replaced, not repeated; the weights stay.
+    assert main(argv) == 0
+    assert len(json.loads((target / "config.json").read_text())["evaluations"]) == 2
+    assert (target / "model.safetensors").read_bytes() == weights
+    assert VideoEncoder.from_pretrained(target) is not None
+
+
+def test_record_refuses_what_is_not_an_export_before_any_work(export, capsys):
+    run = next((export.parent / "runs").iterdir())
+    assert main(["eval", "classify", str(run), "--record", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "not an export folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_distill_records_only_into_an_export_of_the_same_step(export, tmp_path, capsys):
+    run = next((export.parent / "runs").iterdir())
+    target = tmp_path / "enc"
+    shutil.copytree(export, target)
+    assert main(["eval", "distill", str(run), "--batches", "1", "--record", str(target)]) == 0
+    (entry,) = json.loads((target / "config.json").read_text())["evaluations"]
+    assert entry["metric"] == "loss" and entry["step"] == 2
+    assert card_of((target / "README.md").read_text()).data.eval_results[0].metric_type == "loss"
+    config = json.loads((target / "config.json").read_text())
+    config["summary"]["checkpoint_step"] = 1  # an export of another checkpoint
+    (target / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["eval", "distill", str(run), "--batches", "1", "--record", str(target)]) == 2
+    assert "holds step 1's encoder, but the loss is step 2's" in capsys.readouterr().err
+
+
+def test_from_pretrained_takes_cache_dir_local_files_only_and_token(export, tmp_path, monkeypatch):
+    cache = tmp_path / "elsewhere"
+    put_in_cache(cache, "robot-lab/salt-vit-tiny", export)
+    encoder = VideoEncoder.from_pretrained(
+        "robot-lab/salt-vit-tiny", cache_dir=cache, local_files_only=True
+    )
+    assert encoder.config["architecture"] == "vit_tiny"
+    with pytest.raises(FileNotFoundError, match="local_files_only: the Hub cache .* no copy"):
+        VideoEncoder.from_pretrained("robot-lab/absent", cache_dir=cache, local_files_only=True)
+    seen = {}
+
+    def fake_download(repo_id, filename, revision=None, cache_dir=None, token=None, **kw):
+        seen.update(token=token, cache_dir=cache_dir, revision=revision)
+        return str(cache / f"models--robot-lab--salt-vit-tiny/snapshots/{COMMIT}/{filename}")
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # no network probe
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    VideoEncoder.from_pretrained("robot-lab/salt-vit-tiny", cache_dir=cache, token="hf_x")
+    assert seen == {"token": "hf_x", "cache_dir": cache, "revision": None}
+
+
+def test_push_to_a_branch_or_as_a_pull_request(export, monkeypatch, capsys):
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls.append(("repo", private))
+
+        def create_branch(self, repo_id, branch, exist_ok=False):
+            calls.append(("branch", branch))
+
+        def create_commit(self, repo_id, operations, commit_message, revision, create_pr):
+            calls.append(("commit", commit_message, revision, create_pr))
+            return type("Info", (), {"commit_url": "c", "pr_url": "https://hub/pr/1"})()
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    run = next((export.parent / "runs").iterdir())
+    out = export.parent / "pushed"
+    argv = ["export", str(run), "--out", str(out), "--push-to-hub", "robot-lab/enc"]
+    argv += ["--revision", "v2", "--commit-message", "step 2", "--private", "--force"]
+    assert main(argv) == 0
+    assert calls == [("repo", True), ("branch", "v2"), ("commit", "step 2", "v2", False)]
+    assert "revision='v2'" in capsys.readouterr().out
+    calls.clear()
+    url = VideoEncoder.from_pretrained(export).push_to_hub("robot-lab/enc", create_pr=True)
+    assert url == "https://hub/pr/1" and calls[-1] == (
+        "commit",
+        "Upload salt-vla encoder",
+        None,
+        True,
+    )
+    assert ("branch", None) not in calls
+    # Hub options without --push-to-hub would be silently ignored: refused instead.
+    assert main(["export", str(run), "--out", str(out), "--force", "--create-pr"]) == 2
+    assert "--create-pr only applies with --push-to-hub" in capsys.readouterr().err

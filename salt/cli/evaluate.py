@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from salt.cli.options import (
     DEVICE,
@@ -66,6 +67,11 @@ def add_distill(esub) -> None:
         help="override a field of the run's config for the evaluation (repeatable)",
     )
     dl.add_argument("--json", action="store_true", help="print JSON")
+    dl.add_argument(
+        "--record",
+        metavar="EXPORT",
+        help="also record the loss into this export of the run (its config.json and model card)",
+    )
     dl.set_defaults(func=cmd_eval_distill)
 
 
@@ -74,11 +80,45 @@ def cmd_eval_distill(args: argparse.Namespace) -> int:
 
     fields = {"teacher": "teacher.spec", "data": "data.spec", "batch_size": "train.batch_size"}
     overrides = overrides_from(args, fields)
+    if args.record:
+        check_record(args.record)  # before the loss is computed
     report = distill_loss(
         args.run, overrides, batches=args.batches, seed=args.seed, device=args.device
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    if args.record:
+        record(args.record, [report.evaluation()], step=report.step, quiet=args.json)
     return 0
+
+
+def check_record(export: str) -> None:
+    """Refuse --record into what is not an export, before any work."""
+    from salt.export import CONFIG, WEIGHTS
+
+    folder = Path(export)
+    if not ((folder / CONFIG).is_file() and (folder / WEIGHTS).is_file()):
+        raise ValueError(
+            f"--record {export}: not an export folder ({CONFIG} + {WEIGHTS}); write one with "
+            f"`salt export RUN --out DIR` and record into DIR"
+        )
+
+
+def record(export: str, entries: list[dict], step: int | None = None, quiet: bool = False):
+    """Record ``entries`` into ``export``; a loss of another step than the export's is
+    refused (it would describe other weights)."""
+    from salt.export import CONFIG, record_evaluation
+    from salt.io import read_json
+
+    exported = (read_json(Path(export) / CONFIG).get("summary") or {}).get("checkpoint_step")
+    if step is not None and exported is not None and int(exported) != step:
+        raise ValueError(
+            f"--record {export}: that export holds step {exported}'s encoder, but the loss is "
+            f"step {step}'s; record into an export of the same checkpoint (salt export RUN:"
+            f"{step} --out DIR)"
+        )
+    record_evaluation(export, entries)
+    if not quiet:
+        print(f"recorded {len(entries)} result(s) into {export} (config.json, README.md)")
 
 
 def add_probes(esub) -> None:
@@ -194,6 +234,12 @@ def add_classify(esub) -> None:
     )
     cl.add_argument("--json", action="store_true", help="print JSON")
     cl.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+    cl.add_argument(
+        "--record",
+        action="store_true",
+        help="record the top-1 scores into the evaluated export (its config.json and model "
+        "card, as model-index entries on the Hub)",
+    )
     cl.set_defaults(func=cmd_eval_classify)
 
 
@@ -206,6 +252,8 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
             f"give either --data ({args.data}) or --train/--test, not both: with --train and "
             f"--test, --data would be ignored"
         )
+    if args.record:
+        check_record(args.encoder)
     encoder, config = _classify_encoder(args.encoder, meta=args.dry_run)
     settings = _classify_settings(args)
     splits = encoder_splits(config, args.data or "motion", args.train, args.test, settings)
@@ -233,6 +281,8 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
         print(json.dumps({name: r.to_dict() for name, r in reports.items()}, indent=2))
     else:
         print(compare(reports))
+    if args.record:  # the encoder's own scores, never the random baseline's
+        record(args.encoder, reports["encoder"].evaluations(), quiet=args.json)
     return 0
 
 

@@ -304,6 +304,34 @@ class ClassifyReport:
     def chance(self) -> float:
         return 1.0 / len(self.classes)
 
+    def evaluations(self) -> list[dict]:
+        """Each probe's top-1 as an export records it (``--record``: config.json and the
+        model card's model-index)."""
+        from datetime import date
+
+        from salt import __version__
+
+        kind = self.data.split(":")[0]  # motion:56 -> motion
+        return [
+            {
+                "task": "video-classification",
+                "dataset": self.data,
+                "dataset_type": f"salt-vla/{kind}"
+                if kind in ("motion", "synthetic")
+                else self.data,
+                "metric": "accuracy",
+                "name": f"top-1, {s.probe} probe (frozen)",
+                "value": round(s.mean, 4),
+                "stderr": round(s.stderr, 4),
+                "seeds": len(s.accuracies),
+                "test_clips": self.test_clips,
+                "whitened": self.whitened,
+                "date": date.today().isoformat(),
+                "salt_version": __version__,
+            }
+            for s in self.scores
+        ]
+
     def score(self, probe: str) -> ProbeScore:
         return next(s for s in self.scores if s.probe == probe)
 

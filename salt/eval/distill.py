@@ -45,6 +45,24 @@ class DistillReport:
     def to_dict(self) -> dict:
         return {**attrs.asdict(self), "ratio": self.ratio}
 
+    def evaluation(self) -> dict:
+        """The held-out loss as an export records it (``--record``)."""
+        from datetime import date
+
+        from salt import __version__
+
+        return {
+            "task": "masked-latent-prediction",
+            "dataset": self.data,
+            "metric": "loss",
+            "name": f"held-out distillation loss (teacher {self.teacher})",
+            "value": round(self.loss, 6),
+            "step": self.step,
+            "clips": self.clips,
+            "date": date.today().isoformat(),
+            "salt_version": __version__,
+        }
+
     def table(self) -> str:
         rows = [
             ("checkpoint", f"{self.checkpoint} (step {self.step})"),
