@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import importlib.util
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,6 +28,8 @@ import numpy as np
 
 from salt.config import DECODER_CHOICES
 from salt.io import first_line
+
+log = logging.getLogger(__name__)
 
 
 class VideoDecodeError(RuntimeError):
@@ -310,6 +313,7 @@ class FallbackReader(VideoReader):
             self.backend = reader.backend
             self.length, self.fps, self.size = reader.length, reader.fps, reader.size
             self.codec = reader.codec
+            _note_choice(self.path, name, self._failures)
             return reader
         raise VideoDecodeError(
             f"cannot decode {str(self.path)!r} ({_codec_of(self.path)}): "
@@ -341,6 +345,61 @@ class FallbackReader(VideoReader):
 
     def close(self) -> None:
         self._reader.close()
+
+
+# What ``auto`` chose in this process, by codec (``-v`` logs each new pair once).
+CHOSEN: dict[str, str] = {}
+
+
+def _note_choice(path: Path, backend: str, failures: list[str]) -> None:
+    codec = codec_name(path)
+    if CHOSEN.get(codec) == backend:
+        return
+    CHOSEN[codec] = backend
+    tried = f" (after {'; '.join(failures)})" if failures else ""
+    log.debug("decoder auto: %s reads %s, first in %s%s", backend, codec, path, tried)
+
+
+def codec_name(path: Path) -> str:
+    """The codec of a file's first video stream as FFmpeg names the format (``h264``,
+    ``hevc``, ``av1`` - not the decoder library), or ``?``."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            streams = container.streams.video
+            return streams[0].codec_context.codec.canonical_name if streams else "?"
+    except Exception:  # noqa: BLE001 - not a container PyAV knows
+        return "?"
+
+
+def survey(paths: Sequence[Path], decoder: str = "auto", limit: int = 16) -> dict[str, dict]:
+    """Which backend ``decoder`` opens each codec with, over up to ``limit`` of ``paths``
+    spread across them: ``{codec: {backend: files}}`` (``unreadable`` for a file none
+    opens)."""
+    paths = list(paths)
+    picked = paths[:: max(1, len(paths) // limit)][:limit]
+    found: dict[str, dict] = {}
+    for path in picked:
+        try:
+            reader = open_reader(path, decoder)
+            backend = reader.backend
+            reader.close()
+        except VideoDecodeError:
+            backend = "unreadable"
+        by_backend = found.setdefault(codec_name(path), {})
+        by_backend[backend] = by_backend.get(backend, 0) + 1
+    return found
+
+
+def describe_survey(found: dict[str, dict], decoder: str = "auto") -> str:
+    """``auto: av1 by pyav (4 files), h264 by torchcodec (12 files)``."""
+    parts = [
+        f"{codec} by {backend} ({count} file{'s' if count != 1 else ''})"
+        for codec, backends in sorted(found.items())
+        for backend, count in sorted(backends.items())
+    ]
+    return f"{decoder}: " + (", ".join(parts) or "no video files")
 
 
 def _codec_of(path: Path) -> str:

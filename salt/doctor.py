@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
 import shutil
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 
@@ -99,6 +102,92 @@ def check_decoders() -> Check:
     return Check("decoders", "OK", detail)
 
 
+# The codecs robot and web video come in, and the FFmpeg encoder doctor writes a probe with.
+PROBE_CODECS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
+# Quiet, and single-threaded: SVT-AV1 starts dozens of threads otherwise.
+PROBE_OPTIONS = {
+    "libx265": {"x265-params": "log-level=error"},
+    "libsvtav1": {"svtav1-params": "lp=1"},
+}
+
+
+def check_codecs() -> Check:
+    """Which backend ``auto`` reads each common codec with, and which codecs each backend
+    cannot read: tried on tiny clips encoded here (by PyAV's FFmpeg)."""
+    import tempfile
+
+    from salt.decoders import available_decoders
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = write_probe_clips(Path(tmp))
+        if not clips:
+            return Check("codecs", "WARN", "PyAV has none of the probe encoders; not checked")
+        cannot = {n: [c for c, p in clips.items() if not reads(p, n)] for n in available_decoders()}
+        auto = {codec: reads(path, "auto") for codec, path in clips.items()}
+    detail = "auto reads " + ", ".join(f"{c} with {b or 'nothing'}" for c, b in auto.items())
+    detail += "".join(f"; {n} cannot read {', '.join(cs)}" for n, cs in cannot.items() if cs)
+    unread = [codec for codec, backend in auto.items() if not backend]
+    if unread:
+        fix = f"install a decoder that reads {', '.join(unread)} (pip install av)"
+        return Check("codecs", "WARN", detail, fix)
+    return Check("codecs", "OK", detail)
+
+
+def write_probe_clips(folder: Path) -> dict[str, Path]:
+    """An 8-frame 64x64 clip per codec PyAV's FFmpeg can encode, its encoders' chatter kept
+    off the terminal."""
+    import av
+    import numpy as np
+
+    frames = (np.arange(8)[:, None, None, None] * 16 + np.zeros((8, 64, 64, 3))).astype(np.uint8)
+    clips = {}
+    with quiet_stderr():
+        for codec, encoder in PROBE_CODECS.items():
+            if encoder not in av.codecs_available:
+                continue
+            path = folder / f"{codec}.mp4"
+            try:
+                with av.open(str(path), "w") as out:
+                    stream = out.add_stream(encoder, rate=8, options=PROBE_OPTIONS.get(encoder, {}))
+                    stream.width = stream.height = 64
+                    stream.pix_fmt = "yuv420p"
+                    for frame in frames:
+                        out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+                    out.mux(stream.encode())
+            except Exception:  # noqa: BLE001 - an encoder this FFmpeg lists but cannot run
+                continue
+            clips[codec] = path
+    return clips
+
+
+def reads(path: Path, decoder: str) -> str:
+    """The backend that read the first and last frames of ``path`` with ``decoder``, or ""."""
+    from salt.decoders import open_reader
+
+    try:
+        reader = open_reader(path, decoder)
+        reader.read([0, len(reader) - 1])
+        backend = reader.backend
+        reader.close()
+        return backend
+    except Exception:  # noqa: BLE001 - any failure means it cannot read this codec
+        return ""
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """File descriptor 2 to /dev/null (C libraries write there, below Python)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def check_shared_memory() -> Check:
     path = "/dev/shm"
     if not os.path.isdir(path):
@@ -154,6 +243,7 @@ CHECKS: tuple[Callable[[], Check], ...] = (
     check_cuda,
     check_nvml,
     check_decoders,
+    check_codecs,
     check_shared_memory,
     check_semaphores,
 )

@@ -1,6 +1,9 @@
 """LeRobot datasets as clip sources: ``lerobot:PATH`` (every camera) or
 ``lerobot:PATH:CAMERA`` (one), read from a local ``LeRobotDataset`` folder - never a Hub
-download.
+download. ``PATH`` may be a repo id (``lerobot:ORG/NAME``) that LeRobot has already
+downloaded: it is then read from LeRobot's cache, ``$HF_LEROBOT_HOME/ORG/NAME`` (default
+``$HF_HOME/lerobot``, i.e. ``~/.cache/huggingface/lerobot``), as ``LeRobotDataset(repo_id)``
+finds it. A folder of that relative name here wins.
 
 Both layouts of the format are read from their ``meta/``:
 
@@ -18,6 +21,8 @@ inside the span. A plain folder holding ``meta/info.json`` is read the same way.
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +66,37 @@ def check_lerobot(path: Path, named: bool) -> bool:
 PREFIX = "lerobot:"
 
 
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def lerobot_home() -> Path:
+    """Where LeRobot keeps downloaded datasets: ``$HF_LEROBOT_HOME``, else
+    ``$HF_HOME/lerobot`` (``HF_HOME`` defaulting as huggingface_hub's does)."""
+    if os.environ.get("HF_LEROBOT_HOME"):
+        return Path(os.environ["HF_LEROBOT_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME", "~/.cache")
+    return (
+        Path(os.environ.get("HF_HOME", os.path.join(cache, "huggingface"))).expanduser() / "lerobot"
+    )
+
+
+def resolve_root(path: str) -> str:
+    """A dataset folder: ``path`` as given when it exists (or is not a repo id), else - for
+    ``ORG/NAME`` - its copy in the LeRobot cache when there is one."""
+    if Path(path).expanduser().exists() or not REPO_ID.match(path):
+        return path
+    cached = lerobot_home() / path
+    return str(cached) if cached.is_dir() else path
+
+
 def parse_spec(spec: str) -> tuple[str, str] | None:
-    """``lerobot:PATH[:CAMERA]`` -> (path, camera or ""); None for any other spec."""
+    """``lerobot:PATH[:CAMERA]`` -> (folder, camera or ""), ``PATH`` a folder or a repo id
+    in the LeRobot cache; None for any other spec."""
     spec = str(spec)
-    return split_spec(spec[len(PREFIX) :]) if spec.startswith(PREFIX) else None
+    if not spec.startswith(PREFIX):
+        return None
+    path, camera = split_spec(spec[len(PREFIX) :])
+    return resolve_root(path), camera
 
 
 def split_spec(arg: str) -> tuple[str, str]:

@@ -58,6 +58,7 @@ class TrainPlan:
     fixed_lengths: bool = False  # the same in every batch (mask.lengths)
     memory: MemoryPlan | None = None  # per process, planned (dry runs)
     held_out: str = ""  # salt.validate.Validation.describe()
+    decoding: str = ""  # which backend reads each codec of the videos (salt.decoders.survey)
 
     @property
     def global_batch(self) -> int:
@@ -82,7 +83,14 @@ class TrainPlan:
             f"{self.steps} steps (warmup {self.warmup}, ~{epochs:.1f} epochs), batch "
             f"{cfg.train.batch_size} x accum {cfg.train.accum_steps} x {self.world} = "
             f"{self.global_batch} clips/step, {self.flops_per_step / 1e12:.2f} TFLOP/step",
-        ] + ([f"held-out loss: {self.held_out}"] if self.held_out else [])
+        ] + [
+            line
+            for line in (
+                f"held-out loss: {self.held_out}" if self.held_out else "",
+                f"video decoding {self.decoding}" if self.decoding else "",
+            )
+            if line
+        ]
 
 
 def make_plan(
@@ -112,6 +120,18 @@ def make_plan(
     )
 
 
+def decoding(clips, cfg: Config) -> str:
+    """Which backend ``data.decoder`` reads each codec of a video source with (a sample of
+    its files); empty for sources that decode nothing (built-in data, stored clips)."""
+    from salt.decoders import describe_survey, survey
+
+    collection = getattr(clips, "collection", None)
+    if collection is None:
+        return ""
+    files = list(dict.fromkeys(collection.path(r) for r in collection.records))
+    return describe_survey(survey(files, cfg.data.decoder), cfg.data.decoder)
+
+
 def dry_run(cfg: Config) -> TrainPlan:
     """Check everything a run needs - config, data, teacher (or cache), masker and, under
     ``torchrun``, the process group - and return its plan without allocating the models
@@ -136,7 +156,9 @@ def dry_run(cfg: Config) -> TrainPlan:
         masks = masker(sample_keys(cfg.train.seed, 0, np.arange(cfg.train.batch_size)))
         memory = plan_memory(cfg, run.model, masks, run.teacher, cached=run.data.cached)
         held_out = Validation.for_run(cfg, run.data, masker, info, device).describe()
-        plan = attrs.evolve(plan, memory=memory, held_out=held_out)
+        plan = attrs.evolve(
+            plan, memory=memory, held_out=held_out, decoding=decoding(run.clips, cfg)
+        )
         if info.enabled:
             dist.barrier()  # every rank got here: the rendezvous and the backend work
         return plan

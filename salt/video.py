@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from salt.decoders import VideoDecodeError, VideoReader, open_reader
 from salt.io import read_json
-from salt.lerobot import check_lerobot, parse_spec, read_dataset
+from salt.lerobot import REPO_ID, check_lerobot, lerobot_home, parse_spec, read_dataset
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
 
@@ -86,6 +86,12 @@ def discover(spec: str) -> VideoCollection:
         spec, camera = lerobot
         if not Path(spec).expanduser().is_dir():
             what = "is not a folder" if Path(spec).expanduser().exists() else "does not exist"
+            if REPO_ID.match(spec) and not Path(spec).expanduser().exists():
+                what += (
+                    f", nor is repo {spec!r} in the LeRobot cache ({lerobot_home() / spec}; "
+                    f"HF_LEROBOT_HOME moves it): download it once with LeRobot "
+                    f"(LeRobotDataset({spec!r})), salt reads it offline"
+                )
             raise FileNotFoundError(
                 f"LeRobot dataset folder {spec!r} {what}; give the dataset's root folder (the "
                 f"one holding meta/info.json)"

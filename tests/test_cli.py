@@ -154,7 +154,7 @@ def test_doctor_reports_every_check(capsys):
     code = main(["doctor", "--json"])
     results = json.loads(capsys.readouterr().out)
     names = [r["name"] for r in results]
-    assert names == ["torch", "cuda", "nvml", "decoders", "shared memory", "semaphores"]
+    assert names == ["torch", "cuda", "nvml", "decoders", "codecs", "shared memory", "semaphores"]
     assert all(r["status"] in {"OK", "WARN", "FAIL"} for r in results)
     assert all(r["fix"] for r in results if r["status"] != "OK")
     assert code == (1 if any(r["status"] == "FAIL" for r in results) else 0)

@@ -3,6 +3,7 @@ back where decord cannot read; failures name the file and the codec."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import attrs
@@ -172,3 +173,43 @@ def test_a_file_no_decoder_reads_names_the_file_and_the_codec(videos, tmp_path, 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "clip.mp4" in err and "codec h264" in err, err
+
+
+# --- which backend `auto` chose, said by -v, the dry run and doctor ----------------------
+
+
+def test_the_survey_names_each_codec_and_the_backend_that_reads_it(videos):
+    from salt.decoders import describe_survey, survey
+
+    found = survey(list(videos.values()), "auto")
+    assert set(found) == set(videos)  # FFmpeg's format names: h264, hevc, vp9, av1
+    assert all(sum(b.values()) == 1 and "unreadable" not in b for b in found.values())
+    if "av1" in found:
+        assert "decord" not in found["av1"]
+    text = describe_survey(found)
+    assert text.startswith("auto: ") and all(f"{codec} by " in text for codec in videos)
+    if "decord" in available_decoders() and "av1" in videos:
+        assert survey([videos["av1"]], "decord") == {"av1": {"unreadable": 1}}
+
+
+def test_verbose_logs_each_choice_of_auto_once(videos, caplog, monkeypatch):
+    from salt import decoders
+
+    monkeypatch.setattr(decoders, "CHOSEN", {})
+    with caplog.at_level("DEBUG", logger="salt.decoders"):
+        for _ in range(2):
+            open_reader(videos["h264"], "auto").close()
+    lines = [r.getMessage() for r in caplog.records if "decoder auto" in r.getMessage()]
+    assert len(lines) == 1 and re.match(
+        r"decoder auto: \w+ reads h264, first in .*h264\.mp4", lines[0]
+    )
+
+
+def test_doctor_says_which_codecs_each_backend_cannot_read():
+    from salt.doctor import check_codecs
+
+    result = check_codecs()
+    assert result.name == "codecs" and result.status in ("OK", "WARN")
+    assert "auto reads h264 with" in result.detail
+    if "decord" in available_decoders() and "libsvtav1" in av.codecs_available:
+        assert "decord cannot read av1" in result.detail

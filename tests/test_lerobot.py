@@ -4,10 +4,12 @@ timestamps, and train -> cache -> evaluate from the command line."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
-from lerobot_data import CAMERAS, EPISODE_LEVEL, FPS, LENGTHS, write_v2, write_v3
+from lerobot_data import CAMERAS, CODEC, EPISODE_LEVEL, FPS, LENGTHS, write_v2, write_v3
 
 from salt.cli import main
 from salt.config import DataConfig
@@ -116,7 +118,11 @@ def test_train_cache_and_evaluate_from_a_lerobot_dataset(datasets, tmp_path, cap
     common = ["--out", str(tmp_path / "runs"), "--no-progress", "--device", "cpu", *sets]
 
     assert main(["train", "--data", f"{spec}:top", "--dry-run", *common]) == 0
-    assert "3 clips" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 clips" in out
+    # The dry run names the backend `auto` opened each codec with (here, the file's one).
+    codec = "av1" if CODEC == "libsvtav1" else "h264"
+    assert re.search(rf"video decoding auto: {codec} by \w+ \(1 file\)", out), out
     assert (
         main(
             [
@@ -159,3 +165,24 @@ def test_train_cache_and_evaluate_from_a_lerobot_dataset(datasets, tmp_path, cap
     report = json.loads(capsys.readouterr().out)["encoder"]
     assert report["num_videos"] == 6 and report["tasks"]
     assert all(0.0 <= t["accuracy"] <= 1.0 for t in report["tasks"].values())
+
+
+def test_a_repo_id_is_read_from_the_lerobot_cache_offline(datasets, tmp_path, monkeypatch):
+    """``lerobot:ORG/NAME`` is LeRobot's own download, found where LeRobotDataset puts it."""
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "lerobot-home"
+    shutil.copytree(datasets["v3"], home / "acme" / "pick-cube")
+    monkeypatch.setenv("HF_LEROBOT_HOME", str(home))
+    cached = discover("lerobot:acme/pick-cube:top")
+    assert cached.kind == "lerobot" and len(cached.records) == len(LENGTHS)
+    assert cached.root == (home / "acme" / "pick-cube").resolve()
+    # Without HF_LEROBOT_HOME, LeRobot's default: $HF_HOME/lerobot.
+    monkeypatch.delenv("HF_LEROBOT_HOME")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    shutil.copytree(datasets["v2"], tmp_path / "hf" / "lerobot" / "acme" / "pick-cube")
+    assert len(discover("lerobot:acme/pick-cube").records) == len(LENGTHS) * len(CAMERAS)
+    # A folder of that name here wins over the cache.
+    shutil.copytree(datasets["v3"], tmp_path / "acme" / "pick-cube")
+    assert discover("lerobot:acme/pick-cube").root == (tmp_path / "acme" / "pick-cube").resolve()
+    with pytest.raises(FileNotFoundError, match=r"nor is repo 'acme/absent' in the LeRobot cache"):
+        discover("lerobot:acme/absent")
