@@ -90,7 +90,8 @@ def _run_name(inst, attr, value):
 def _one_of(*choices: str):
     def check(inst, attr, value):
         if value not in choices:
-            raise ValueError(f"{attr.name} must be one of {', '.join(choices)}, got {value!r}")
+            shown = ", ".join(c or '"" (empty)' for c in choices)
+            raise ValueError(f"{attr.name} must be one of {shown}, got {value!r}")
 
     return check
 
@@ -108,6 +109,15 @@ def _spec(inst, attr, value):
 def _optional_spec(inst, attr, value):
     if not isinstance(value, str) or (value and not value.strip()):
         raise ValueError(f"{attr.name} must be a spec string or empty (none), got {value!r}")
+
+
+def _optional_name(inst, attr, value):
+    """A name as typed, or empty: the tracker's environment variable (or its default) decides."""
+    if not isinstance(value, str) or value != value.strip():
+        raise ValueError(
+            f"{attr.name} must be a name (no space at either end), or empty: the environment "
+            f"variable decides; got {value!r}"
+        )
 
 
 def _specs(inst, attr, value):
@@ -269,6 +279,14 @@ class RunConfig:
     name: str = field(default="", validator=_run_name)
     # Where metrics go besides metrics.jsonl (always written): tensorboard, wandb[:PROJECT]
     loggers: tuple[str, ...] = field(default=(), converter=_tuple, validator=_specs)
+    # The W&B run's project, entity, group, tags and mode. Empty: W&B's environment
+    # variable (WANDB_PROJECT, WANDB_ENTITY, WANDB_RUN_GROUP, WANDB_TAGS, WANDB_MODE), else
+    # W&B's default (project: salt-vla).
+    wandb_project: str = field(default="", validator=_optional_name)
+    wandb_entity: str = field(default="", validator=_optional_name)
+    wandb_group: str = field(default="", validator=_optional_name)
+    wandb_tags: tuple[str, ...] = field(default=(), converter=_tuple, validator=_specs)
+    wandb_mode: str = field(default="", validator=_one_of("", "online", "offline", "disabled"))
 
 
 @attrs.frozen
@@ -783,6 +801,13 @@ HELP: dict[str, str] = {
     "run.name": "run directory name (empty: student-teacher-time)",
     "run.loggers": "metric loggers besides metrics.jsonl: tensorboard, wandb[:PROJECT] "
     "(see `salt plugins`)",
+    "run.wandb_project": "W&B project (empty: WANDB_PROJECT, else salt-vla); wandb:PROJECT "
+    "in run.loggers says the same",
+    "run.wandb_entity": "W&B entity, a user or team (empty: WANDB_ENTITY, else your default)",
+    "run.wandb_group": "W&B run group (empty: WANDB_RUN_GROUP, else none)",
+    "run.wandb_tags": "W&B run tags, a list (empty: WANDB_TAGS, comma-separated, else none)",
+    "run.wandb_mode": "W&B mode: online, offline (on disk in RUN/wandb, `wandb sync` uploads "
+    "it) or disabled (empty: WANDB_MODE, else online)",
 }
 
 

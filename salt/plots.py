@@ -1,22 +1,35 @@
-"""Curves drawn with PIL: panels of (step, value) lines -> ``uint8 [H, W, 3]`` images or PNGs.
+"""Curves drawn with matplotlib: panels of (x, value) lines on one figure, kept as a PNG or
+turned into a ``uint8 [H, W, 3]`` image.
 
-One drawing core, :func:`draw_panels`. The two figures only build panels for it:
-:func:`draw_losses_per_run` (the quick start's: one loss panel per run, each on its own y
-scale) and :func:`draw_runs_overlaid` (the viewer's: one panel per quantity, runs overlaid,
-each loss's minimum circled and a rebound after it annotated). Pillow is imported only when
-drawing, so the palette can be imported without it.
+One drawing core, :func:`draw_panels`, returns a :class:`matplotlib.figure.Figure` on an Agg
+canvas (pyplot is never imported: no display, no global list of open figures). The two
+figures only build panels for it: :func:`draw_losses_per_run` (the quick start's: one loss
+panel per run, each on its own y scale) and :func:`draw_runs_overlaid` (``salt plot`` and
+the viewer's: one panel per quantity, runs overlaid). Ticks fall on round numbers (integer
+steps), each loss's minimum is ringed and its value written in a legend beside the panel,
+never over the curves; EMA smoothing (:func:`ema`) draws the raw curve faint behind the
+smoothed one. matplotlib is imported only when drawing, so ``import salt`` and the palette
+stay light.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
 Colour = tuple[int, int, int]
-Points = Sequence[tuple[int, float]]  # (step, value), in step order
+Points = Sequence[tuple[float, float]]  # (x, value): x a step (or an epoch), in x order
 
 # One colour per run (and per mask group in the viewer), cycling when there are more.
 PALETTE: tuple[Colour, ...] = (
@@ -27,10 +40,14 @@ PALETTE: tuple[Colour, ...] = (
     (170, 60, 210),
     (20, 190, 200),
 )
-GRID = (225, 225, 225)
-# Room around a panel's plot box for its title, tick labels and the "step" label.
-MARGIN_LEFT, MARGIN_TOP, MARGIN_RIGHT, MARGIN_BOTTOM = 64, 30, 16, 40
-LEGEND_ROW = 18  # pixels per legend entry
+X_AXES = ("step", "epoch")  # what the curves are drawn against
+# Drawn raw even when smoothing: lr and wd are schedules, not noise, and the held-out loss
+# is already a mean over its clips, measured a few times a run.
+UNSMOOTHED = ("lr", "wd", "val_loss")
+DPI = 100  # panel sizes are in pixels; figure inches are pixels / DPI
+LEGEND_ROW = 22  # pixels per row of the figure's legend of runs
+LEGEND_COLUMNS = 4
+RAW_ALPHA = 0.25  # how faint the raw curve is behind its smoothed one
 
 
 @attrs.frozen
@@ -49,7 +66,9 @@ class Panel:
     title: str
     lines: Sequence[Line] = ()
     markers: bool = False  # a dot on every point
-    mark_minimum: bool = False  # circle each line's minimum; annotate a rebound after it
+    mark_minimum: bool = False  # ring each line's minimum; its value and rebound in a legend
+    log_y: bool = False  # log-scale y (kept linear, with a warning, if a value is <= 0)
+    smoothed: bool = True  # whether the figure's EMA smoothing applies to its lines
 
 
 def colour_of(index: int) -> Colour:
@@ -57,105 +76,203 @@ def colour_of(index: int) -> Colour:
     return PALETTE[index % len(PALETTE)]
 
 
+def is_loss(key: str) -> bool:
+    """Whether a metric is a loss (``loss``, a ``loss/<term>``, ``val_loss``): the panels
+    whose minimum is marked and which ``log`` puts on a log scale."""
+    return key in ("loss", "val_loss") or key.startswith("loss/")
+
+
+def check_smoothing(smooth: float) -> float:
+    """``smooth`` if it is an EMA weight in [0, 1), else a ValueError saying what it means."""
+    if not (isinstance(smooth, (int, float)) and 0 <= smooth < 1):
+        raise ValueError(
+            f"smoothing {smooth!r} is not in [0, 1): it is the moving average's weight on the "
+            f"past (0 draws the raw curve, 0.9 a smooth one)"
+        )
+    return float(smooth)
+
+
+def ema(values: Sequence[float], smooth: float) -> list[float]:
+    """The exponential moving average ``s = smooth * s + (1 - smooth) * v``, started at the
+    first value (as the run summary's smoothed loss is); ``smooth`` 0 gives the values."""
+    smooth = check_smoothing(smooth)
+    out: list[float] = []
+    for value in values:
+        out.append(value if not out else smooth * out[-1] + (1 - smooth) * value)
+    return out
+
+
 def draw_panels(
     panels: Sequence[Panel],
     columns: int = 1,
     panel_size: tuple[int, int] = (480, 360),
     legend: Sequence[tuple[str, Colour]] = (),
-) -> np.ndarray:
-    """Panels on a grid of ``columns``, under an optional legend; ``uint8 [H, W, 3]``."""
-    from PIL import Image, ImageDraw
+    smooth: float = 0.0,
+    x: str = "step",
+) -> Figure:
+    """Panels on a grid of ``columns`` (``panel_size`` pixels each), under an optional
+    legend; curves EMA-smoothed by ``smooth`` (0 = raw) against ``x`` (``step`` or
+    ``epoch``). :func:`to_image` gives its pixels, :func:`save_png` writes it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     if not panels:
         raise ValueError("nothing to plot: no panels were given")
     if columns < 1:
         raise ValueError(f"columns must be at least 1, got {columns}")
+    if x not in X_AXES:
+        raise ValueError(f"x axis {x!r}: choose one of {', '.join(X_AXES)}")
+    check_smoothing(smooth)
     width, height = panel_size
+    columns = min(columns, len(panels))
     rows = -(-len(panels) // columns)
-    top = LEGEND_ROW * len(legend) + 10 if legend else 0
-    image = Image.new("RGB", (width * min(columns, len(panels)), top + height * rows), "white")
-    draw = ImageDraw.Draw(image)
-    for i, (label, colour) in enumerate(legend):
-        y = 6 + LEGEND_ROW * i
-        draw.rectangle([MARGIN_LEFT, y, MARGIN_LEFT + 12, y + 12], fill=colour)
-        draw.text((MARGIN_LEFT + 18, y), label, fill="black")
-    for p, panel in enumerate(panels):
-        x, y = (p % columns) * width, top + (p // columns) * height
-        box = (
-            x + MARGIN_LEFT,
-            y + MARGIN_TOP,
-            x + width - MARGIN_RIGHT,
-            y + height - MARGIN_BOTTOM,
+    top = LEGEND_ROW * -(-len(legend) // LEGEND_COLUMNS) + 8 if legend else 0
+    figure = Figure(
+        figsize=(width * columns / DPI, (height * rows + top) / DPI), dpi=DPI, layout="constrained"
+    )
+    FigureCanvasAgg(figure)  # draws in memory, never on a display
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, panel in zip(axes, panels, strict=False):  # spare cells are removed below
+        _draw_panel(ax, panel, smooth, x)
+    for ax in axes[len(panels) :]:
+        figure.delaxes(ax)
+    if legend:
+        handles = [Line2D([], [], color=_rgb(c), lw=2.5, label=label) for label, c in legend]
+        figure.legend(
+            handles=handles,
+            loc="outside upper left",
+            ncols=min(len(legend), LEGEND_COLUMNS),
+            frameon=False,
         )
-        _draw_panel(draw, box, panel)
-    return np.array(image)
+    # Constrained layout settles on its second pass (the first fits tick labels not yet
+    # placed): run one now, so every image and PNG of the figure is the same.
+    figure.draw_without_rendering()
+    return figure
 
 
-def _draw_panel(draw, box: tuple[int, int, int, int], panel: Panel) -> None:
-    """Title, grid, ticks and lines of one panel inside its plot ``box`` (x0, y0, x1, y1)."""
-    x0, y0, x1, y1 = box
-    draw.text((x0, y0 - MARGIN_TOP + 8), panel.title, fill="black")
-    draw.text(((x0 + x1) / 2 - 12, y1 + 22), "step", fill="black")
-    points = [pt for line in panel.lines for pt in line.points]
-    if not points:
-        draw.rectangle(box, outline="black")
-        draw.text((x0 + 10, y0 + 10), "no finite values logged", fill="black")
+def _rgb(colour: Colour) -> tuple[float, float, float]:
+    """A palette colour as matplotlib takes it (0..1 per channel)."""
+    return (colour[0] / 255, colour[1] / 255, colour[2] / 255)
+
+
+def _draw_panel(ax, panel: Panel, smooth: float, x: str) -> None:
+    """Title, grid, curves, readable ticks and the minima's legend of one panel."""
+    ax.set_title(panel.title, loc="left", fontsize=10)
+    ax.set_xlabel(x, fontsize=9)
+    ax.grid(True, color="0.9", linewidth=0.8)
+    ax.set_axisbelow(True)
+    lines = [line for line in panel.lines if line.points]
+    if not lines:
+        ax.text(0.5, 0.5, "no finite values logged", transform=ax.transAxes, ha="center")
+        ax.set_xticks([])
+        ax.set_yticks([])
         return
-    first_step, last_step = min(s for s, _ in points), max(s for s, _ in points)
-    lo, hi = min(v for _, v in points), max(v for _, v in points)
-    pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0  # a flat line sits mid-panel
-    lo, hi = lo - pad, hi + pad
-
-    def x_of(step: float) -> float:
-        span = last_step - first_step
-        return x0 + (x1 - x0) * ((step - first_step) / span if span else 0.5)
-
-    def y_of(value: float) -> float:
-        return y1 - (value - lo) / (hi - lo) * (y1 - y0)
-
-    for k in range(5):  # y ticks on a light grid
-        value = lo + (hi - lo) * k / 4
-        draw.line([x0, y_of(value), x1, y_of(value)], fill=GRID)
-        draw.text((x0 - MARGIN_LEFT + 4, y_of(value) - 6), f"{value:.4g}", fill="black")
-    for k in range(3):  # x ticks
-        step = first_step + (last_step - first_step) * k / 2
-        draw.text((x_of(step) - 8, y1 + 6), f"{step:.0f}", fill="black")
-    draw.rectangle(box, outline="black")
-    for line in panel.lines:
-        if not line.points:
-            continue
-        coords = [(x_of(s), y_of(v)) for s, v in line.points]
-        if len(coords) > 1:
-            draw.line(coords, fill=line.colour, width=2)
-        if panel.markers or len(coords) == 1:
-            for x, y in coords:
-                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=line.colour)
+    smooth = smooth if panel.smoothed else 0.0
+    minima = []
+    for line in lines:
+        xs = [p[0] for p in line.points]
+        values = [p[1] for p in line.points]
+        colour = _rgb(line.colour)
+        dots = "o" if panel.markers or len(xs) == 1 else None
+        faint = {"alpha": RAW_ALPHA, "linewidth": 1.0} if smooth else {"linewidth": 1.8}
+        ax.plot(xs, values, color=colour, marker=dots, markersize=3, label=line.label, **faint)
+        if smooth:  # the raw curve stays faint behind, so noise and spikes are still seen
+            ax.plot(xs, ema(values, smooth), color=colour, linewidth=1.8)
         if panel.mark_minimum:
-            _mark_minimum(draw, line, x_of, y_of)
+            minima.append(_mark_minimum(ax, line, x))
+    _readable_ticks(ax, panel, x)
+    if minima:  # beside the plot box: the labels never cover a curve
+        ax.legend(
+            handles=minima,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0.0,
+            fontsize=8,
+            frameon=False,
+        )
 
 
-def _mark_minimum(draw, line: Line, x_of, y_of) -> None:
-    """Circle the line's minimum; if its last value sits above it, show by how much."""
-    min_step, min_value = min(line.points, key=lambda sv: sv[1])
-    mx, my = x_of(min_step), y_of(min_value)
-    draw.ellipse([mx - 5, my - 5, mx + 5, my + 5], outline=line.colour, width=2)
-    last_step, last_value = line.points[-1]
-    if last_value > min_value and last_step != min_step:
-        lx, ly = x_of(last_step), y_of(last_value)
-        draw.line([(lx, my), (lx, ly)], fill=line.colour, width=1)
-        rebound = (last_value - min_value) / abs(min_value) if min_value else 0.0
-        text = f"last {rebound:+.1%} vs min"
-        # Left of the bar, so the label stays inside the plot box.
-        draw.text((lx - draw.textlength(text) - 4, (ly + my) / 2 - 5), text, fill=line.colour)
+def _mark_minimum(ax, line: Line, x: str):
+    """Ring the line's lowest logged value (hollow: the curve shows through it); returns
+    the ring, labelled with the value, where it is and how far the last value rose above."""
+    at, low = min(line.points, key=lambda p: p[1])
+    last_at, last = line.points[-1]
+    where = f"step {at:.0f}" if x == "step" else f"epoch {at:.2f}"
+    label = f"{line.label}: min {low:.4g}\nat {where}"  # two short lines: a wider plot box
+    if last > low and last_at != at:
+        rebound = (last - low) / abs(low) if low else 0.0
+        label += f", last {rebound:+.1%}"
+    (ring,) = ax.plot(
+        [at],
+        [low],
+        linestyle="none",
+        marker="o",
+        markersize=9,
+        markerfacecolor="none",
+        markeredgecolor=_rgb(line.colour),
+        markeredgewidth=1.5,
+        label=label,
+        zorder=3,
+        gid="minimum",
+    )
+    return ring
+
+
+def _readable_ticks(ax, panel: Panel, x: str) -> None:
+    """Ticks on round numbers (whole steps), labels without offsets; powers of ten factored
+    out of tiny or huge values (``x10^-5`` over ``1, 2, 3``), or a log scale if asked."""
+    from matplotlib.ticker import (
+        FuncFormatter,
+        LogLocator,
+        MaxNLocator,
+        NullFormatter,
+        ScalarFormatter,
+    )
+
+    round_steps = [1, 2, 2.5, 5, 10]
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=round_steps, integer=x == "step"))
+    ax.xaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+    values = [v for line in panel.lines for _, v in line.points]
+    if panel.log_y and min(values) <= 0:
+        log.warning("%s: values <= 0 cannot go on a log scale; drawn linear", panel.title)
+    if panel.log_y and min(values) > 0:
+        ax.set_yscale("log")
+        # 0.2, 0.5, 1, 2, 5 rather than 10^-0.7: numbers a reader compares at a glance;
+        # over more than two decades, the powers of ten alone.
+        decades = math.log10(max(values) / min(values))
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        return
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=round_steps))
+    plain = ScalarFormatter(useOffset=False, useMathText=True)
+    plain.set_powerlimits((-3, 4))
+    ax.yaxis.set_major_formatter(plain)
+
+
+def to_image(figure: Figure) -> np.ndarray:
+    """The figure's pixels, ``uint8 [H, W, 3]``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else None
+    canvas = canvas or FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def draw_losses_per_run(
-    losses: Mapping[str, Points], panel_size: tuple[int, int] = (480, 360)
-) -> np.ndarray:
+    losses: Mapping[str, Points], panel_size: tuple[int, int] = (600, 360)
+) -> Figure:
     """One loss-vs-step panel per run, side by side, each on its own y scale (a pixel
-    teacher's loss and its student's differ ~10x); ``uint8 [H, W, 3]``."""
+    teacher's loss and its student's differ ~10x), each minimum marked."""
     panels = [
-        Panel(f"{run}: loss vs step", [Line(run, colour_of(i), points)], markers=True)
+        Panel(
+            f"{run}: loss vs step",
+            [Line("loss", colour_of(i), points)],  # the title names the run
+            markers=True,
+            mark_minimum=True,
+        )
         for i, (run, points) in enumerate(losses.items())
     ]
     return draw_panels(panels, columns=len(panels), panel_size=panel_size)
@@ -164,13 +281,17 @@ def draw_losses_per_run(
 def draw_runs_overlaid(
     series: Mapping[str, Mapping[str, Points]],
     keys: Sequence[str] | None = None,
-    panel_size: tuple[int, int] = (720, 200),
-) -> np.ndarray:
+    panel_size: tuple[int, int] = (760, 240),
+    smooth: float = 0.0,
+    log_loss: bool = False,
+    x: str = "step",
+) -> Figure:
     """One panel per quantity (``keys``, default :func:`panel_order`), every run overlaid in
-    its colour under a legend; each loss's minimum circled, a rebound after it annotated.
+    its colour under a legend of runs; each loss's minimum marked.
 
-    ``series`` is ``{run: {key: [(step, value)]}}`` as :func:`salt.metrics.read_series` gives
-    per run; ``uint8 [H, W, 3]``.
+    ``series`` is ``{run: {key: [(x, value)]}}`` as :func:`salt.runs.read_curves` gives;
+    ``smooth`` is the EMA weight (0 = raw; :data:`UNSMOOTHED` keys stay raw), ``log_loss`` puts the loss panels (see
+    :func:`is_loss`) on a log scale, ``x`` names the axis (``step`` or ``epoch``).
     """
     keys = panel_order(series) if keys is None else keys
     runs = list(series)
@@ -182,12 +303,14 @@ def draw_runs_overlaid(
                 for i, run in enumerate(runs)
                 if series[run].get(key)
             ],
-            mark_minimum=key in ("loss", "val_loss") or key.startswith("loss/"),
+            mark_minimum=is_loss(key),
+            log_y=log_loss and is_loss(key),
+            smoothed=key not in UNSMOOTHED,
         )
         for key in keys
     ]
     legend = [(run, colour_of(i)) for i, run in enumerate(runs)]
-    return draw_panels(panels, columns=1, panel_size=panel_size, legend=legend)
+    return draw_panels(panels, 1, panel_size, legend, smooth=smooth, x=x)
 
 
 def panel_order(series: Mapping[str, Mapping[str, Points]]) -> list[str]:
@@ -199,10 +322,12 @@ def panel_order(series: Mapping[str, Mapping[str, Points]]) -> list[str]:
     return first + sorted(found - set(first))
 
 
-def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """Write ``image [H, W, 3] uint8`` as a PNG (creating its folder); returns the path."""
-    from PIL import Image
+def save_png(drawing: Figure | np.ndarray, path: str | Path) -> Path:
+    """Write a figure (or an image ``[H, W, 3] uint8``) as an RGB PNG, creating its folder;
+    returns the path. A figure is written as :func:`to_image` draws it, pixel for pixel."""
+    from PIL import Image  # matplotlib's own dependency
 
+    image = drawing if isinstance(drawing, np.ndarray) else to_image(drawing)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path, format="PNG")

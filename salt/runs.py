@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 
 from salt.folders import holder_text, writer_of
-from salt.metrics import read_records, summarize
+from salt.metrics import read_records, read_series, summarize
 
 SUMMARY, METRICS, CONFIG = "summary.json", "metrics.jsonl", "config.json"
 
@@ -205,3 +205,67 @@ def table(rows: list[RunRow]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
     )
+
+
+def metrics_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The ``metrics.jsonl`` of each run named: a run folder, a folder of runs (each of its
+    runs, as ``salt runs`` lists them) or the file itself."""
+    named = [
+        r
+        for given in paths
+        for r in (
+            find_runs([given]) if Path(given).is_dir() and not is_run(Path(given)) else [given]
+        )
+    ]
+    files = []
+    for run in named:
+        path = Path(run) / METRICS if Path(run).is_dir() else Path(run)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{run}: no {METRICS} (give run directories, or their {METRICS} files)"
+            )
+        files.append(path)
+    return files
+
+
+def epochs_per_step(run: Path) -> float:
+    """Passes over the run's training clips per optimizer step: ``epochs / step`` from its
+    ``summary.json`` (written when a run ends or is stopped)."""
+    try:
+        summary = json.loads((run / SUMMARY).read_text())
+    except (OSError, ValueError):
+        summary = {}
+    summary = summary if isinstance(summary, dict) else {}
+    epochs, step = summary.get("epochs"), summary.get("step")
+    if not (_positive(epochs) and _positive(step)):
+        raise ValueError(
+            f"{run}: no {SUMMARY} with the epochs done (a run writes it when it ends or is "
+            f"stopped), so its steps cannot be put in epochs; draw it against steps (--x step)"
+        )
+    return epochs / step
+
+
+def _positive(value) -> bool:
+    """A real number above zero (not a bool, not inf)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
+
+
+def read_curves(
+    files: Iterable[Path], keys: Iterable[str], x: str = "step"
+) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """``{run: {key: [(x, value)]}}`` of ``metrics.jsonl`` files (:func:`metrics_files`), each
+    named by its run folder (its path when two share a name). With ``x`` ``"epoch"`` a run's
+    steps become passes over its training clips (:func:`epochs_per_step`), so runs with
+    other batch sizes or data line up."""
+    if x not in ("step", "epoch"):
+        raise ValueError(f"x axis {x!r}: choose step or epoch")
+    keys = list(keys)
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for path in files:
+        name = path.parent.name if path.parent.name not in curves else str(path.parent)
+        series = read_series(path, keys=keys)
+        if x == "epoch" and series:
+            per_step = epochs_per_step(path.parent)
+            series = {k: [(s * per_step, v) for s, v in pts] for k, pts in series.items()}
+        curves[name] = series
+    return curves

@@ -285,7 +285,8 @@ def auto_resume(cfg: Config) -> dict | None:
     if not list_checkpoints(run_dir):
         return None
     state = resume_state(run_dir)[1]
-    saved = flatten(state["config"])
+    # A field added since the run started is missing from its config: it ran with the default.
+    saved = {**flatten(Config().to_dict()), **flatten(state["config"])}
     mine = flatten(cfg.to_dict())
     differ = sorted(
         k for k in set(saved) | set(mine) if k not in RESTART_FREE and saved.get(k) != mine.get(k)

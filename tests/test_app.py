@@ -422,7 +422,7 @@ def _write_metrics(run_dir: Path, losses: list[float]) -> Path:
 
 
 def test_runs_plot_curves_and_flag_the_rebound(run, tmp_path):
-    pytest.importorskip("PIL", reason="the curves are drawn with Pillow (comes with gradio)")
+    pytest.importorskip("matplotlib", reason="the curves are drawn with matplotlib")
     rebound = _write_metrics(tmp_path / "runs" / "rebound", [1.0, 0.5, 0.3, 0.2, 0.6, 0.9, 1.2])
     roots = [run.parent.resolve(), tmp_path.resolve()]
     assert cb.list_runs(tmp_path / "runs") == [str(rebound)]
@@ -459,6 +459,18 @@ def test_runs_plot_curves_and_flag_the_rebound(run, tmp_path):
     r = cb.plot_runs([str(rebound), str(tmp_path)], roots)
     assert r.image is not None and "no metrics.jsonl" in r.message
     assert cb.plot_runs([], roots).message == "pick one or more runs"
+
+
+def test_runs_plot_smooths_and_logs_as_salt_plot_does(tmp_path):
+    pytest.importorskip("matplotlib", reason="the curves are drawn with matplotlib")
+    run = _write_metrics(tmp_path / "runs" / "noisy", [1.0, 0.4, 0.9, 0.3, 0.8, 0.2])
+    roots = [tmp_path.resolve()]
+    plain = cb.plot_runs([str(run)], roots)
+    styled = cb.plot_runs([str(run)], roots, smooth=0.9, log_loss=True)
+    assert styled.message == "" and styled.image.shape == plain.image.shape
+    assert not np.array_equal(styled.image, plain.image)
+    bad = cb.plot_runs([str(run)], roots, smooth=1.5)
+    assert bad.image is None and "smoothing 1.5 is not in [0, 1)" in bad.message
 
 
 # ---------------------------------------------------------------------------------------

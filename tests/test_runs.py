@@ -14,7 +14,7 @@ import pytest
 from salt.cli import main
 from salt.config import apply_overrides
 from salt.folders import LOCK
-from salt.runs import find_runs, read_runs, table
+from salt.runs import epochs_per_step, find_runs, metrics_files, read_curves, read_runs, table
 from salt.train import train
 
 
@@ -126,7 +126,7 @@ def test_a_path_that_holds_no_runs_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_salt_plot_draws_the_runs_of_a_folder(tmp_path, capsys):
-    pytest.importorskip("PIL", reason="the plot is drawn with Pillow")
+    pytest.importorskip("matplotlib", reason="the plot is drawn with matplotlib")
     runs = tmp_path / "runs"
     write_run(runs / "x", [1.0, 0.5], val=[(2, 0.7)])
     write_run(runs / "y", [1.0, 0.8])
@@ -136,3 +136,42 @@ def test_salt_plot_draws_the_runs_of_a_folder(tmp_path, capsys):
     assert main(["plot", str(runs), "--keys", "loss", "val_loss", "--out", str(out)]) == 0
     assert "plotted loss, val_loss of 2 run(s)" in capsys.readouterr().out
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_epochs_line_runs_up_by_passes_over_their_clips(tmp_path):
+    # Run a did 2 epochs in 4 steps (batch 8 of 16 clips), run b 1 epoch in 4 (batch 4).
+    a = write_run(tmp_path / "a", [1.0, 0.8, 0.6, 0.5], summary={"step": 4, "epochs": 2.0})
+    b = write_run(tmp_path / "b", [1.0, 0.9, 0.7, 0.6], summary={"step": 4, "epochs": 1.0})
+    assert epochs_per_step(a) == 0.5
+    files = metrics_files([tmp_path])
+    assert files == [a / "metrics.jsonl", b / "metrics.jsonl"]
+    by_step = read_curves(files, ["loss"])
+    assert [s for s, _ in by_step["a"]["loss"]] == [1, 2, 3, 4]
+    by_epoch = read_curves(files, ["loss"], x="epoch")
+    assert by_epoch["a"]["loss"] == [(0.5, 1.0), (1.0, 0.8), (1.5, 0.6), (2.0, 0.5)]
+    assert [e for e, _ in by_epoch["b"]["loss"]] == [0.25, 0.5, 0.75, 1.0]
+    running = write_run(tmp_path / "running", [1.0])  # no summary.json yet
+    with pytest.raises(ValueError, match="no summary.json with the epochs done.*--x step"):
+        read_curves([running / "metrics.jsonl"], ["loss"], x="epoch")
+    with pytest.raises(ValueError, match="choose step or epoch"):
+        read_curves(files, ["loss"], x="time")
+
+
+def test_salt_plot_smooths_logs_and_aligns_by_epoch(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the plot is drawn with matplotlib")
+    write_run(tmp_path / "runs" / "a", [1.0, 0.5, 0.4, 0.6], summary={"step": 4, "epochs": 2.0})
+    write_run(tmp_path / "runs" / "b", [2.0, 1.0, 0.8, 0.7], summary={"step": 4, "epochs": 1.0})
+    out = tmp_path / "c.png"
+    args = ["plot", str(tmp_path / "runs"), "--smooth", "0.9", "--log", "--x", "epoch"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "plotted loss, clips_per_s of 2 run(s)" in capsys.readouterr().out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for bad, words in (("1.5", "smoothing 1.5 is not in [0, 1)"), ("-0.1", "not in [0, 1)")):
+        assert main(["plot", str(tmp_path / "runs"), "--smooth", bad]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, err
+    write_run(tmp_path / "runs" / "going", [1.0])
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "going: no summary.json with the epochs done" in err
+    assert len(err.strip().splitlines()) == 1

@@ -391,7 +391,8 @@ def test_resume_auto_killed_three_times_ends_like_an_uninterrupted_run(tmp_path)
     assert held_out and held_out == [(r["step"], r["val_loss"]) for r in ours if "val_loss" in r]
 
 
-def test_resume_auto_needs_a_run_name_and_the_same_settings(tiny_config):
+def test_resume_auto_needs_a_run_name_and_the_same_settings(tiny_config, monkeypatch):
+    import salt.train
     from salt.train import auto_resume
 
     with pytest.raises(ValueError, match="needs a fixed run name"):
@@ -401,6 +402,18 @@ def test_resume_auto_needs_a_run_name_and_the_same_settings(tiny_config):
     assert auto_resume(apply_overrides(tiny_config, {"train.steps": 4}))["step"] == 4
     with pytest.raises(ValueError, match=r"other settings: optim.lr \(0.001 -> 0.002\)"):
         auto_resume(apply_overrides(tiny_config, {"train.steps": 4, "optim.lr": 2e-3}))
+    # A run started before a field existed ran with its default: it continues.
+    saved = salt.train.resume_state
+
+    def older(path):
+        where, state = saved(path)
+        del state["config"]["run"]["wandb_group"]
+        return where, state
+
+    monkeypatch.setattr(salt.train, "resume_state", older)
+    assert auto_resume(apply_overrides(tiny_config, {"train.steps": 4}))["step"] == 4
+    with pytest.raises(ValueError, match=r"other settings: run.wandb_group \('' -> 'g'\)"):
+        auto_resume(apply_overrides(tiny_config, {"train.steps": 4, "run.wandb_group": "g"}))
 
 
 def test_resume_auto_under_torchrun_starts_then_continues(tmp_path):

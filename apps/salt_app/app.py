@@ -60,10 +60,10 @@ class Handlers:
         note = f"checkpoint {loaded.checkpoint} (step {loaded.step}), teacher {loaded.cfg.teacher.spec}"
         return r.images, r.table, r.message or note
 
-    def on_runs(self, chosen):
+    def on_runs(self, chosen, smooth=0.0, log_loss=False):
         import gradio as gr
 
-        r = cb.plot_runs(list(chosen or []), self.roots)
+        r = cb.plot_runs(list(chosen or []), self.roots, float(smooth or 0), bool(log_loss))
         keys = r.keys or ["loss"]
         return (
             r.image,
@@ -175,6 +175,11 @@ def runs_tab(gr, handlers: Handlers, found: list[str], run_choice) -> None:
     with gr.Row():
         r_runs = gr.CheckboxGroup(found, value=found[:1], label="runs")
         r_refresh = gr.Button("Refresh")
+    with gr.Row():
+        r_smooth = gr.Slider(
+            0, 0.99, value=0, step=0.01, label="smoothing (EMA weight on the past; 0 = raw)"
+        )
+        r_log = gr.Checkbox(label="log-scale loss panels")
     r_button = gr.Button("Plot", variant="primary", elem_id="runs-plot")
     r_message = gr.Markdown(elem_id="runs-message")
     r_metrics = gr.State({})
@@ -185,7 +190,7 @@ def runs_tab(gr, handlers: Handlers, found: list[str], run_choice) -> None:
     r_image = gr.Image(label="loss terms and lr", type="numpy", elem_id="runs-image")
     r_table = gr.Dataframe(headers=cb.RUN_HEADERS, label="summary")
     outputs = [r_image, r_table, r_message, r_key, r_line, r_metrics]
-    r_button.click(handlers.on_runs, [r_runs], outputs)
+    r_button.click(handlers.on_runs, [r_runs, r_smooth, r_log], outputs)
     r_key.change(handlers.on_metric, [r_key, r_metrics], [r_line])
     r_refresh.click(handlers.refresh_runs, [], [run_choice, r_runs])
 

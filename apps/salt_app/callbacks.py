@@ -527,14 +527,24 @@ RUN_HEADERS = [
 ]
 
 
-def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
-    """Loss terms and lr of the chosen runs, minimum and rebound marked, drawn with PIL."""
+def plot_runs(
+    runs: list[str],
+    roots: list[Path] | None = None,
+    smooth: float = 0.0,
+    log_loss: bool = False,
+) -> CurvesResult:
+    """Loss terms and lr of the chosen runs, minimum and rebound marked, drawn as
+    ``salt plot`` draws them (``smooth``: EMA weight, ``log_loss``: log-scale losses)."""
     from salt.metrics import CURVE_KEYS, read_records, read_series, summarize
-    from salt.plots import draw_runs_overlaid
+    from salt.plots import check_smoothing, draw_runs_overlaid, to_image
 
     roots = roots or allowed_roots()
     if not runs:
         return CurvesResult(message="pick one or more runs")
+    try:
+        smooth = check_smoothing(smooth)
+    except ValueError as err:
+        return CurvesResult(message=error_message(err))
     series, metrics, table, problems = {}, {}, [], []
     for run in runs:
         try:
@@ -573,7 +583,7 @@ def plot_runs(runs: list[str], roots: list[Path] | None = None) -> CurvesResult:
         )
     if not series:
         return CurvesResult(message="; ".join(problems))
-    image = draw_runs_overlaid(series)
+    image = to_image(draw_runs_overlaid(series, smooth=smooth, log_loss=log_loss))
     return CurvesResult(image, table, "; ".join(problems), series, metrics)
 
 

@@ -58,34 +58,41 @@ def add_plot(commands) -> None:
     pl.add_argument(
         "--out", help="the PNG (default: RUN/curves.png for one run, curves.png for several)"
     )
+    pl.add_argument(
+        "--smooth",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="exponential moving average of the curves, the weight on the past in [0, 1): "
+        "0.9 is smooth, 0 (default) draws them raw; the raw curve stays faint behind "
+        "(lr, wd and val_loss are always raw)",
+    )
+    pl.add_argument(
+        "--log", action="store_true", help="log-scale y on the loss panels (loss, terms, val_loss)"
+    )
+    pl.add_argument(
+        "--x",
+        choices=("step", "epoch"),
+        default="step",
+        help="align the runs by step (default) or by epoch: passes over each run's training "
+        "clips, from its summary.json (written when a run ends or is stopped)",
+    )
     pl.set_defaults(func=cmd_plot)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from salt.metrics import read_series
-    from salt.plots import draw_runs_overlaid, save_png
-    from salt.runs import find_runs, is_run
+    from salt.plots import check_smoothing, draw_runs_overlaid, save_png
+    from salt.runs import metrics_files, read_curves
 
-    # A folder of runs stands for its runs: `salt plot runs/` draws what `salt runs` lists.
-    named = [
-        str(r)
-        for run in args.runs
-        for r in (find_runs([run]) if Path(run).is_dir() and not is_run(Path(run)) else [run])
-    ]
-    series = {}
-    for run in named:
-        path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{run}: no metrics.jsonl (give run directories, or their metrics.jsonl files)"
-            )
-        name = path.parent.name if path.parent.name not in series else str(path.parent)
-        series[name] = read_series(path, keys=args.keys)
+    check_smoothing(args.smooth)  # before reading anything
+    files = metrics_files(args.runs)
+    series = read_curves(files, args.keys, x=args.x)
     if not any(series.values()):
         raise ValueError(f"none of {', '.join(args.keys)} is logged by {', '.join(args.runs)}")
-    out = Path(args.out or (Path(named[0]) / "curves.png" if len(named) == 1 else "curves.png"))
+    out = Path(args.out or (files[0].parent / "curves.png" if len(files) == 1 else "curves.png"))
     keys = [k for k in _expand(args.keys, series)]
-    save_png(draw_runs_overlaid(series, keys=keys), out)
+    figure = draw_runs_overlaid(series, keys, smooth=args.smooth, log_loss=args.log, x=args.x)
+    save_png(figure, out)
     print(f"plotted {', '.join(keys)} of {len(series)} run(s) to {out}")
     return 0
 

@@ -125,7 +125,12 @@ def draw_curve(report: CurveReport, path: Path) -> Path:
     loss = [(p.step, p.distill_loss) for p in report.points]
     top1 = [(p.step, p.accuracy) for p in report.points]
     panels = [
-        Panel("held-out distillation loss", (Line("distill", colour_of(0), loss),), markers=True),
+        Panel(
+            "held-out distillation loss",
+            (Line("distill", colour_of(0), loss),),
+            markers=True,
+            mark_minimum=True,
+        ),
         Panel(
             f"{report.probe} probe top-1 (Spearman with -loss {report.spearman:+.2f})",
             (Line("top-1", colour_of(1), top1),),
