@@ -20,6 +20,7 @@ from salt.folders import holder_text, writer_of
 from salt.metrics import read_records, read_series, summarize
 
 SUMMARY, METRICS, CONFIG = "summary.json", "metrics.jsonl", "config.json"
+EVALUATIONS = "evaluations.json"  # what `salt eval classify RUN --record` measured
 
 
 @attrs.frozen
@@ -41,6 +42,9 @@ class RunRow:
     best_step: int | None
     train_seconds: float | None
     clips_per_s: float | None
+    probe_top1: float | None = None  # the newest recorded probe top-1 (eval classify --record)
+    probe_step: int | None = None  # the checkpoint it scored
+    probe: str = ""  # which probe, on which data
 
     def to_dict(self) -> dict:
         return attrs.asdict(self)
@@ -108,7 +112,46 @@ def read_run(run: Path) -> RunRow:
         best_step=summary.get("best_step"),
         train_seconds=summary.get("train_seconds"),
         clips_per_s=summary.get("clips_per_s"),
+        **recorded_probe(run),
     )
+
+
+def recorded_probe(run: Path) -> dict:
+    """The newest probe top-1 recorded into a run (attentive first: V-JEPA's number)."""
+    path = run / EVALUATIONS
+    if not path.is_file():
+        return {}
+    try:
+        entries = [e for e in json.loads(path.read_text()) if e.get("metric") == "accuracy"]
+    except (ValueError, AttributeError, TypeError):
+        return {}  # an unreadable record is not a reason to hide the run
+    if not entries:
+        return {}
+    newest = max(e.get("recorded_at", "") for e in entries)
+    latest = [e for e in entries if e.get("recorded_at", "") == newest]
+    chosen = next((e for e in latest if "attentive" in e.get("name", "")), latest[0])
+    probe = chosen.get("name", "").removeprefix("top-1, ").removesuffix(" (frozen)")
+    return {
+        "probe_top1": chosen["value"],
+        "probe_step": chosen.get("step"),
+        "probe": f"{probe}, {chosen.get('dataset', '?')}",
+    }
+
+
+def record_run_evaluation(run: Path, entries: list[dict]) -> Path:
+    """Add evaluations of a run's checkpoint to ``RUN/evaluations.json`` (atomically): an
+    entry for the same task, data, metric and step replaces the older one."""
+    from salt.io import write_json
+
+    path = Path(run) / EVALUATIONS
+    old = json.loads(path.read_text()) if path.is_file() else []
+
+    def key(e: dict) -> tuple:
+        return e["task"], e["dataset"], e["metric"], e.get("name"), e.get("step")
+
+    new = {key(e) for e in entries}
+    write_json(path, [e for e in old if key(e) not in new] + entries)
+    return path
 
 
 def _fresh_summary(run: Path) -> dict | None:
@@ -155,7 +198,9 @@ def _number(value, digits: int = 4) -> str:
 
 
 def _at(value, step) -> str:
-    return "-" if value is None else f"{_number(value)} @{step}"
+    if value is None:
+        return "-"
+    return _number(value) + (f" @{step}" if step is not None else "")
 
 
 def _duration(seconds) -> str:
@@ -175,6 +220,7 @@ HEADERS = (
     "last loss",
     "rebound",
     "best held-out",
+    "probe top-1",
     "train time",
     "clips/s",
 )
@@ -197,6 +243,7 @@ def table(rows: list[RunRow]) -> str:
                 _number(r.last_loss),
                 rebound,
                 _at(r.best_val_loss, r.best_step),
+                _at(r.probe_top1, r.probe_step),
                 _duration(r.train_seconds),
                 _number(r.clips_per_s, 1),
             )

@@ -347,11 +347,30 @@ def test_classify_records_its_scores_into_the_export_as_model_index(export, tmp_
     assert VideoEncoder.from_pretrained(target) is not None
 
 
-def test_record_refuses_what_is_not_an_export_before_any_work(export, capsys):
-    run = next((export.parent / "runs").iterdir())
-    assert main(["eval", "classify", str(run), "--record", "--no-progress"]) == 2
+def test_record_refuses_what_is_neither_an_export_nor_a_run_before_any_work(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    argv = ["eval", "distill", str(tmp_path / "notes"), "--record", str(tmp_path / "notes")]
+    assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "not an export folder" in err and len(err.strip().splitlines()) == 1
+    assert "neither an export folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_classify_records_into_a_run_and_salt_runs_shows_it(export, tmp_path, capsys):
+    run = tmp_path / "runs" / "r"
+    shutil.copytree(next((export.parent / "runs").iterdir()), run)
+    argv = ["eval", "classify", str(run), "--data", "motion:28", "--epochs", "1", "--seeds", "1"]
+    assert main([*argv, "--workers", "0", "--no-progress", "--record"]) == 0
+    assert f"recorded 2 result(s) into {run / 'evaluations.json'}" in capsys.readouterr().out
+    entries = json.loads((run / "evaluations.json").read_text())
+    assert {e["step"] for e in entries} == {2} and len(entries) == 2
+    attentive = next(e for e in entries if "attentive" in e["name"])
+    assert main(["runs", str(tmp_path / "runs"), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["probe_top1"] == attentive["value"] and row["probe_step"] == 2
+    assert row["probe"] == "attentive probe, motion:28"
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    header, line = capsys.readouterr().out.splitlines()
+    assert "probe top-1" in header and f"{attentive['value']:.4f} @2" in line
 
 
 def test_distill_records_only_into_an_export_of_the_same_step(export, tmp_path, capsys):
@@ -367,7 +386,7 @@ def test_distill_records_only_into_an_export_of_the_same_step(export, tmp_path, 
     (target / "config.json").write_text(json.dumps(config))
     capsys.readouterr()
     assert main(["eval", "distill", str(run), "--batches", "1", "--record", str(target)]) == 2
-    assert "holds step 1's encoder, but the loss is step 2's" in capsys.readouterr().err
+    assert "holds step 1's encoder, but the result is step 2's" in capsys.readouterr().err
 
 
 def test_from_pretrained_takes_cache_dir_local_files_only_and_token(export, tmp_path, monkeypatch):

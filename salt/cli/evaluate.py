@@ -70,7 +70,8 @@ def add_distill(esub) -> None:
     dl.add_argument(
         "--record",
         metavar="EXPORT",
-        help="also record the loss into this export of the run (its config.json and model card)",
+        help="also record the loss into this export of the run (its config.json and model "
+        "card) or into the run",
     )
     dl.set_defaults(func=cmd_eval_distill)
 
@@ -81,7 +82,7 @@ def cmd_eval_distill(args: argparse.Namespace) -> int:
     fields = {"teacher": "teacher.spec", "data": "data.spec", "batch_size": "train.batch_size"}
     overrides = overrides_from(args, fields)
     if args.record:
-        check_record(args.record)  # before the loss is computed
+        record_target(args.record)  # refused before the loss is computed
     report = distill_loss(
         args.run, overrides, batches=args.batches, seed=args.seed, device=args.device
     )
@@ -91,34 +92,50 @@ def cmd_eval_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_record(export: str) -> None:
-    """Refuse --record into what is not an export, before any work."""
+def record_target(spec: str) -> tuple[str, Path]:
+    """Where --record writes: an export folder (its config.json and model card), or the
+    run a checkpoint belongs to (``RUN/evaluations.json``, shown by ``salt runs``);
+    anything else is refused before any work."""
+    from salt.checkpoints import resolve_checkpoint, run_dir_of
     from salt.export import CONFIG, WEIGHTS
 
-    folder = Path(export)
-    if not ((folder / CONFIG).is_file() and (folder / WEIGHTS).is_file()):
+    folder = Path(spec)
+    if (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file():
+        return "export", folder
+    try:
+        return "run", run_dir_of(resolve_checkpoint(spec))
+    except (FileNotFoundError, ValueError):
         raise ValueError(
-            f"--record {export}: not an export folder ({CONFIG} + {WEIGHTS}); write one with "
-            f"`salt export RUN --out DIR` and record into DIR"
-        )
+            f"--record {spec}: neither an export folder ({CONFIG} + {WEIGHTS}) nor a run; "
+            f"record into an export (`salt export RUN --out DIR`) or the run itself"
+        ) from None
 
 
-def record(export: str, entries: list[dict], step: int | None = None, quiet: bool = False):
-    """Record ``entries`` into ``export``; a loss of another step than the export's is
-    refused (it would describe other weights)."""
+def record(spec: str, entries: list[dict], step: int | None = None, quiet: bool = False):
+    """Record ``entries`` (of the checkpoint at ``step``) into an export or a run; into an
+    export of another step they are refused (they would describe other weights)."""
+    from datetime import datetime
+
     from salt.export import CONFIG, record_evaluation
     from salt.io import read_json
+    from salt.runs import record_run_evaluation
 
-    exported = (read_json(Path(export) / CONFIG).get("summary") or {}).get("checkpoint_step")
-    if step is not None and exported is not None and int(exported) != step:
-        raise ValueError(
-            f"--record {export}: that export holds step {exported}'s encoder, but the loss is "
-            f"step {step}'s; record into an export of the same checkpoint (salt export RUN:"
-            f"{step} --out DIR)"
-        )
-    record_evaluation(export, entries)
+    kind, target = record_target(spec)
+    stamp = datetime.now().isoformat(timespec="seconds")
+    entries = [{**e, "step": step, "recorded_at": stamp} for e in entries]
+    if kind == "run":
+        where = record_run_evaluation(target, entries)
+    else:
+        exported = (read_json(target / CONFIG).get("summary") or {}).get("checkpoint_step")
+        if step is not None and exported is not None and int(exported) != step:
+            raise ValueError(
+                f"--record {spec}: that export holds step {exported}'s encoder, but the "
+                f"result is step {step}'s; record into an export of the same checkpoint "
+                f"(salt export RUN:{step} --out DIR)"
+            )
+        where = record_evaluation(target, entries)
     if not quiet:
-        print(f"recorded {len(entries)} result(s) into {export} (config.json, README.md)")
+        print(f"recorded {len(entries)} result(s) into {where}")
 
 
 def add_probes(esub) -> None:
@@ -238,7 +255,8 @@ def add_classify(esub) -> None:
         "--record",
         action="store_true",
         help="record the top-1 scores into the evaluated export (its config.json and model "
-        "card, as model-index entries on the Hub)",
+        "card, as model-index entries on the Hub) or run (RUN/evaluations.json, shown by "
+        "salt runs)",
     )
     cl.set_defaults(func=cmd_eval_classify)
 
@@ -253,7 +271,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
             f"--test, --data would be ignored"
         )
     if args.record:
-        check_record(args.encoder)
+        record_target(args.encoder)
     encoder, config = _classify_encoder(args.encoder, meta=args.dry_run)
     settings = _classify_settings(args)
     splits = encoder_splits(config, args.data or "motion", args.train, args.test, settings)
@@ -282,7 +300,8 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     else:
         print(compare(reports))
     if args.record:  # the encoder's own scores, never the random baseline's
-        record(args.encoder, reports["encoder"].evaluations(), quiet=args.json)
+        step = (config.get("summary") or {}).get("checkpoint_step")
+        record(args.encoder, reports["encoder"].evaluations(), step, quiet=args.json)
     return 0
 
 
