@@ -104,8 +104,11 @@ def train(cfg: Config, resume: str | Path | None = None) -> TrainResult:
         elif resume is not None:
             state = resume_state(resume)[1]
         runlog = RunLog(run_dir, cfg, main=info.main, world=info.world, fresh=state is None)
+        # From here a SIGTERM (a preemption while the teacher and data load) or SIGINT is
+        # remembered, not fatal: the run takes its first step, checkpoints and stops cleanly.
         try:
-            return _train(cfg, info, device, runlog, state)
+            with StopFlag() as stop:
+                return _train(cfg, info, device, runlog, state, stop)
         finally:
             runlog.close()
     finally:
@@ -175,7 +178,9 @@ def wrapped(model: SaltModel, cfg: Config, info, device) -> torch.nn.Module:
     return net
 
 
-def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> TrainResult:
+def _train(
+    cfg: Config, info, device, runlog: RunLog, state: dict | None, stop: StopFlag
+) -> TrainResult:
     # Build: teacher, clips, the trainable pair, masks, loss, optimizer.
     torch.manual_seed(cfg.train.seed)
     run = assemble(cfg, "train", cfg.train.seed)
@@ -219,44 +224,43 @@ def _train(cfg: Config, info, device, runlog: RunLog, state: dict | None) -> Tra
     # Loop: schedule, step, count failures, log, checkpoint, stop on a signal.
     step, consecutive_bad, stopped_by = start_step, 0, None
     model.train()
-    with StopFlag() as stop:
-        while step < steps:
-            lr, wd = lr_at(step, cfg.optim, steps), wd_at(step, cfg.optim, steps)
-            apply_schedules(optimizer, lr, wd)
-            result = train_step(parts, batches, stop=stop.signal is not None)
-            step += 1
-            if result.finite:
-                consecutive_bad = 0
-            else:
-                nonfinite_total += 1
-                consecutive_bad += 1
-                log.warning("step %d: non-finite loss or gradient; step skipped", step)
-                check_divergence(consecutive_bad, step, cfg, runlog.run_dir)
-            runlog.step(step, result, lr, wd, nonfinite_total, batches.bad)
+    while step < steps:
+        lr, wd = lr_at(step, cfg.optim, steps), wd_at(step, cfg.optim, steps)
+        apply_schedules(optimizer, lr, wd)
+        result = train_step(parts, batches, stop=stop.signal is not None)
+        step += 1
+        if result.finite:
+            consecutive_bad = 0
+        else:
+            nonfinite_total += 1
+            consecutive_bad += 1
+            log.warning("step %d: non-finite loss or gradient; step skipped", step)
+            check_divergence(consecutive_bad, step, cfg, runlog.run_dir)
+        runlog.step(step, result, lr, wd, nonfinite_total, batches.bad)
 
-            stop_now = result.stop
-            saved = None
-            if validation.due(step, steps) and not stop_now:
-                held_out = validation.measure(model, teacher, objective)
-                runlog.validated(step, held_out)
-                if info.main and (best is None or held_out.loss < best[1]):
-                    saved = state_now(step)
-                    save_best(runlog.run_dir, saved, held_out.loss)
-                    best = (step, held_out.loss)
-            # During a streak of skipped steps the newest checkpoint stays the last good one.
-            periodic = step % cfg.train.checkpoint_every == 0 and consecutive_bad == 0
-            if (periodic or step == steps or stop_now) and info.main:
-                saved = saved or state_now(step)
-                save_checkpoint(runlog.run_dir, step, saved, cfg.train.keep_checkpoints)
-            if stop_now:
-                stopped_by = stop.signal or "signal on another rank"
-                log.warning(
-                    "stopped by %s at step %d; resume with: salt train --resume %s",
-                    stopped_by,
-                    step,
-                    runlog.run_dir,
-                )
-                break
+        stop_now = result.stop
+        saved = None
+        if validation.due(step, steps) and not stop_now:
+            held_out = validation.measure(model, teacher, objective)
+            runlog.validated(step, held_out)
+            if info.main and (best is None or held_out.loss < best[1]):
+                saved = state_now(step)
+                save_best(runlog.run_dir, saved, held_out.loss)
+                best = (step, held_out.loss)
+        # During a streak of skipped steps the newest checkpoint stays the last good one.
+        periodic = step % cfg.train.checkpoint_every == 0 and consecutive_bad == 0
+        if (periodic or step == steps or stop_now) and info.main:
+            saved = saved or state_now(step)
+            save_checkpoint(runlog.run_dir, step, saved, cfg.train.keep_checkpoints)
+        if stop_now:
+            stopped_by = stop.signal or "signal on another rank"
+            log.warning(
+                "stopped by %s at step %d; resume with: salt train --resume %s",
+                stopped_by,
+                step,
+                runlog.run_dir,
+            )
+            break
 
     summary = runlog.finish(step, stopped_by, best, dataset_clips=len(clips))
     if info.enabled:

@@ -444,3 +444,25 @@ def test_resume_auto_under_torchrun_starts_then_continues(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed" in again.stderr and "already has checkpoints" not in again.stderr
     assert [r["step"] for r in read_metrics(tmp_path / "requeued") if "loss" in r] == [1, 2, 3]
+
+
+def test_a_sigterm_while_the_run_loads_stops_it_cleanly_after_one_step(
+    tiny_config, tmp_path, monkeypatch
+):
+    """A preemption that lands while the teacher and data load (the writer lock already
+    taken) is remembered: the run takes one step, checkpoints it and stops, never dying
+    by the signal half-set-up."""
+    import salt.train as train_module
+
+    real = train_module.assemble
+
+    def preempted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered here, before the loop
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "assemble", preempted)
+    cfg = apply_overrides(tiny_config, {"train.steps": 6, "run.out": str(tmp_path)})
+    result = train(cfg)
+    assert result.stopped_by == "SIGTERM" and result.step == 1
+    assert [step for step, _ in list_checkpoints(result.run_dir)] == [1]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is given back
