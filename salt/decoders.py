@@ -313,7 +313,7 @@ class FallbackReader(VideoReader):
             self.backend = reader.backend
             self.length, self.fps, self.size = reader.length, reader.fps, reader.size
             self.codec = reader.codec
-            _note_choice(self.path, name, self._failures)
+            _note_choice(self.path, reader, self._failures)
             return reader
         raise VideoDecodeError(
             f"cannot decode {str(self.path)!r} ({_codec_of(self.path)}): "
@@ -349,15 +349,25 @@ class FallbackReader(VideoReader):
 
 # What ``auto`` chose in this process, by codec (``-v`` logs each new pair once).
 CHOSEN: dict[str, str] = {}
+# The format each (backend, the reader's own codec name) reads, so a file of a known kind is
+# not opened again just to name its codec (decord names none: each of its files is asked).
+_FORMATS: dict[tuple[str, str], str] = {}
 
 
-def _note_choice(path: Path, backend: str, failures: list[str]) -> None:
-    codec = codec_name(path)
-    if CHOSEN.get(codec) == backend:
+def _note_choice(path: Path, reader: VideoReader, failures: list[str]) -> None:
+    """Log (``-v``) the first file of each codec ``auto`` reads with each backend. Nothing
+    happens without debug logging: this runs for every clip a loader opens."""
+    if not log.isEnabledFor(logging.DEBUG):
         return
-    CHOSEN[codec] = backend
+    kind = (reader.backend, reader.codec)
+    codec = _FORMATS.get(kind) or codec_name(path)
+    if reader.codec != "?":
+        _FORMATS[kind] = codec
+    if CHOSEN.get(codec) == reader.backend:
+        return
+    CHOSEN[codec] = reader.backend
     tried = f" (after {'; '.join(failures)})" if failures else ""
-    log.debug("decoder auto: %s reads %s, first in %s%s", backend, codec, path, tried)
+    log.debug("decoder auto: %s reads %s, first in %s%s", reader.backend, codec, path, tried)
 
 
 def codec_name(path: Path) -> str:

@@ -273,7 +273,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     if args.record:
         record_target(args.encoder)
     encoder, config = _classify_encoder(args.encoder, meta=args.dry_run)
-    settings = _classify_settings(args)
+    settings = probe_settings(args, probes=PROBE_CHOICES[args.probe])
     splits = encoder_splits(config, args.data or "motion", args.train, args.test, settings)
     if args.dry_run:
         print("\n".join(plan_lines(encoder, config, splits, settings)))
@@ -305,23 +305,30 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _classify_settings(args: argparse.Namespace):
+# ClassifySettings fields by the flag that sets them (classify and curve share them).
+SETTINGS_FLAGS = {
+    "seeds": "seeds",
+    "epochs": "epochs",
+    "lr": "lr",
+    "batch_size": "batch_size",
+    "views": "views",
+    "spatial_views": "spatial_views",
+    "workers": "workers",
+    "feature_memory": "feature_memory_gb",
+    "max_train": "max_train",
+    "max_test": "max_test",
+    "whiten": "whiten",
+}
+
+
+def probe_settings(args: argparse.Namespace, **fixed):
+    """The probes' settings from the flags this command has and the user gave (a flag
+    left off keeps ClassifySettings' default; ``--whiten`` is only ever switched on)."""
     from salt.eval.classify import ClassifySettings
 
-    knobs = {
-        "seeds": args.seeds,
-        "epochs": args.epochs,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "views": args.views,
-        "spatial_views": args.spatial_views,
-        "workers": args.workers,
-        "feature_memory_gb": args.feature_memory,
-        "max_train": args.max_train,
-        "max_test": args.max_test,
-        "whiten": args.whiten or None,
-    }
-    return ClassifySettings(**given(knobs), probes=PROBE_CHOICES[args.probe])
+    knobs = {field: getattr(args, flag, None) for flag, field in SETTINGS_FLAGS.items()}
+    knobs["whiten"] = knobs["whiten"] or None
+    return ClassifySettings(**given(knobs), **fixed)
 
 
 def _classify_encoder(spec: str, meta: bool = False):
@@ -370,20 +377,10 @@ def add_curve(esub) -> None:
 
 
 def cmd_eval_curve(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from salt.distributed import resolve_device
-    from salt.eval.classify import ClassifySettings
     from salt.eval.curve import checkpoint_curve, draw_curve
 
-    knobs = {
-        "seeds": args.seeds,
-        "epochs": args.epochs,
-        "lr": args.lr,
-        "workers": args.workers,
-        "whiten": args.whiten or None,
-    }
-    settings = ClassifySettings(**given(knobs))
+    settings = probe_settings(args)
     fields = {"teacher": "teacher.spec", "distill_data": "data.spec"}
     show = not (args.no_progress or args.json)
     with progress_bar("curve", "stage", show, unit="clip") as advance:
