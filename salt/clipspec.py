@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from salt.batch import Sample
 from salt.data import SPLIT_SEEDS, SYNTHETIC_CLIPS, parse_data_spec
 from salt.motion import MotionClasses
+from salt.natural import NaturalMotionClasses
 from salt.synthetic import ProceduralClips, SyntheticMotion
 from salt.video import VideoCollection, VideoDecodeError, decode_view, discover, open_video, view_of
 
@@ -89,6 +90,19 @@ class MotionSource(GeneratedSource):
     generator_class = MotionClasses
 
 
+class NaturalMotionSource(MotionSource):
+    """Held-out clips of the motion benchmark with photo textures (``motion-natural[:N]``)."""
+
+    generator_class = NaturalMotionClasses
+
+
+GENERATED = {
+    "synthetic": SyntheticSource,
+    "motion": MotionSource,
+    "motion-natural": NaturalMotionSource,
+}
+
+
 class VideoSource:
     """Videos of a ``salt.video`` collection (folder, CSV manifest or SSv2 list)."""
 
@@ -151,13 +165,11 @@ class VideoSource:
 
 
 def make_source(spec: str, image_size: int) -> GeneratedSource | VideoSource:
-    """The probe source a data spec names: ``synthetic[:N]``, ``motion[:N]`` or videos (see
-    ``discover``)."""
+    """The probe source a data spec names: ``synthetic[:N]``, ``motion[:N]``,
+    ``motion-natural[:N]`` or videos (see ``discover``)."""
     parsed = parse_data_spec(spec)
-    if parsed.kind == "synthetic":
-        return SyntheticSource(parsed.count, image_size)
-    if parsed.kind == "motion":
-        return MotionSource(parsed.count, image_size)
+    if parsed.kind in GENERATED:
+        return GENERATED[parsed.kind](parsed.count, image_size)
     return VideoSource(discover(parsed.path), image_size, name=spec)
 
 

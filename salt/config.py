@@ -211,6 +211,10 @@ class MaskConfig:
 
 
 TARGET_NORMS = ("none", "layer", "instance")
+# Data salt generates (no files, any clip geometry): data specs KIND[:N]; the last two are
+# labelled by motion alone (salt.motion, salt.natural).
+BUILT_IN = ("synthetic", "motion", "motion-natural")
+MOTION_BENCHMARKS = BUILT_IN[1:]
 
 
 @attrs.frozen

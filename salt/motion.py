@@ -107,8 +107,8 @@ class MotionClasses(ProceduralClips):
             "stripes": float(rng.uniform(8, 20)),
             "side": side,
         }
-        waves = _waves(rng)
-        return {
+        waves = _waves(rng)  # the background as new_background draws it, but interleaved
+        return {  # with the distractors: every motion clip stays what it always was
             "label": self.label(index),
             "a": a,
             "b": b,
@@ -138,13 +138,9 @@ class MotionClasses(ProceduralClips):
         same event filmed in another place."""
         p = self.params(index)
         if scene:
-            rng = np.random.default_rng([self.seed, index, 1000 + scene])
-            waves = _waves(rng)
-            p["background"] = {
-                "base": float(rng.uniform(70, 180)),
-                "tint": rng.uniform(-30, 30, 3),
-                "waves": waves,
-            }
+            p["background"] = self.new_background(
+                np.random.default_rng([self.seed, index, 1000 + scene])
+            )
         if frames is None:
             frames = np.arange(self.num_frames) * self.frame_step
         size = self.image_size
@@ -182,14 +178,36 @@ class MotionClasses(ProceduralClips):
             a["pos"], b["pos"] = a["pos"] - step * axis, b["pos"] + step * axis
         elif label in (10, 11):  # the bar slides away from A (uncover) or over it (cover)
             bar["centre"] += bar["side"] * amount * (1 if label == 10 else -1)
-        image = _background(p["background"], y, x)
+        image = self.paint_background(p["background"], y, x)
         for thing in (*p["distractors"], b, a):
-            _draw(image, thing, y, x)
+            self.paint_object(image, thing, *_placed(thing, y, x))
         dx = (x - bar["centre"] + 0.5) % 1 - 0.5
         inside = np.abs(dx) <= bar["width"] / 2
+        self.paint_bar(image, bar, inside, y, dx)
+        return image
+
+    # How surfaces look; ``salt.natural`` paints them with photos instead.
+    def new_background(self, rng: np.random.Generator) -> dict:
+        """A background's appearance, drawn from ``rng``."""
+        waves = _waves(rng)
+        return {
+            "base": float(rng.uniform(70, 180)),
+            "tint": rng.uniform(-30, 30, 3),
+            "waves": waves,
+        }
+
+    def paint_background(self, spec: dict, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The background ``float32 [H, W, 3]`` at world coordinates ``(y, x)``."""
+        return _background(spec, y, x)
+
+    def paint_object(self, image, thing, mask, u, v) -> None:
+        """Fill ``mask`` (the object's pixels; ``u, v`` its own coordinates) in ``image``."""
+        image[mask] = np.asarray(thing["colour"], dtype=np.float32)
+
+    def paint_bar(self, image, bar, inside, y, dx) -> None:
+        """Fill the bar's pixels ``inside`` (``dx``: offset from its centre line)."""
         stripes = 0.85 + 0.15 * np.sign(np.sin(2 * math.pi * bar["stripes"] * y))
         image[inside] = (bar["colour"][None, :] * stripes[inside][:, None]).astype(np.float32)
-        return image
 
 
 def _waves(rng: np.random.Generator) -> list[tuple[int, int, float, float]]:
@@ -211,15 +229,15 @@ def _background(spec: dict, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     return gray[..., None] + np.asarray(spec["tint"], dtype=np.float32)[None, None, :]
 
 
-def _draw(image: np.ndarray, thing: dict, y: np.ndarray, x: np.ndarray) -> None:
-    """Paint an object (its shape at its position, size and angle) into ``image``."""
+def _placed(thing: dict, y: np.ndarray, x: np.ndarray):
+    """An object's pixels (its shape at its position, size and angle) and its own
+    coordinates ``u`` (along its axis) and ``v``, in units of its size."""
     dy = (y - thing["pos"][0] + 0.5) % 1 - 0.5
     dx = (x - thing["pos"][1] + 0.5) % 1 - 0.5
     c, s = math.cos(thing["angle"]), math.sin(thing["angle"])
-    u = (c * dx + s * dy) / thing["size"]  # along the object's axis
+    u = (c * dx + s * dy) / thing["size"]
     v = (-s * dx + c * dy) / thing["size"]
-    mask = _shape(thing["shape"], u, v)
-    image[mask] = np.asarray(thing["colour"], dtype=np.float32)
+    return _shape(thing["shape"], u, v), u, v
 
 
 def _shape(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -19,7 +19,14 @@ from pathlib import Path
 import attrs
 import torch
 
-from salt.config import DEMO_PROFILE, TARGET_NORMS, Config, build_config
+from salt.config import (
+    BUILT_IN,
+    DEMO_PROFILE,
+    MOTION_BENCHMARKS,
+    TARGET_NORMS,
+    Config,
+    build_config,
+)
 from salt.eval.classify import ClassifyReport, ClassifySettings, ProbeScore
 from salt.eval.distill import DistillReport
 from salt.eval.report import format_rows
@@ -37,7 +44,8 @@ MODELS = ("student", "teacher", "random")
 # SALT's claim: student > teacher > random on the motion benchmark, each by this many
 # standard errors of the difference.
 CLAIM_STDERRS = 3.0
-TRAIN_DATA = ("synthetic", "motion")
+TRAIN_DATA = BUILT_IN
+BENCHMARKS = MOTION_BENCHMARKS  # the classify stage's labelled data
 # What a quickstart writes directly under its folder; --force removes only these.
 OUTPUTS = ("runs", "encoders", "cache", "loss_curves.png", "quickstart.json", "summary.txt")
 
@@ -74,7 +82,9 @@ class QuickstartSettings:
         default=DEMO_PROFILE["optim.warmup_steps"], validator=attrs.validators.ge(0)
     )
     probe_videos: int = attrs.field(default=64, validator=attrs.validators.ge(4))
-    # The motion benchmark (motion:N: N training clips, N/2 test) and its attentive probes.
+    # The motion benchmark (motion:N: N training clips, N/2 test) - or it with photo
+    # textures, motion-natural - and its attentive probes.
+    benchmark: str = attrs.field(default="motion", validator=attrs.validators.in_(BENCHMARKS))
     classify_clips: int = attrs.field(default=224, validator=attrs.validators.ge(14))
     classify_seeds: int = attrs.field(default=3, validator=attrs.validators.ge(2))
     classify_epochs: int = attrs.field(default=20, validator=attrs.validators.gt(0))
@@ -102,6 +112,11 @@ class QuickstartSettings:
     def train_spec(self) -> str:
         """Both runs' data spec (its held-out split scores the distillation loss)."""
         return f"{self.data}:{self.clips}"
+
+    @property
+    def classify_spec(self) -> str:
+        """The classify stage's labelled data."""
+        return f"{self.benchmark}:{self.classify_clips}"
 
 
 # Seconds instead of minutes: for tests and a first look at the outputs.
@@ -337,6 +352,18 @@ def checkpointing(settings: QuickstartSettings, name: str, steps: int) -> dict:
     }
 
 
+def student_checks(cfg: Config) -> str:
+    """The student's held-out loss and kept checkpoints, as its plan says them."""
+    t = cfg.train
+    kept = f"keeps {t.keep_checkpoints} checkpoint(s), every {t.checkpoint_every} steps"
+    if not t.eval_every:
+        return f"held-out loss: off; {kept}"
+    return (
+        f"held-out loss every {t.eval_every} steps on {t.eval_batches * t.batch_size} clips of "
+        f"the cache's val split (the lowest kept as best); {kept}"
+    )
+
+
 def run_quickstart(
     out: str | Path = "quickstart",
     settings: QuickstartSettings = QuickstartSettings(),
@@ -459,7 +486,7 @@ def stage_descriptions(settings: QuickstartSettings) -> dict[str, str]:
         + ")",
         "distill": "held-out distillation loss of the student",
         "probes": "temporal probes: " + ", ".join(MODELS),
-        "classify": f"motion benchmark (motion:{settings.classify_clips}"
+        "classify": f"motion benchmark ({settings.classify_spec}"
         + (f", {settings.classify_max_train} labelled" if settings.classify_max_train else "")
         + "), attentive probe: "
         + ", ".join(MODELS),
@@ -584,7 +611,7 @@ def run_classify(
     chosen = classify_settings(settings)
     reports = {}
     for name, (model, config) in models.items():
-        splits = encoder_splits(config, f"motion:{settings.classify_clips}", settings=chosen)
+        splits = encoder_splits(config, settings.classify_spec, settings=chosen)
         with progress_bar(f"classify ({name})", "stage", progress) as advance:
             reports[name] = classify(
                 model, splits, config["mean"], config["std"], chosen, name, settings.device, advance
@@ -628,7 +655,7 @@ def plan_quickstart(
     with torch.device("meta"):
         encoder = build_encoder(config).eval()
     chosen = classify_settings(settings)
-    splits = encoder_splits(config, f"motion:{settings.classify_clips}", settings=chosen)
+    splits = encoder_splits(config, settings.classify_spec, settings=chosen)
     indent = lambda lines: [f"  {line}" for line in lines]  # noqa: E731
     return [
         f"quickstart into {out}/, device {teacher.device}"
@@ -639,6 +666,7 @@ def plan_quickstart(
         f"the same {teacher.dataset_size} clips, masks {settings.mask}, "
         f"{teacher.global_batch} clips/step, targets {settings.target_norm} (loss.target_norm), "
         f"warmup {warmup_steps(student_cfg.optim, settings.student_steps)} (optim.warmup_steps)",
+        "  " + student_checks(student_cfg),
         f"temporal probes: {settings.probe_videos} videos per task, for each of "
         + ", ".join(MODELS),
         f"classify (attentive probe{', whitened' if chosen.whiten else ''}), for each of "

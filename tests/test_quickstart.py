@@ -26,6 +26,7 @@ from salt.quickstart import (
     LONG,
     MODELS,
     STAGES,
+    QuickstartSettings,
     check_out,
     remove_outputs,
     run_classify,
@@ -241,16 +242,20 @@ def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
         main(["quickstart", *out, "--long", "--seed", "3"])
     assert seen[-1] == attrs.evolve(LONG, seed=3)
     with pytest.raises(KeyboardInterrupt):
-        main(["quickstart", *out, "--long", "--target-norm", "instance"])
-    assert seen[-1] == attrs.evolve(LONG, target_norm="instance")
+        main(["quickstart", *out, "--long", "--target-norm", "none"])
+    assert seen[-1] == attrs.evolve(LONG, target_norm="none")
+    with pytest.raises(KeyboardInterrupt):
+        main(["quickstart", *out, "--long", "--benchmark", "motion-natural"])
+    assert seen[-1] == attrs.evolve(LONG, benchmark="motion-natural")
+    assert seen[-1].classify_spec == "motion-natural:14336"
     with pytest.raises(SystemExit):
         main(["quickstart", *out, "--target-norm", "batch"])
     with pytest.raises(KeyboardInterrupt):
-        main(["quickstart", *out, "--long", "--student-warmup", "1200"])
-    assert seen[-1] == attrs.evolve(LONG, student_warmup=1200)
+        main(["quickstart", *out, "--long", "--student-warmup", "600"])
+    assert seen[-1] == attrs.evolve(LONG, student_warmup=600)
     with pytest.raises(KeyboardInterrupt):
-        main(["quickstart", *out, "--long", "--teacher-warmup", "400"])
-    assert seen[-1] == attrs.evolve(LONG, teacher_warmup=400)
+        main(["quickstart", *out, "--long", "--teacher-warmup", "200"])
+    assert seen[-1] == attrs.evolve(LONG, teacher_warmup=200)
     for flag in ("--student-warmup", "--teacher-warmup"):
         with pytest.raises(SystemExit):
             main(["quickstart", *out, flag, "-1"])
@@ -265,22 +270,23 @@ def test_dry_run_sizes_every_stage_and_writes_nothing(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "data motion:2048 (2048 clips), 8x64px clips, grid (4, 4, 4)" in text
     assert "masks future:0.5, context 32 tokens" in text  # the first 2 of 4 time slices
-    assert "student (stage 2): 6000 steps" in text
+    assert "student (stage 2): 12000 steps" in text
     assert "14 classes, 448 train / 7168 test clips" in text
     assert "attentive probe, whitened" in text
-    assert "targets none (loss.target_norm), warmup 10 (optim.warmup_steps)" in text
+    assert "targets instance (loss.target_norm), warmup 1200 (optim.warmup_steps)" in text
+    assert "held-out loss every 500 steps on 128 clips of the cache's val split" in text
     assert not out.exists()
     # The student's warmup as its run will use it: capped at 10% of its steps.
-    for given, used in (("1200", 600), ("300", 300)):
+    for given, used in (("2400", 1200), ("300", 300)):
         flags = ["--long", "--dry-run", "--student-warmup", given, "--out", str(out)]
         assert main(["quickstart", *flags]) == 0
         assert f"warmup {used} (optim.warmup_steps)" in capsys.readouterr().out
     # The teacher's, capped the same way, in its own run's plan.
-    for given, used in ("400", 400), ("1000", 600):
+    for given, used in ("300", 300), ("1000", 400):
         flags = ["--long", "--dry-run", "--teacher-warmup", given, "--out", str(out)]
         assert main(["quickstart", *flags]) == 0
         teacher_plan = capsys.readouterr().out.split("student (stage 2)")[0]
-        assert f"6000 steps (warmup {used}," in teacher_plan
+        assert f"4000 steps (warmup {used}," in teacher_plan
     assert main(["quickstart", "--dry-run", "--mask", "nope", "--out", str(out)]) == 2
     assert "unknown masker 'nope'" in capsys.readouterr().err
     # An earlier quickstart there: refused without --force; with it, named and kept.
@@ -319,33 +325,73 @@ def test_only_the_student_standardizes_its_targets(quickstart, tmp_path):
     )
     assert json.loads((out / "quickstart.json").read_text())["target_norm"] == "instance"
     settings = attrs.evolve(LONG, target_norm="instance")
+    assert LONG.target_norm == "instance"  # the recipe's
     stages = {
         name: stage_config(settings, tmp_path, name, teacher, 5, progress=False)
         for name, teacher in (("teacher", "pixels"), ("student", f"cached:{tmp_path}"))
     }
     assert stages["student"].loss.target_norm == "instance"
     assert stages["teacher"].loss.target_norm == "none"
-    assert stage_config(LONG, tmp_path, "student", "pixels", 5, False).loss.target_norm == "none"
+    plain = attrs.evolve(LONG, target_norm="none")
+    assert stage_config(plain, tmp_path, "student", "pixels", 5, False).loss.target_norm == "none"
     with pytest.raises(ValueError, match="target_norm"):
         attrs.evolve(LONG, target_norm="batch")
 
 
 def test_each_run_takes_its_own_warmup(tmp_path):
     """--student-warmup and --teacher-warmup are each run's optim.warmup_steps; both default
-    to the demo profile's 10."""
+    to the demo profile's 10, and the recipe's (--long) to 10% of each run."""
+    base = QuickstartSettings()
     for chosen, expected in (
         ({"student_warmup": 1200}, (10, 1200)),
         ({"teacher_warmup": 400}, (400, 10)),
         ({"teacher_warmup": 400, "student_warmup": 1200}, (400, 1200)),
         ({}, (10, 10)),
     ):
-        settings = attrs.evolve(LONG, **chosen)
+        settings = attrs.evolve(base, **chosen)
         teacher = stage_config(settings, tmp_path, "teacher", "pixels", 4000, progress=False)
         student = stage_config(settings, tmp_path, "student", f"cached:{tmp_path}", 12000, False)
         assert (teacher.optim.warmup_steps, student.optim.warmup_steps) == expected
     for field in ("student_warmup", "teacher_warmup"):
         with pytest.raises(ValueError, match=field):
             attrs.evolve(LONG, **{field: -1})
+
+
+def test_the_student_measures_its_held_out_loss_and_keeps_checkpoints(tmp_path):
+    """The student scores its held-out loss eval_points times and keeps student_checkpoints
+    evenly spaced checkpoints; the teacher keeps its last and scores nothing."""
+    student = stage_config(LONG, tmp_path, "student", f"cached:{tmp_path}", 12000, False)
+    t = student.train
+    assert (t.eval_every, t.eval_batches, t.checkpoint_every, t.keep_checkpoints) == (
+        500,
+        16,
+        1500,
+        8,
+    )
+    teacher = stage_config(LONG, tmp_path, "teacher", "pixels", 4000, False).train
+    assert (teacher.eval_every, teacher.checkpoint_every, teacher.keep_checkpoints) == (0, 4000, 1)
+    off = attrs.evolve(LONG, eval_points=0, student_checkpoints=1)
+    t = stage_config(off, tmp_path, "student", f"cached:{tmp_path}", 300, False).train
+    assert (t.eval_every, t.checkpoint_every, t.keep_checkpoints) == (0, 300, 1)
+    few = attrs.evolve(FAST, eval_points=24, student_checkpoints=8)  # more than its 5 steps
+    t = stage_config(few, tmp_path, "student", f"cached:{tmp_path}", 5, False).train
+    assert (t.eval_every, t.checkpoint_every, t.keep_checkpoints) == (1, 1, 5)
+
+
+def test_the_quickstart_student_keeps_its_best_by_held_out_loss(quickstart):
+    """The cache holds a val split of the clips the student is scored on; the student's run
+    logs val_loss and keeps best.pt; the table shows its step and loss."""
+    out, text, _ = quickstart
+    cache = json.loads((out / "cache" / "cache.json").read_text())
+    assert set(cache["splits"]) == {"train", "val"}
+    val = read_series(out / "runs" / "student" / "metrics.jsonl", ["val_loss"])["val_loss"]
+    assert len(val) == FAST.eval_points
+    assert (out / "runs" / "student" / "checkpoints" / "best.pt").is_file()
+    summary = json.loads((out / "quickstart.json").read_text())["student_summary"]
+    step, loss = min(val, key=lambda point: point[1])
+    assert (summary["best_step"], summary["best_val_loss"]) == (step, pytest.approx(loss))
+    row = next(line for line in text.splitlines() if "student, held-out (best)" in line)
+    assert f"{loss:.4f} ({step})" in row
 
 
 def test_classify_max_train_labels_only_the_first_clips(quickstart):

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from salt.cli.options import given, nonneg_int, positive_int
-from salt.config import TARGET_NORMS
+from salt.config import BUILT_IN, MOTION_BENCHMARKS, TARGET_NORMS
 
 
 def register_commands(commands) -> None:
@@ -84,9 +84,15 @@ def add_knobs(q: argparse.ArgumentParser) -> None:
     )
     q.add_argument(
         "--data",
-        choices=["synthetic", "motion"],
-        help="training data of both runs: the built-in synthetic world (default) or the motion "
-        "benchmark's training clips, unlabelled (--long's)",
+        choices=BUILT_IN,
+        help="training data of both runs: the built-in synthetic world (default), the motion "
+        "benchmark's training clips, unlabelled (--long's), or them with photo textures",
+    )
+    q.add_argument(
+        "--benchmark",
+        choices=MOTION_BENCHMARKS,
+        help="the classify stage's labelled clips: the motion benchmark (default) or it with "
+        "photo textures (motion-natural)",
     )
     q.add_argument("--batch-size", type=positive_int, help="clips per training step (default 8)")
     q.add_argument(
@@ -160,6 +166,7 @@ def _knobs(args: argparse.Namespace) -> dict:
         "student_warmup": args.student_warmup,
         "image_size": args.image_size,
         "data": args.data,
+        "benchmark": args.benchmark,
         "device": args.device,
         "batch_size": args.batch_size,
         "clips": args.clips,

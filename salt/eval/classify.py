@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from salt.config import DataConfig, OptimConfig
-from salt.data import GeneratedClips, VideoDataset, build_source, parse_data_spec
+from salt.config import MOTION_BENCHMARKS, DataConfig, OptimConfig
+from salt.data import BUILT_IN, GeneratedClips, VideoDataset, build_source, parse_data_spec
 from salt.eval.heads import Whitening, make_probe
 from salt.eval.report import format_rows
 from salt.eval.stats import gap_in_stderr, per_clip, standard_error
@@ -207,7 +207,7 @@ def check_classes(
 
 
 def _builtin_classes(kind: str) -> tuple[str, ...]:
-    if kind == "motion":
+    if kind in MOTION_BENCHMARKS:
         from salt.motion import CLASSES
 
         return CLASSES
@@ -316,9 +316,7 @@ class ClassifyReport:
             {
                 "task": "video-classification",
                 "dataset": self.data,
-                "dataset_type": f"salt-vla/{kind}"
-                if kind in ("motion", "synthetic")
-                else self.data,
+                "dataset_type": f"salt-vla/{kind}" if kind in BUILT_IN else self.data,
                 "metric": "accuracy",
                 "name": f"top-1, {s.probe} probe (frozen)",
                 "value": round(s.mean, 4),
