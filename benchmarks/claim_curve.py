@@ -1,23 +1,28 @@
 """SALT's claim against the training budget: the quick start at growing step counts.
 
     python benchmarks/claim_curve.py --device auto               # a GPU: the budgets below
-    python benchmarks/claim_curve.py --long --device cpu         # 2 CPU cores: ~3 hours
+    python benchmarks/claim_curve.py --long --device cpu         # 2 CPU cores: ~1.5 hours
+    python benchmarks/claim_curve.py --long --budgets 3000,6000 --seeds 0,1,2 --device cpu
     python benchmarks/claim_curve.py --smoke --device cpu        # any machine: seconds
 
-For each budget (teacher steps = student steps) it runs the whole quick start (pixel
-teacher, cache, student, probes, the motion benchmark's attentive probe for student,
-teacher and random) into ``OUT/steps_N`` and prints one row: the three top-1 scores, the
-gaps student - teacher and teacher - random in standard errors of the difference (probe
-seeds and test clips counted, as in the quick start's table), whether the claim (>= 3 each)
-is reached, and the wall time. Each row is also appended to ``OUT/curve.jsonl`` as soon as
-its budget finishes, so a run cut short keeps what it measured, and ``OUT/curve.png``
-plots top-1 against steps. Nothing is asserted; the rows go in docs/results.md.
+A budget is the student's step count; the teacher's steps and both warmups scale with it
+from the preset (``--long``: the recipe's 4000 + 12000 steps, so budget 6000 is a 2000-step
+teacher and a 6000-step student, each with a 10% warmup). For each budget and seed it runs
+the whole quick start (pixel teacher, cache, student, probes, the motion benchmark's
+attentive probe for student, teacher and random) into ``OUT/steps_N[_seed_S]`` and prints
+one row: the three top-1 scores, the gaps student - teacher and teacher - random in
+standard errors of the difference (probe seeds and test clips counted, as in the quick
+start's table), whether the claim (>= 3 each) is reached, and the wall time. Each row is
+also appended to ``OUT/curve.jsonl`` as soon as it finishes, so a run cut short keeps what
+it measured, and ``OUT/curve.png`` plots each gap against the budget. Nothing is asserted;
+the rows go in docs/results.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,6 +36,8 @@ from salt.quickstart import FAST, LONG, MODELS, QuickstartSettings, run_quicksta
 # A GPU box (16 cores drawing clips): every 8x112 clip kept in memory by each worker.
 GPU = QuickstartSettings(
     data="motion",
+    teacher_steps=1000,
+    student_steps=1000,
     clips=2048,
     batch_size=64,
     workers=12,
@@ -39,8 +46,9 @@ GPU = QuickstartSettings(
 )
 GPU_BUDGETS = (1000, 3000, 6000)
 SMOKE_BUDGETS = (2, 4)
-# salt quickstart --long (future-prediction masks, 8x64, low-shot whitened probe) on a CPU.
-LONG_BUDGETS = (1500, 3000, 6000)
+# salt quickstart --long (the recipe: 8x64, low-shot whitened probe) on a CPU, at a quarter,
+# half and all of its steps.
+LONG_BUDGETS = (3000, 6000, 12000)
 SIZES = {
     "gpu": (GPU, GPU_BUDGETS),
     "long": (LONG, LONG_BUDGETS),
@@ -48,11 +56,27 @@ SIZES = {
 }
 
 
-def row(steps: int, result) -> dict:
+def scaled(base: QuickstartSettings, steps: int, seed: int) -> QuickstartSettings:
+    """``base`` at a budget of ``steps`` student steps: the teacher's steps and both
+    warmups keep their share of the preset's."""
+    factor = steps / base.student_steps
+    return attrs.evolve(
+        base,
+        student_steps=steps,
+        teacher_steps=max(1, round(base.teacher_steps * factor)),
+        student_warmup=round(base.student_warmup * factor),
+        teacher_warmup=round(base.teacher_warmup * factor),
+        seed=seed,
+    )
+
+
+def row(settings: QuickstartSettings, result) -> dict:
     """The curve's point for one finished quick start."""
     scores = {name: result.classify[name].score("attentive") for name in MODELS}
     return {
-        "steps": steps,
+        "steps": settings.student_steps,
+        "teacher_steps": settings.teacher_steps,
+        "seed": settings.seed,
         **{name: {"mean": s.mean, "stderr": s.stderr} for name, s in scores.items()},
         **result.claim(),
         "seconds": round(sum(result.seconds.values()), 1),
@@ -62,14 +86,15 @@ def row(steps: int, result) -> dict:
 
 def table(points: list[dict]) -> str:
     lines = [
-        "| steps (teacher = student) | student | teacher | random | student - teacher | "
-        "teacher - random | claim | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| steps (student) | teacher steps | seed | student | teacher | random | "
+        "student - teacher | teacher - random | claim | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in points:
         cells = [f"{p[m]['mean']:.3f} +- {p[m]['stderr']:.3f}" for m in MODELS]
         lines.append(
-            f"| {p['steps']} | {' | '.join(cells)} | {p['student_vs_teacher']:+.1f} s.e. | "
+            f"| {p['steps']} | {p['teacher_steps']} | {p['seed']} | {' | '.join(cells)} | "
+            f"{p['student_vs_teacher']:+.1f} s.e. | "
             f"{p['teacher_vs_random']:+.1f} s.e. | "
             f"{'reached' if p['reached'] else 'not reached'} | {p['seconds']:.0f} |"
         )
@@ -77,19 +102,28 @@ def table(points: list[dict]) -> str:
 
 
 def plot(points: list[dict], path: Path) -> None:
-    lines = [
-        Line(m, colour_of(i), [(p["steps"], p[m]["mean"]) for p in points])
-        for i, m in enumerate(MODELS)
-    ]
+    """Each gap (in standard errors) against the budget, a point per seed, and the claim's
+    threshold."""
+    lines = []
+    for i, (key, label) in enumerate(
+        (("student_vs_teacher", "student - teacher"), ("teacher_vs_random", "teacher - random"))
+    ):
+        steps = sorted({p["steps"] for p in points})
+        mean = [(n, statistics.mean(p[key] for p in points if p["steps"] == n)) for n in steps]
+        lines.append(Line(label + " (mean over seeds)", colour_of(i), mean))
+    lines.append(Line("claim (3 s.e.)", colour_of(2), [(steps[0], 3.0), (steps[-1], 3.0)]))
     legend = [(line.label, line.colour) for line in lines]
-    panel = Panel("motion benchmark top-1 (attentive probe)", lines, markers=True)
+    panel = Panel("gap on the motion benchmark (s.e.) against student steps", lines, markers=True)
     save_png(draw_panels([panel], legend=legend), path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="claim-curve", help="folder for every budget's run")
-    parser.add_argument("--budgets", help="comma-separated step counts (default: per size)")
+    parser.add_argument("--budgets", help="comma-separated student step counts (default: per size)")
+    parser.add_argument(
+        "--seeds", default="0", help="comma-separated training seeds run at each budget"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--smoke", action="store_true", help="the quick start's --fast size")
@@ -110,15 +144,19 @@ def main(argv: list[str] | None = None) -> int:
         budgets = tuple(int(b) for b in args.budgets.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
     points = []
     for steps in budgets:
-        settings = attrs.evolve(base, teacher_steps=steps, student_steps=steps, device=str(device))
-        started = time.perf_counter()
-        result = run_quickstart(out / f"steps_{steps}", settings, force=True, progress=False)
-        points.append(row(steps, result))
-        with (out / "curve.jsonl").open("a") as f:
-            f.write(json.dumps(points[-1]) + "\n")
-        print(f"steps {steps}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        for seed in seeds:
+            settings = attrs.evolve(scaled(base, steps, seed), device=str(device))
+            name = f"steps_{steps}" + (f"_seed_{seed}" if len(seeds) > 1 else "")
+            started = time.perf_counter()
+            result = run_quickstart(out / name, settings, force=True, progress=False)
+            points.append(row(settings, result))
+            with (out / "curve.jsonl").open("a") as f:
+                f.write(json.dumps(points[-1]) + "\n")
+            took = time.perf_counter() - started
+            print(f"steps {steps}, seed {seed}: done in {took:.0f} s", file=sys.stderr)
     plot(points, out / "curve.png")
     print(table(points))
     return 0

@@ -25,6 +25,7 @@ def test_one_budget_gives_a_row_a_json_line_and_a_plot(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (point,) = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
     assert point["steps"] == 1 and point["out"] == str(out / "steps_1")
+    assert (point["teacher_steps"], point["seed"]) == (1, 0)
     assert point["reached"] == (
         point["student_vs_teacher"] >= 3 and point["teacher_vs_random"] >= 3
     )
@@ -62,3 +63,17 @@ def test_without_a_gpu_the_default_budgets_are_refused(tmp_path):
 def test_one_size_at_a_time(tmp_path):
     stderr = refused(tmp_path, "--long", "--smoke")
     assert "--smoke: not allowed with argument --long" in stderr
+
+
+def test_a_budget_scales_the_teacher_and_both_warmups_with_the_student():
+    """Budget N: the student's steps; the teacher's steps and the warmups keep the preset's
+    shares (the recipe's 4000 + 12000 steps, 10% warmups)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from claim_curve import LONG, scaled
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    half = scaled(LONG, 6000, seed=2)
+    assert (half.teacher_steps, half.student_steps, half.seed) == (2000, 6000, 2)
+    assert (half.teacher_warmup, half.student_warmup) == (200, 600)
+    assert scaled(LONG, LONG.student_steps, seed=0) == LONG
