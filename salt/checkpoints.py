@@ -153,7 +153,10 @@ def _what_instead(folder: Path) -> str:
 
 
 def _format(path: Path) -> str | None:
-    """The ``format`` field of a JSON file, if it has one."""
+    """The ``format`` field of a JSON file, if it has one (a link is not followed: this only
+    names what a folder is, and the folder's own files say it)."""
+    if path.is_symlink():
+        return None
     try:
         data = read_json(path)
     except (OSError, ValueError):

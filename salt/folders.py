@@ -75,7 +75,7 @@ def folder_kind(folder: Path) -> str | None:
     folder = Path(folder)
     if not folder.is_dir():
         return EMPTY if not folder.exists() else None
-    if not _entries(folder):
+    if not entries(folder):
         return EMPTY
     recorded = _read_record(folder / LOCK).get("kind")
     if recorded in WHAT:
@@ -86,7 +86,7 @@ def folder_kind(folder: Path) -> str | None:
     return None
 
 
-def _entries(folder: Path) -> list[Path]:
+def entries(folder: Path) -> list[Path]:
     """The folder's entries that are not salt's lock or temp files."""
     return sorted(p for p in folder.iterdir() if p.name != LOCK and not is_salt_temp(p.name))
 
@@ -138,7 +138,7 @@ def describe(folder: Path, kind: str | None) -> str:
     """What a refused folder holds, for the message."""
     if kind in WHAT:
         return f"is {WHAT[kind]}"
-    names = [p.name + ("/" if p.is_dir() else "") for p in _entries(folder)]
+    names = [p.name + ("/" if p.is_dir() else "") for p in entries(folder)]
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     return f"holds files salt did not write ({shown})"
 
@@ -192,6 +192,23 @@ def writer_of(folder: Path) -> dict | None:
     return record if age < STALE_S else None
 
 
+def _alive(pid) -> bool:
+    """Whether process ``pid`` of this host is running (and is not this process)."""
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return False
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 class WriterLock:
     """The exclusive right to write ``folder`` (of ``kind``), held by one process at a time
     until :meth:`release` or the process's death; see the module's docstring."""
@@ -202,6 +219,7 @@ class WriterLock:
         self.command = command
         self.hint = hint or "wait for it to end or stop it, or write to another folder"
         self._fd: int | None = None
+        self._flocked = False  # the OS lock was taken (False where the filesystem has none)
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._started = 0.0
@@ -216,12 +234,14 @@ class WriterLock:
             return self
         path = self.folder / LOCK
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+            # Never through a symlink: the lock file is salt's own, written in place.
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+            fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
         except OSError as err:
             raise FolderLocked(f"cannot lock {self.folder} for writing ({err.strerror})") from None
         try:
-            self._flock(fd)
-            self._check_heartbeat(_read_record(path))
+            self._flocked = self._flock(fd)
+            self._check_heartbeat(_read_record(path), self._flocked)
             self._fd, self._started = fd, time.time()
             self._write()
         except BaseException:
@@ -233,11 +253,13 @@ class WriterLock:
         self._beat.start()
         return self
 
-    def _flock(self, fd: int) -> None:
+    def _flock(self, fd: int) -> bool:
+        """Take the OS lock; False where this filesystem (or OS) has none."""
         if fcntl is None:
-            return
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
         except BlockingIOError:
             record = _read_record(self.folder / LOCK)
             raise FolderLocked(
@@ -247,12 +269,19 @@ class WriterLock:
             if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
             log.warning("%s: no file locks on this filesystem (%s)", self.folder, err.strerror)
+            return False
 
-    def _check_heartbeat(self, record: dict) -> None:
+    def _check_heartbeat(self, record: dict, flocked: bool = True) -> None:
         """Refuse a holder on another host whose heartbeat is fresh: that host's ``flock``
-        may not reach this one (a dead holder's heartbeat goes stale within STALE_S)."""
-        if "pid" not in record or record.get("host") == socket.gethostname():
-            return  # free, or this host's kernel already said its holder is gone
+        may not reach this one (a dead holder's heartbeat goes stale within STALE_S). On
+        this host the kernel's lock has already decided - unless there is none, and then a
+        holder whose process is still alive is refused the same way."""
+        if "pid" not in record:
+            return  # free
+        if record.get("host") == socket.gethostname() and (
+            flocked or not _alive(record.get("pid"))
+        ):
+            return  # this host's kernel says its holder is gone
         age = time.time() - float(record.get("heartbeat") or 0)
         if age < STALE_S:
             raise FolderLocked(
@@ -304,7 +333,7 @@ class WriterLock:
             log.warning("could not clear the lock of %s: %s", self.folder, err)
         finally:
             fd, self._fd = self._fd, None
-            if fcntl is not None:
+            if self._flocked:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 

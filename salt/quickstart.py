@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -32,7 +33,19 @@ from salt.eval.distill import DistillReport
 from salt.eval.report import format_rows
 from salt.eval.stats import gap_in_stderr
 from salt.eval.temporal import ProbeReport, clip_settings
-from salt.folders import EMPTY, QUICKSTART, FolderRefused, WriterLock, claim, describe, folder_kind
+from salt.folders import (
+    EMPTY,
+    EXPORT,
+    EXPORT_FILES,
+    QUICKSTART,
+    RUN,
+    FolderRefused,
+    WriterLock,
+    claim,
+    describe,
+    entries,
+    folder_kind,
+)
 from salt.metrics import read_series
 from salt.plots import draw_losses_per_run, save_png
 from salt.progress import progress_bar
@@ -290,7 +303,44 @@ def check_out(out: Path, force: bool) -> list[Path]:
             f"--out {str(out)!r} holds an earlier quickstart; pass --force to replace its "
             f"files there, or choose another --out"
         )
+    foreign = foreign_files(out)
+    if foreign:
+        raise FolderRefused(
+            f"--out {str(out)!r} is an earlier quickstart holding files it did not write "
+            f"({', '.join(foreign[:4])}{' ...' if len(foreign) > 4 else ''}): --force replaces "
+            f"only a quickstart's own files; move those out, or choose another --out"
+        )
     return [out / name for name in OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+
+
+# Inside a quickstart's folders: what each holds (a run, an export, a cache), by name.
+_OWN = {"runs": ("teacher", "student"), "encoders": ("teacher", "student")}
+_CACHE_FILE = re.compile(r"cache\.json|shard_\d+\.(json|safetensors)")
+
+
+def foreign_files(out: Path) -> list[str]:
+    """Paths (relative to ``out``) inside a quickstart's ``runs/``, ``encoders/`` and
+    ``cache/`` that a quickstart does not write - what ``--force`` must not remove."""
+    found = []
+    for folder, names in _OWN.items():
+        base = out / folder
+        if not base.is_dir() or base.is_symlink():
+            continue
+        for entry in entries(base):
+            kind = folder_kind(entry) if entry.is_dir() and not entry.is_symlink() else None
+            expected = RUN if folder == "runs" else EXPORT
+            if entry.name not in names or kind not in (expected, EMPTY):
+                found.append(f"{folder}/{entry.name}")
+            elif folder == "encoders":
+                found += [
+                    f"{folder}/{entry.name}/{p.name}"
+                    for p in entries(entry)
+                    if p.name not in EXPORT_FILES
+                ]
+    cache = out / "cache"
+    if cache.is_dir() and not cache.is_symlink():
+        found += [f"cache/{p.name}" for p in entries(cache) if not _CACHE_FILE.fullmatch(p.name)]
+    return found
 
 
 def remove_outputs(paths: list[Path]) -> None:

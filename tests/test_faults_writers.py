@@ -182,6 +182,28 @@ def test_quickstart_force_removes_a_link_not_what_it_points_to(tmp_path):
     assert not (out / "runs").exists() and snapshot(outside) == before
 
 
+def test_quickstart_force_keeps_the_users_files_inside_its_folders(tmp_path, capsys):
+    """A file the user put inside an earlier quickstart's runs/, encoders/ or cache/ folder
+    makes --force refuse, naming it, and nothing there is removed."""
+    from salt.quickstart import foreign_files
+
+    out = tmp_path / "qs"
+    for folder in ("runs/teacher/checkpoints", "encoders/student", "cache"):
+        (out / folder).mkdir(parents=True)
+    (out / "quickstart.json").write_text("{}")
+    (out / "runs/teacher/checkpoints/step_00000010.pt").write_bytes(b"weights")
+    (out / "encoders/student/config.json").write_text('{"format": "salt-encoder"}')
+    (out / "cache/cache.json").write_text("{}")
+    assert foreign_files(out) == []
+    for mine in ("runs/notes.md", "encoders/student/my-head.safetensors", "cache/plot.png"):
+        (out / mine).write_text("mine\n")
+        before = snapshot(out)
+        code, err = run_cli(capsys, "quickstart", "--fast", "--force", "--out", str(out))
+        one_line_error(code, err, mine, "did not write")
+        assert snapshot(out) == before
+        (out / mine).unlink()
+
+
 # ----------------------------------------------------------------------------- one writer
 
 
@@ -281,6 +303,42 @@ def test_a_live_heartbeat_from_another_host_is_one_line_error(tmp_path, caplog):
     with WriterLock(folder, RUN, "salt train"):
         assert json.loads((folder / LOCK).read_text())["host"] == socket.gethostname()
     assert "taking over the lock" in caplog.text
+
+
+def test_without_file_locks_a_live_writer_on_this_host_is_still_refused(tmp_path, monkeypatch):
+    """On a filesystem with no ``flock`` (ENOLCK), a holder on this host whose process is
+    alive is refused by its record; one whose process is gone is taken over."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        record = {"kind": "run", "command": "salt train", "pid": holder.pid}
+        record.update(host=socket.gethostname(), started=time.time(), heartbeat=time.time())
+        (folder / LOCK).write_text(json.dumps(record))
+        with pytest.raises(RuntimeError, match=rf"pid {holder.pid} on host"):
+            WriterLock(folder, RUN, "salt train").acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with WriterLock(folder, RUN, "salt train"):  # its process is gone
+        assert json.loads((folder / LOCK).read_text())["pid"] == os.getpid()
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
+    folder, outside = tmp_path / "run", tmp_path / "precious.txt"
+    folder.mkdir()
+    outside.write_text("the user's own file")
+    (folder / LOCK).symlink_to(outside)
+    with pytest.raises(RuntimeError, match=r"cannot lock .*run for writing"):
+        WriterLock(folder, RUN, "salt train").acquire()
+    assert outside.read_text() == "the user's own file"
 
 
 # ----------------------------------------------------------------------------- resume
