@@ -97,24 +97,70 @@ def test_a_lerobot_info_json_without_a_known_version_is_refused(tmp_path, capsys
     info["features"]["top"] = {"dtype": "video"}
     (root / "meta" / "info.json").write_text(json.dumps(info))  # no codebase_version
     (root / "meta" / "episodes.jsonl").write_text('{"episode_index": 0, "length": 12}\n')
+    before = snapshot(root)
     code, _, err = run_cli(capsys, *dry_run(tmp_path / "runs", **{"data.spec": str(root)}))
     one_line_error(code, err, "info.json", "codebase_version", "v2.x and v3.x")
+    assert snapshot(root) == before and not (tmp_path / "runs").exists()
 
 
 def test_an_ssv2_list_without_its_videos_is_refused(tmp_path, capsys):
     listing = tmp_path / "train.json"
     listing.write_text(json.dumps([{"id": "1", "template": "Pushing [something]"}]))
     (tmp_path / "videos").mkdir()  # the usual folder, but empty
+    before = snapshot(tmp_path)
     code, _, err = run_cli(capsys, *dry_run(tmp_path / "runs", **{"data.spec": str(listing)}))
     one_line_error(code, err, "train.json", "webm", str(tmp_path / "videos"))
+    assert snapshot(tmp_path) == before and not (tmp_path / "runs").exists()
 
 
 def test_a_manifest_header_without_a_path_column_is_not_read_as_a_video(tmp_path, capsys):
     _videos(tmp_path, ["a.mp4", "b.mp4"])
     manifest = tmp_path / "list.csv"
     manifest.write_text("video,label\na.mp4,push\nb.mp4,pull\n")  # 'video', not 'path'
+    before = snapshot(tmp_path)
     code, _, err = run_cli(capsys, *dry_run(tmp_path / "runs", **{"data.spec": str(manifest)}))
     one_line_error(code, err, "list.csv", "no 'path' column")
+    assert snapshot(tmp_path) == before and not (tmp_path / "runs").exists()
+    # A manifest row naming a video that is not there: named, not skipped silently.
+    manifest.write_text("path,label\na.mp4,push\ngone.mp4,pull\n")
+    code, _, err = run_cli(capsys, *dry_run(tmp_path / "runs", **{"data.spec": str(manifest)}))
+    one_line_error(code, err, "1 of 2 videos are missing", str(tmp_path / "gone.mp4"))
+
+
+@pytest.mark.parametrize("layout", ["v2", "v3"])
+def test_a_lerobot_dataset_missing_each_required_file_is_named(layout, tmp_path, capsys):
+    """A LeRobot dataset without its episode list (v2 ``episodes.jsonl``, v3 the episode
+    parquet files), or without one of the videos they list, is a one-line error naming it;
+    nothing in the dataset changes."""
+    import lerobot_data
+
+    write = lerobot_data.write_v2 if layout == "v2" else lerobot_data.write_v3
+    root = write(tmp_path / "ds")
+    listing = {"v2": "meta/episodes.jsonl", "v3": "meta/episodes/chunk-000/file-000.parquet"}
+    kept = (root / listing[layout]).read_bytes()
+    (root / listing[layout]).unlink()
+    before = snapshot(root)
+    code, _, err = run_cli(capsys, *dry_run(tmp_path / "runs", **{"data.spec": f"lerobot:{root}"}))
+    named = "meta/episodes.jsonl is missing" if layout == "v2" else "no chunk-*/file-*.parquet"
+    one_line_error(code, err, named)
+    assert snapshot(root) == before and not (tmp_path / "runs").exists()
+    (root / listing[layout]).write_bytes(kept)
+    video = sorted((root / "videos").rglob("*.mp4"))[-1]
+    video.unlink()
+    before = snapshot(root)
+    code, _, err = run_cli(capsys, *dry_run(tmp_path / "runs", **{"data.spec": f"lerobot:{root}"}))
+    one_line_error(code, err, "videos are missing", str(video))
+    assert snapshot(root) == before and not (tmp_path / "runs").exists()
+
+
+def test_an_export_without_its_weights_is_named_as_incomplete(export, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.json").write_bytes((export / "config.json").read_bytes())
+    before = snapshot(partial)
+    code, _, err = run_cli(capsys, "eval", "classify", str(partial), "--data", "motion:28")
+    one_line_error(code, err, str(partial), "no model.safetensors", "export it again")
+    assert snapshot(partial) == before
 
 
 def test_a_cache_folder_without_its_index_is_named_as_such(tmp_path, capsys):
@@ -197,8 +243,10 @@ def test_test_classes_the_training_split_lacks_are_refused(export, tmp_path, cap
     train = _videos(tmp_path / "train", ["push/a.mp4", "pull/b.mp4"])
     test = _videos(tmp_path / "test", ["push/c.mp4", "lift/d.mp4"])
     argv = ["eval", "classify", str(export), "--train", str(train), "--test", str(test)]
+    before = {**snapshot(train), **snapshot(test)}
     code, _, err = run_cli(capsys, *argv, "--dry-run")
     one_line_error(code, err, str(test), str(train), "(lift)")
+    assert {**snapshot(train), **snapshot(test)} == before
     # the built-in data too: its few test clips show a direction its one training clip lacks
     code, _, err = run_cli(capsys, "eval", "classify", str(export), "--data", "synthetic:4")
     one_line_error(code, err, "synthetic:2, test split", "synthetic:4, train split")
