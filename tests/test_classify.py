@@ -341,8 +341,54 @@ def test_curve_over_every_checkpoint_of_a_run(tiny_overrides, tmp_path, capsys):
     from PIL import Image
 
     assert Image.open(png).size[0] > 0 and out["png"] == str(png)
+    assert all(not p["best"] for p in out["points"]) and out["pick"] is None  # no best.pt
     one = build_config(overrides={**tiny_overrides, "run.name": "one", "train.steps": 2})
     with pytest.raises(ValueError, match="a curve needs several"):
         from salt.eval.curve import checkpoint_curve
 
         checkpoint_curve(train(one).run_dir, data="motion:28")
+
+
+def test_the_curve_scores_the_runs_own_pick_beside_its_checkpoints(tiny_overrides, tmp_path):
+    """A run that kept best.pt (held-out loss at steps 3 and 6, checkpoints at 2, 4, 6): the
+    curve scores it as one point, flagged, at its own step."""
+    from salt.checkpoints import read_best
+    from salt.config import build_config
+    from salt.eval.curve import checkpoint_curve
+    from salt.train import train
+
+    overrides = {**tiny_overrides, "train.steps": 6, "train.checkpoint_every": 2}
+    overrides.update({"train.eval_every": 3, "train.eval_batches": 1})
+    run = train(build_config(overrides=overrides)).run_dir
+    best_step = read_best(run)[0]
+    settings = ClassifySettings(seeds=2, epochs=1, workers=0)
+    report = checkpoint_curve(run, data="motion:28", settings=settings, distill_batches=1)
+    steps = [p.step for p in report.points]
+    assert steps == sorted({2, 4, 6, best_step})
+    (picked,) = [p for p in report.points if p.best]
+    assert picked.step == best_step and picked.checkpoint.endswith(
+        ("best.pt", f"{best_step:08d}.pt")
+    )
+    pick = report.pick()
+    top = max(report.points, key=lambda p: p.accuracy)
+    assert (pick["best_step"], pick["top_step"]) == (best_step, top.step)
+    assert pick["gap"] == pytest.approx(top.accuracy - picked.accuracy)
+    assert pick["within_one_se"] == (pick["gap"] <= top.error)
+    assert f"best (lowest held-out loss while training): step {best_step}" in report.table()
+
+
+def test_the_pick_is_judged_against_the_probes_best_and_its_error():
+    from salt.eval.curve import CurvePoint, CurveReport
+
+    def report(best_accuracy):
+        points = (
+            CurvePoint(1000, "a", 0.5, 0.20, 0.003, 0.004),
+            CurvePoint(2000, "b", 0.3, 0.25, 0.003, 0.004),  # the probe's best: error 0.005
+            CurvePoint(2500, "best.pt", 0.2, best_accuracy, 0.003, 0.004, best=True),
+        )
+        return CurveReport("run", "attentive", "motion:28", points)
+
+    assert report(0.246).pick()["within_one_se"] is True  # 0.004 under it
+    assert report(0.244).pick()["within_one_se"] is False  # 0.006 under it
+    assert report(0.26).pick()["top_step"] == 2500 and report(0.26).pick()["gap"] == 0
+    assert "NOT within one s.e." in report(0.244).table()

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import attrs
 
-from salt.checkpoints import list_checkpoints, resolve_checkpoint, run_dir_of
+from salt.checkpoints import (
+    best_path,
+    list_checkpoints,
+    read_best,
+    resolve_checkpoint,
+    run_dir_of,
+)
 from salt.eval.classify import ClassifySettings, LabelledSplits, classify, encoder_splits
 from salt.eval.distill import distill_loss
 from salt.eval.report import format_rows
@@ -32,7 +38,14 @@ class CurvePoint:
     checkpoint: str
     distill_loss: float
     accuracy: float
-    stderr: float
+    stderr: float  # over probe seeds
+    clip_stderr: float = 0.0  # from the draw of test clips
+    best: bool = False  # the run's own pick: checkpoints/best.pt (lowest held-out loss)
+
+    @property
+    def error(self) -> float:
+        """Both standard errors together: how far another probe and test draw may move it."""
+        return math.hypot(self.stderr, self.clip_stderr)
 
 
 @attrs.frozen
@@ -51,16 +64,38 @@ class CurveReport:
         losses = [-p.distill_loss for p in self.points]
         return spearman(losses, [p.accuracy for p in self.points])
 
+    def pick(self) -> dict | None:
+        """How the label-free pick (``best``) compares with the checkpoint the probe ranks
+        first: their top-1, the gap and whether it is within one standard error of the
+        probe's best; None when the run kept no ``best``."""
+        picked = next((p for p in self.points if p.best), None)
+        if picked is None:
+            return None
+        top = max(self.points, key=lambda p: p.accuracy)
+        gap = top.accuracy - picked.accuracy
+        return {
+            "best_step": picked.step,
+            "best_top1": picked.accuracy,
+            "top_step": top.step,
+            "top_top1": top.accuracy,
+            "top_error": top.error,
+            "gap": gap,
+            "within_one_se": gap <= top.error,
+        }
+
     def to_dict(self) -> dict:
         rho = self.spearman
-        return {**attrs.asdict(self), "spearman": None if math.isnan(rho) else rho}
+        return {
+            **attrs.asdict(self),
+            "spearman": None if math.isnan(rho) else rho,
+            "pick": self.pick(),
+        }
 
     def table(self) -> str:
-        rows = [("step", "distill loss", "top-1")]
+        rows = [("step", "distill loss", "top-1 (+- seeds, clips)")]
         for p in self.points:
-            rows.append(
-                (str(p.step), f"{p.distill_loss:.5f}", f"{p.accuracy:.3f} +- {p.stderr:.3f}")
-            )
+            top1 = f"{p.accuracy:.3f} +- {p.stderr:.3f}, {p.clip_stderr:.3f}"
+            rows.append((f"{p.step}{' (best)' if p.best else ''}", f"{p.distill_loss:.5f}", top1))
         lines = [f"run {self.run}: {self.probe} probe on {self.data}", format_rows(rows)]
         rho = self.spearman
         value = (
@@ -69,6 +104,14 @@ class CurveReport:
             else f"{rho:+.3f}"
         )
         lines.append(f"Spearman(-loss, top-1) = {value} over {len(self.points)} checkpoints")
+        pick = self.pick()
+        if pick is not None:
+            verdict = "within" if pick["within_one_se"] else "NOT within"
+            lines.append(
+                f"best (lowest held-out loss while training): step {pick['best_step']}, top-1 "
+                f"{pick['best_top1']:.3f}; the probe's best: step {pick['top_step']}, "
+                f"{pick['top_top1']:.3f} +- {pick['top_error']:.3f} - {verdict} one s.e."
+            )
         return "\n".join(lines)
 
 
@@ -85,7 +128,14 @@ def checkpoint_curve(
 ) -> CurveReport:
     """Distillation loss and ``probe`` top-1 for every checkpoint of ``run``."""
     run_dir = run_dir_of(resolve_checkpoint(run))
-    checkpoints = list_checkpoints(run_dir)
+    checkpoints = [(step, path, False) for step, path in list_checkpoints(run_dir)]
+    best = read_best(run_dir)
+    if best is not None:  # the run's own pick, scored beside the others
+        same = [i for i, (step, _, _) in enumerate(checkpoints) if step == best[0]]
+        if same:
+            checkpoints[same[0]] = (*checkpoints[same[0]][:2], True)
+        else:
+            checkpoints = sorted([*checkpoints, (best[0], best_path(run_dir), True)])
     if len(checkpoints) < 2:
         raise ValueError(
             f"run {str(run_dir)!r} keeps {len(checkpoints)} checkpoint(s); a curve needs several - "
@@ -95,7 +145,7 @@ def checkpoint_curve(
     settings = attrs.evolve(settings or ClassifySettings(), probes=(probe,))
     splits: LabelledSplits | None = None
     points = []
-    for step, path in checkpoints:
+    for step, path, is_best in checkpoints:
         loss = distill_loss(
             path, distill_overrides, batches=distill_batches, seed=seed, device=device
         )
@@ -114,7 +164,11 @@ def checkpoint_curve(
         )
         score = report.score(probe)
         log.info("step %d: distill %.5f, %s %.3f", step, loss.loss, probe, score.mean)
-        points.append(CurvePoint(step, str(path), loss.loss, score.mean, score.stderr))
+        points.append(
+            CurvePoint(
+                step, str(path), loss.loss, score.mean, score.stderr, score.clip_stderr, is_best
+            )
+        )
     return CurveReport(str(run_dir), probe, data, tuple(points))
 
 
@@ -124,6 +178,11 @@ def draw_curve(report: CurveReport, path: Path) -> Path:
 
     loss = [(p.step, p.distill_loss) for p in report.points]
     top1 = [(p.step, p.accuracy) for p in report.points]
+    picked = [
+        Line("best.pt (label-free pick)", colour_of(2), [(p.step, p.accuracy)])
+        for p in report.points
+        if p.best
+    ]
     panels = [
         Panel(
             "held-out distillation loss",
@@ -133,7 +192,7 @@ def draw_curve(report: CurveReport, path: Path) -> Path:
         ),
         Panel(
             f"{report.probe} probe top-1 (Spearman with -loss {report.spearman:+.2f})",
-            (Line("top-1", colour_of(1), top1),),
+            (Line("top-1", colour_of(1), top1), *picked),
             markers=True,
         ),
     ]
