@@ -328,10 +328,12 @@ def test_curve_over_every_checkpoint_of_a_run(tiny_overrides, tmp_path, capsys):
     run = train(cfg).run_dir
     png = tmp_path / "curve.png"
     args = ["eval", "curve", str(run), "--data", "motion:28", "--seeds", "2", "--epochs", "2"]
+    args += ["--max-train", "14"]  # one labelled clip per class
     args += ["--batches", "1", "--workers", "0", "--png", str(png), "--json", "--device", "cpu"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert [p["step"] for p in out["points"]] == [2, 4, 6]
+    assert out["data"] == "motion:28"
     assert all(0 <= p["accuracy"] <= 1 and p["distill_loss"] > 0 for p in out["points"])
     accuracies = {p["accuracy"] for p in out["points"]}
     if len(accuracies) == 1:  # constant: no rank correlation, and valid JSON says so

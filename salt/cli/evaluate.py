@@ -206,8 +206,9 @@ def add_classify(esub) -> None:
     )
     cl.add_argument(
         "--data",
-        help="labelled data: 'motion[:N]' (the built-in motion benchmark, default), a folder "
-        "with train/ and test/ class folders, or an SSv2 train.json next to validation.json",
+        help="labelled data: 'motion[:N]' (the built-in motion benchmark, default), "
+        "'motion-natural[:N]' (it with photo textures), a folder with train/ and test/ class "
+        "folders, or an SSv2 train.json next to validation.json",
     )
     cl.add_argument("--train", help="training clips: folder of class folders, CSV or SSv2 list")
     cl.add_argument("--test", help="held-out clips, same kinds as --train")
@@ -365,6 +366,9 @@ def add_curve(esub) -> None:
     cu.add_argument("--epochs", type=positive_int, help="probe epochs (default 20)")
     cu.add_argument("--lr", type=positive_float, help="probe peak learning rate (default 1e-3)")
     cu.add_argument("--whiten", action="store_true", help=WHITEN)
+    cu.add_argument(
+        "--max-train", type=positive_int, help="label at most this many training clips"
+    )
     cu.add_argument(
         "--workers", type=nonneg_int, default=2, help="DataLoader workers decoding clips"
     )
