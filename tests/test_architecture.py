@@ -37,6 +37,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "salt.video",
         "salt.synthetic",
         "salt.motion",
+        "salt.natural",
         "salt.batch",
         "salt.cache",
         "salt.cache.index",
