@@ -248,6 +248,9 @@ def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
         main(["quickstart", *out, "--long", "--benchmark", "motion-natural"])
     assert seen[-1] == attrs.evolve(LONG, benchmark="motion-natural")
     assert seen[-1].classify_spec == "motion-natural:14336"
+    with pytest.raises(KeyboardInterrupt):
+        main(["quickstart", *out, "--eval-points", "0", "--student-checkpoints", "4"])
+    assert seen[-1] == attrs.evolve(QuickstartSettings(), eval_points=0, student_checkpoints=4)
     with pytest.raises(SystemExit):
         main(["quickstart", *out, "--target-norm", "batch"])
     with pytest.raises(KeyboardInterrupt):

@@ -366,9 +366,7 @@ def add_curve(esub) -> None:
     cu.add_argument("--epochs", type=positive_int, help="probe epochs (default 20)")
     cu.add_argument("--lr", type=positive_float, help="probe peak learning rate (default 1e-3)")
     cu.add_argument("--whiten", action="store_true", help=WHITEN)
-    cu.add_argument(
-        "--max-train", type=positive_int, help="label at most this many training clips"
-    )
+    cu.add_argument("--max-train", type=positive_int, help="label at most this many training clips")
     cu.add_argument(
         "--workers", type=nonneg_int, default=2, help="DataLoader workers decoding clips"
     )

@@ -103,6 +103,17 @@ def add_knobs(q: argparse.ArgumentParser) -> None:
         "same recipe; the motion benchmark and its probe seeds stay the same",
     )
     q.add_argument("--clips", type=positive_int, help="training clips (default 512; --long: 2048)")
+    q.add_argument(
+        "--eval-points",
+        type=nonneg_int,
+        help="times the student measures its held-out loss, keeping the lowest as best.pt "
+        "(default 12; --long: 24; 0: never)",
+    )
+    q.add_argument(
+        "--student-checkpoints",
+        type=positive_int,
+        help="checkpoints the student keeps, evenly spaced (default 1; --long: 8)",
+    )
     q.add_argument("--workers", type=nonneg_int, help="DataLoader workers making clips (default 1)")
     q.add_argument(
         "--device",
@@ -170,6 +181,8 @@ def _knobs(args: argparse.Namespace) -> dict:
         "device": args.device,
         "batch_size": args.batch_size,
         "clips": args.clips,
+        "eval_points": args.eval_points,
+        "student_checkpoints": args.student_checkpoints,
         "workers": args.workers,
         "seed": args.seed,
     }
