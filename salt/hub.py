@@ -4,7 +4,8 @@ every export, and ``push_to_hub``.
 Loading goes through ``huggingface_hub``, so its cache (``HF_HUB_CACHE``), offline mode
 (``HF_HUB_OFFLINE=1``: the cache only, no network) and tokens apply as for any Hub model.
 Only ``config.json``, ``model.safetensors`` and ``README.md`` are fetched: an export holds
-nothing that could run code. Without a network, a lookup fails in about
+nothing that could run code. Without a network (or behind a proxy that cannot reach the
+Hub), a lookup fails in about
 :data:`PROBE_TIMEOUT_S` seconds (or loads the cached copy) instead of retrying for half a
 minute.
 """
@@ -15,8 +16,10 @@ import logging
 import re
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult
 
 from salt import __version__
 
@@ -88,23 +91,22 @@ def download(
         return folder
     if not constants.is_offline_mode():
         host, port, what = hub_address()
-        if not reachable(host, port):
+        if not hub_reachable():
+            where = (
+                f"the Hub cannot be reached through the proxy {host}:{port}"
+                if what == "the proxy"
+                else f"{what} {host}:{port} cannot be reached"
+            )
             folder = cached_copy(repo_id, revision, cache_dir)
             if folder is None:
                 raise FileNotFoundError(
-                    f"could not load {repo_id!r} from the Hugging Face Hub: {what} {host}:{port} "
-                    f"cannot be reached (no network?) and the Hub cache "
+                    f"could not load {repo_id!r} from the Hugging Face Hub: {where} "
+                    f"(no network?) and the Hub cache "
                     f"({constants.HF_HUB_CACHE}) has no copy; to work offline, fetch it once "
                     f"while online (`hf download {repo_id}`) and set HF_HUB_OFFLINE=1, or give a "
                     f"local export folder"
                 )
-            log.warning(
-                "%s %s:%d cannot be reached: loading %r from the Hub cache",
-                what,
-                host,
-                port,
-                repo_id,
-            )
+            log.warning("%s: loading %r from the Hub cache", where, repo_id)
             return folder
     folder = None
     try:
@@ -147,43 +149,114 @@ def cached_copy(
     return Path(paths[-1]).parent
 
 
-def hub_address() -> tuple[str, int, str]:
-    """``(host, port, what)`` a Hub request connects to first: the proxy the environment
-    sets for the endpoint (``HTTPS_PROXY``, ``ALL_PROXY``, unless ``NO_PROXY`` names the
-    host), else the endpoint itself (``HF_ENDPOINT``, default huggingface.co)."""
+def endpoint() -> tuple[str, int, str]:
+    """``(host, port, scheme)`` of the Hub's endpoint (``HF_ENDPOINT``, default
+    huggingface.co)."""
     from urllib.parse import urlsplit
-    from urllib.request import getproxies, proxy_bypass
 
     from huggingface_hub import constants
 
     url = urlsplit(constants.ENDPOINT)
-    host = url.hostname or "huggingface.co"
+    return (
+        url.hostname or "huggingface.co",
+        url.port or (443 if url.scheme == "https" else 80),
+        url.scheme,
+    )
+
+
+def proxy_for_hub() -> SplitResult | None:
+    """The proxy the environment sets for the endpoint (``HTTPS_PROXY``, ``ALL_PROXY``,
+    unless ``NO_PROXY`` names the host), as a split URL, or None."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    host, _, scheme = endpoint()
     proxies = getproxies()
-    proxy = proxies.get(url.scheme) or proxies.get("all")
-    if proxy and not proxy_bypass(host):
-        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if not proxy or proxy_bypass(host):
+        return None
+    return urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+
+
+def hub_address() -> tuple[str, int, str]:
+    """``(host, port, what)`` a Hub request connects to first: the proxy (see
+    :func:`proxy_for_hub`), else the endpoint itself."""
+    host, port, _ = endpoint()
+    p = proxy_for_hub()
+    if p is not None:
         default = 443 if p.scheme == "https" else 1080 if p.scheme.startswith("socks") else 80
         return p.hostname or host, p.port or default, "the proxy"
-    return host, url.port or (443 if url.scheme == "https" else 80), "the Hub at"
+    return host, port, "the Hub at"
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a Hub request could get through within ``timeout`` seconds: a TCP connection
+    to the endpoint, or through an HTTP proxy, the proxy's answer to a request for the
+    endpoint (a proxy that accepts connections but cannot reach the Hub answers 502 or
+    504, or nothing). A SOCKS proxy is only checked for accepting connections."""
+    p = proxy_for_hub()
+    if p is None or p.scheme not in ("http", "https"):
+        return reachable(*hub_address()[:2], timeout)
+    return _answers(lambda: _ask_proxy(p, timeout), timeout)
+
+
+def _ask_proxy(proxy: SplitResult, timeout: float) -> bool:
+    """Ask an HTTP(S) proxy for the endpoint as a Hub request would (``CONNECT`` for an
+    https endpoint, a ``HEAD`` in absolute form for plain http); True when it forwards."""
+    import base64
+    import ssl
+
+    target_host, target_port, scheme = endpoint()
+    port = proxy.port or (443 if proxy.scheme == "https" else 80)
+    authority = f"{target_host}:{target_port}"
+    if scheme == "https":
+        request = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+    else:
+        request = f"HEAD http://{authority}/ HTTP/1.1\r\nHost: {authority}\r\n"
+    if proxy.username:
+        creds = f"{proxy.username}:{proxy.password or ''}".encode()
+        request += f"Proxy-Authorization: Basic {base64.b64encode(creds).decode()}\r\n"
+    with socket.create_connection((proxy.hostname, port), timeout=timeout) as raw:
+        conn = (
+            ssl.create_default_context().wrap_socket(raw, server_hostname=proxy.hostname)
+            if proxy.scheme == "https"
+            else raw
+        )
+        conn.sendall((request + "\r\n").encode())
+        status_line = conn.recv(256).split(b"\r\n", 1)[0].split()
+    status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+    return 0 < status < 500 if scheme != "https" else 200 <= status < 300
 
 
 def reachable(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> bool:
     """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds, the name
-    lookup included (in a thread, as a lookup can hang past any socket timeout)."""
-    done, opened = threading.Event(), threading.Event()
+    lookup included."""
 
-    def probe() -> None:
+    def connect() -> bool:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+
+    return _answers(connect, timeout)
+
+
+def _answers(probe: Callable[[], bool], timeout: float) -> bool:
+    """``probe()``'s answer if it gives one within ``timeout`` seconds, else False; any
+    error is False. It runs in a thread, as a name lookup can hang past any socket
+    timeout."""
+    done, yes = threading.Event(), threading.Event()
+
+    def run() -> None:
         try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            opened.set()
+            if probe():
+                yes.set()
         except Exception:  # noqa: BLE001 - any failure means not reachable
             pass
         finally:
             done.set()
 
-    threading.Thread(target=probe, name="salt-hub-probe", daemon=True).start()
+    threading.Thread(target=run, name="salt-hub-probe", daemon=True).start()
     done.wait(timeout)
-    return opened.is_set()
+    return yes.is_set()
 
 
 LICENSE = "apache-2.0"  # salt-vla's own; an export may say another (salt export --license)

@@ -4,6 +4,7 @@ fails fast, and push_to_hub (the upload itself faked)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -285,6 +286,90 @@ def test_a_closed_port_is_not_reachable():
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         assert hub.reachable("127.0.0.1", listening.getsockname()[1])
+
+
+@contextlib.contextmanager
+def fake_proxy(answer: bytes | None):
+    """An HTTP proxy on localhost that accepts every connection and answers each request
+    with ``answer`` (None: reads it and never answers); yields its URL and the requests."""
+    seen: list[bytes] = []
+    stop = threading.Event()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.1)
+
+    def serve() -> None:
+        held = []
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                seen.append(conn.recv(1024))
+                if answer is not None:
+                    conn.sendall(answer)
+            held.append(conn)
+        for conn in held:
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", seen
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+@pytest.fixture
+def proxied(monkeypatch):
+    """Route Hub requests through whatever proxy the test sets (no NO_PROXY exemption)."""
+    from huggingface_hub import constants
+
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
+    return lambda url: monkeypatch.setenv("HTTPS_PROXY", url)
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (b"HTTP/1.1 200 Connection established\r\n\r\n", True),
+        (b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.0 407 Proxy Authentication Required\r\n\r\n", False),
+        (b"garbage", False),
+        (None, False),  # accepts the connection, never answers
+    ],
+)
+def test_behind_a_proxy_the_probe_asks_it_for_the_hub(proxied, answer, expected):
+    with fake_proxy(answer) as (url, seen):
+        proxied(url.replace("http://", "http://user:secret@"))
+        assert hub.hub_reachable(timeout=1.0) is expected
+    request = seen[0].decode()
+    assert request.startswith("CONNECT huggingface.co:443 HTTP/1.1\r\n")
+    assert "Proxy-Authorization: Basic dXNlcjpzZWNyZXQ=" in request  # user:secret
+
+
+def test_a_proxy_that_cannot_reach_the_hub_fails_fast_with_how_to_work_offline(
+    online_cache, proxied
+):
+    with fake_proxy(b"HTTP/1.1 502 Bad Gateway\r\n\r\n") as (url, seen):
+        proxied(url)
+        start = time.perf_counter()
+        with pytest.raises(FileNotFoundError) as err:
+            VideoEncoder.from_pretrained("robot-lab/absent")
+        elapsed = time.perf_counter() - start
+    message = str(err.value)
+    assert "\n" not in message and "cannot be reached through the proxy 127.0.0.1:" in message
+    assert "HF_HUB_OFFLINE=1" in message and "local export folder" in message
+    assert elapsed < 20  # an upper bound only; the probe waits at most 2 s
+    assert len(seen) == 1  # one probe, then no Hub request at all
 
 
 # ---------------------------------------------------------------------------------------
