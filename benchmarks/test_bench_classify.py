@@ -5,6 +5,10 @@ training, timed apart.
   two torch threads, clips rendered beforehand (the generator is not what is measured).
 * ``test_probe_training``: one epoch of the attentive and the linear probe (3 seeds each)
   over 256 clips' kept tokens (8x112 -> 196 tokens x 192), batch 64.
+* ``test_three_encoders``: the quick start's classify stage in miniature - three vit_tiny
+  encoders scored on ``motion:CLIPS`` at 8x64 (the ``--long`` geometry), the clips drawn
+  once and shared (``share_clips``) or drawn again for each encoder, as before; the
+  generator is part of what is measured.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ import torch
 
 from salt.config import DataConfig
 from salt.data import build_source, normalize_clips
-from salt.eval.classify import ClassifySettings, probe_schedule
+from salt.eval.classify import (
+    ClassifySettings,
+    classify,
+    labelled_splits,
+    probe_schedule,
+    share_clips,
+)
 from salt.eval.heads import make_probe
 from salt.optim import lr_at
 from salt.registry import students
@@ -87,3 +97,34 @@ def test_probe_training(benchmark, summary, seconds_per_call, pin_threads, kind)
             f"{kind} probe x {settings.seeds} seeds: {1e3 * mean:.0f} ms per epoch of {clips} "
             f"clips ({clips * settings.seeds / mean:.0f} clip-probe steps/s)"
         )
+
+
+CLIPS = 672  # 672 training clips, 336 test
+
+
+@pytest.mark.parametrize("clips", ["shared", "drawn per encoder"])
+@pytest.mark.benchmark(group="classify-stage")
+def test_three_encoders(benchmark, summary, seconds_per_call, pin_threads, clips):
+    pin_threads(2)
+    encoders = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        encoders.append(
+            students.create("vit_tiny", num_frames=8, image_size=64, patch_size=16).eval()
+        )
+    settings = ClassifySettings(probes=("attentive",), epochs=2, workers=1)
+
+    def stage() -> list[float]:
+        splits = labelled_splits(DataConfig(spec=f"motion:{CLIPS}", num_frames=8, image_size=64))
+        scoring = share_clips(splits, settings) if clips == "shared" else settings
+        return [
+            classify(e, splits, MEAN, STD, scoring, device="cpu").score("attentive").mean
+            for e in encoders
+        ]
+
+    scores = benchmark.pedantic(stage, rounds=2, iterations=1)
+    assert len(scores) == 3 and all(0 <= s <= 1 for s in scores)
+    times = seconds_per_call(benchmark)
+    if times:
+        mean, _ = times
+        summary(f"3 encoders on motion:{CLIPS} (8x64), clips {clips}: {mean:.1f} s")

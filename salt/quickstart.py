@@ -655,16 +655,26 @@ def run_probe_suite(
 def run_classify(
     models: dict[str, tuple[torch.nn.Module, dict]], settings: QuickstartSettings, progress: bool
 ) -> dict[str, ClassifyReport]:
-    """Each model's attentive-probe top-1 on the motion benchmark (``salt eval classify``)."""
-    from salt.eval.classify import classify, encoder_splits
+    """Each model's attentive-probe top-1 on the motion benchmark (``salt eval classify``),
+    on one set of clips drawn once (every model has the run's clip geometry)."""
+    from salt.eval.classify import classify, encoder_splits, share_clips
 
     chosen = classify_settings(settings)
+    first = next(iter(models.values()))[1]
+    splits = encoder_splits(first, settings.classify_spec, settings=chosen)
+    scoring = share_clips(splits, chosen)
     reports = {}
     for name, (model, config) in models.items():
-        splits = encoder_splits(config, settings.classify_spec, settings=chosen)
         with progress_bar(f"classify ({name})", "stage", progress) as advance:
             reports[name] = classify(
-                model, splits, config["mean"], config["std"], chosen, name, settings.device, advance
+                model,
+                splits,
+                config["mean"],
+                config["std"],
+                scoring,
+                name,
+                settings.device,
+                advance,
             )
     return reports
 

@@ -8,6 +8,7 @@ import json
 import math
 import re
 
+import attrs
 import pytest
 import torch
 from videos import write_video
@@ -21,6 +22,7 @@ from salt.eval.classify import (
     classify,
     compare,
     labelled_splits,
+    share_clips,
 )
 from salt.eval.heads import AttentiveProbe, LinearProbe, Whitening
 from salt.eval.stats import gap_in_stderr
@@ -162,6 +164,51 @@ def test_live_encoding_gives_what_kept_tokens_give(encoder, motion):
         assert live.score(probe).accuracies == pytest.approx(
             kept.score(probe).accuracies, abs=1 / 14 + 1e-9
         )
+
+
+def test_shared_clips_are_drawn_once_and_score_what_drawing_them_again_scores(encoder, motion):
+    """The quick start's models (a curve's checkpoints) read one set of drawn clips: only
+    the clips classify reads are drawn, once, into the splits, and the scores are those
+    of fresh splits."""
+    settings = ClassifySettings(**{**QUICK, "seeds": 2, "workers": 2, "max_train": 14})
+    drawn = []
+    generator = motion.train.generator
+    original = type(generator).clip
+    for split in (motion.train, motion.test):
+        split.generator.clip = lambda i, g=split.generator: drawn.append(i) or original(g, i)
+    scoring = share_clips(motion, settings)
+    assert scoring == attrs.evolve(settings, workers=0)
+    assert sorted(motion.train.kept) == list(range(14))  # max_train: the first 14 of 28
+    assert sorted(motion.test.kept) == list(range(14))
+    fresh = labelled_splits(DataConfig(spec="motion:28", num_frames=2, image_size=32))
+    for i in range(14):
+        assert torch.equal(motion.test.kept[i], fresh.test.clip(i))
+    assert sorted(drawn) == sorted([*range(14), *range(14)])  # each read clip, once
+    drawn.clear()
+    shared = [classify(encoder, motion, MEAN, STD, scoring) for _ in range(2)]
+    assert drawn == []  # both encoders read the kept clips
+    alone = classify(encoder, fresh, MEAN, STD, attrs.evolve(settings, workers=0))
+    for report in shared:
+        for probe in ("attentive", "linear"):
+            assert report.score(probe).accuracies == alone.score(probe).accuracies
+            assert report.score(probe).hits == alone.score(probe).hits
+
+
+
+def test_shared_clips_drawn_by_workers_are_the_clips():
+    splits = labelled_splits(DataConfig(spec="motion:64", num_frames=2, image_size=32))
+    share_clips(splits, ClassifySettings(**{**QUICK, "workers": 2}))
+    assert sorted(splits.train.kept) == list(range(64)) and len(splits.test.kept) == 32
+    fresh = labelled_splits(DataConfig(spec="motion:64", num_frames=2, image_size=32))
+    for split, again in ((splits.train, fresh.train), (splits.test, fresh.test)):
+        assert all(torch.equal(split.kept[i], again.clip(i)) for i in split.kept)
+
+def test_clips_are_not_shared_past_the_memory_they_may_keep(encoder):
+    splits = labelled_splits(
+        DataConfig(spec="motion:28", num_frames=2, image_size=32, keep_clips_gb=1e-5)
+    )
+    settings = ClassifySettings(**QUICK)
+    assert share_clips(splits, settings) is settings and not splits.test.kept
 
 
 def test_whitening_gives_zero_mean_and_identity_covariance():

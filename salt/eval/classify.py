@@ -32,7 +32,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from salt.config import MOTION_BENCHMARKS, DataConfig, OptimConfig
 from salt.data import BUILT_IN, GeneratedClips, VideoDataset, build_source, parse_data_spec
@@ -541,6 +541,49 @@ def _limit_checked(splits: LabelledSplits, s: ClassifySettings) -> tuple[Dataset
         )
         check_classes(splits, train, test, hint)
     return train, test
+
+
+def share_clips(splits: LabelledSplits, settings: ClassifySettings) -> ClassifySettings:
+    """Render the built-in clips :func:`classify` will read (the first ``max_train`` /
+    ``max_test`` of each split) once, in ``settings.workers`` processes, into the splits'
+    own memory (``data.keep_clips_gb``), so every encoder then scored on ``splits`` reads
+    them instead of drawing each again - the quick start's three models, a curve's
+    checkpoints. Returns the settings to score with: no loader workers when every clip is
+    kept, else ``settings`` as they are (videos are decoded per encoder as before)."""
+    parts = list(zip(_limit_checked(splits, settings), (splits.train, splits.test), strict=True))
+    if not all(isinstance(base, GeneratedClips) for _, base in parts):
+        return settings
+    if any(len(part) > base.capacity for part, base in parts):
+        return settings
+    for part, base in parts:
+        todo = [i for i in range(len(part)) if i not in base.kept]
+        loader = DataLoader(
+            _Drawn(base, todo),
+            batch_size=16,
+            num_workers=min(settings.workers, len(todo) // 16),
+            collate_fn=_stacked,
+        )
+        for indices, clips in loader:  # copied out of the workers' shared memory
+            base.kept.update((i, clip.clone()) for i, clip in zip(indices, clips, strict=True))
+    return attrs.evolve(settings, workers=0)
+
+
+class _Drawn(Dataset):
+    """``(index, clip)`` of some of a built-in dataset's clips, drawn by its generator."""
+
+    def __init__(self, base: GeneratedClips, indices: list[int]):
+        self.base, self.indices = base, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
+        return self.indices[i], self.base.generator.clip(self.indices[i])
+
+
+def _stacked(batch: list[tuple[int, torch.Tensor]]) -> tuple[list[int], torch.Tensor]:
+    """One tensor per batch: a worker hands each tensor over by its own file handle."""
+    return [i for i, _ in batch], torch.stack([clip for _, clip in batch])
 
 
 def _limit(dataset: Dataset, count: int) -> Dataset:

@@ -21,7 +21,13 @@ from salt.checkpoints import (
     resolve_checkpoint,
     run_dir_of,
 )
-from salt.eval.classify import ClassifySettings, LabelledSplits, classify, encoder_splits
+from salt.eval.classify import (
+    ClassifySettings,
+    LabelledSplits,
+    classify,
+    encoder_splits,
+    share_clips,
+)
 from salt.eval.distill import distill_loss
 from salt.eval.report import format_rows
 from salt.eval.stats import spearman
@@ -150,8 +156,9 @@ def checkpoint_curve(
             path, distill_overrides, batches=distill_batches, seed=seed, device=device
         )
         encoder, config = load_encoder(path)
-        if splits is None:  # every checkpoint is scored on the same clips
+        if splits is None:  # every checkpoint is scored on the same clips, drawn once
             splits = encoder_splits(config, data, settings=settings)
+            settings = share_clips(splits, settings)
         report = classify(
             encoder,
             splits,
