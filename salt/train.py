@@ -188,7 +188,7 @@ def _train(
     masker = masker_of(cfg)
     objective = Objective(cfg.loss.name, cfg.loss.options, cfg.loss.target_norm)
     steps = total_steps(cfg, len(clips), info.world)
-    optimizer = build_optimizer(model, cfg.optim, fused=device.type == "cuda")
+    optimizer = build_optimizer(model, cfg.optim)
 
     # Resume: weights, optimizer and counters now; the RNG once the loader has started.
     start_step, nonfinite_total = 0, 0

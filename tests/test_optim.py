@@ -165,3 +165,23 @@ def test_short_runs_warm_up_over_their_capped_warmup():
     assert lr_at(0, RECIPE, 5) == pytest.approx(2e-4)
     no_warmup = OptimConfig(warmup_steps=0)
     assert lr_at(0, no_warmup, TOTAL) == pytest.approx(2e-4)
+
+
+def test_the_cpu_optimizer_is_fused_and_steps_as_adamw_does():
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    fused = build_optimizer(nets[0], RECIPE)
+    loop = build_optimizer(nets[1], RECIPE, fused=False)
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    before = nets[0][0].weight.detach().clone()
+    for _ in range(5):
+        x = torch.randn(4, 8)
+        for net, opt in ((nets[0], fused), (nets[1], loop)):
+            apply_schedules(opt, lr=1e-2, wd=0.1)
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(nets[0][0].weight, before)  # it did step
