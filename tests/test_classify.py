@@ -194,7 +194,6 @@ def test_shared_clips_are_drawn_once_and_score_what_drawing_them_again_scores(en
             assert report.score(probe).hits == alone.score(probe).hits
 
 
-
 def test_shared_clips_drawn_by_workers_are_the_clips():
     splits = labelled_splits(DataConfig(spec="motion:64", num_frames=2, image_size=32))
     share_clips(splits, ClassifySettings(**{**QUICK, "workers": 2}))
@@ -202,6 +201,26 @@ def test_shared_clips_drawn_by_workers_are_the_clips():
     fresh = labelled_splits(DataConfig(spec="motion:64", num_frames=2, image_size=32))
     for split, again in ((splits.train, fresh.train), (splits.test, fresh.test)):
         assert all(torch.equal(split.kept[i], again.clip(i)) for i in split.kept)
+
+
+@pytest.mark.parametrize(("workers", "threads", "drawers"), [(1, 2, 2), (3, 2, 3), (0, 2, 0)])
+def test_shared_clips_are_drawn_on_every_thread_the_encoders_use(
+    monkeypatch, workers, threads, drawers
+):
+    import salt.eval.classify as classify_module
+
+    seen = []
+
+    def loader(*args, num_workers, **kwargs):
+        seen.append(num_workers)
+        return torch.utils.data.DataLoader(*args, num_workers=0, **kwargs)
+
+    monkeypatch.setattr(classify_module, "DataLoader", loader)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    splits = labelled_splits(DataConfig(spec="motion:64", num_frames=2, image_size=32))
+    share_clips(splits, ClassifySettings(**{**QUICK, "workers": workers}))
+    assert seen == [drawers, min(drawers, 2)]  # 64 training clips, then 32 test: 2 batches
+
 
 def test_clips_are_not_shared_past_the_memory_they_may_keep(encoder):
     splits = labelled_splits(

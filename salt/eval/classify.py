@@ -545,11 +545,12 @@ def _limit_checked(splits: LabelledSplits, s: ClassifySettings) -> tuple[Dataset
 
 def share_clips(splits: LabelledSplits, settings: ClassifySettings) -> ClassifySettings:
     """Render the built-in clips :func:`classify` will read (the first ``max_train`` /
-    ``max_test`` of each split) once, in ``settings.workers`` processes, into the splits'
-    own memory (``data.keep_clips_gb``), so every encoder then scored on ``splits`` reads
-    them instead of drawing each again - the quick start's three models, a curve's
-    checkpoints. Returns the settings to score with: no loader workers when every clip is
-    kept, else ``settings`` as they are (videos are decoded per encoder as before)."""
+    ``max_test`` of each split) once, in ``settings.workers`` processes (at least one per
+    torch thread), into the splits' own memory (``data.keep_clips_gb``), so every encoder
+    then scored on ``splits`` reads them instead of drawing each again - the quick start's
+    three models, a curve's checkpoints. Returns the settings to score with: no loader
+    workers when every clip is kept, else ``settings`` as they are (videos are decoded per
+    encoder as before)."""
     parts = list(zip(_limit_checked(splits, settings), (splits.train, splits.test), strict=True))
     if not all(isinstance(base, GeneratedClips) for _, base in parts):
         return settings
@@ -560,12 +561,19 @@ def share_clips(splits: LabelledSplits, settings: ClassifySettings) -> ClassifyS
         loader = DataLoader(
             _Drawn(base, todo),
             batch_size=16,
-            num_workers=min(settings.workers, len(todo) // 16),
+            num_workers=min(_drawers(settings.workers), len(todo) // 16),
             collate_fn=_stacked,
         )
         for indices, clips in loader:  # copied out of the workers' shared memory
             base.kept.update((i, clip.clone()) for i, clip in zip(indices, clips, strict=True))
     return attrs.evolve(settings, workers=0)
+
+
+def _drawers(workers: int) -> int:
+    """Processes that draw the shared clips: the configured loader workers, but no fewer than
+    the threads the encoders will score with - drawing is all the CPU does meanwhile (0 stays
+    0: no worker processes at all)."""
+    return max(workers, torch.get_num_threads()) if workers else 0
 
 
 class _Drawn(Dataset):
