@@ -279,13 +279,19 @@ def test_dry_run_sizes_every_stage_and_writes_nothing(tmp_path, capsys):
     assert "targets instance (loss.target_norm), warmup 1200 (optim.warmup_steps)" in text
     assert "held-out loss every 500 steps on 128 clips of the cache's val split" in text
     assert not out.exists()
-    # The student's warmup as its run will use it: capped at 10% of its steps.
-    for given, used in (("2400", 1200), ("300", 300)):
-        flags = ["--long", "--dry-run", "--student-warmup", given, "--out", str(out)]
+    # The student's warmup as its run will use it: as given, up to half of its steps - and
+    # the recipe's 1200 steps kept when its steps are cut, not 10% of them.
+    for flags, used in (
+        (["--student-warmup", "2400"], 2400),
+        (["--student-warmup", "300"], 300),
+        (["--student-warmup", "7000"], 6000),
+        (["--student-steps", "9000"], 1200),
+    ):
+        flags = ["--long", "--dry-run", *flags, "--out", str(out)]
         assert main(["quickstart", *flags]) == 0
         assert f"warmup {used} (optim.warmup_steps)" in capsys.readouterr().out
     # The teacher's, capped the same way, in its own run's plan.
-    for given, used in ("300", 300), ("1000", 400):
+    for given, used in ("300", 300), ("1000", 1000), ("3000", 2000):
         flags = ["--long", "--dry-run", "--teacher-warmup", given, "--out", str(out)]
         assert main(["quickstart", *flags]) == 0
         teacher_plan = capsys.readouterr().out.split("student (stage 2)")[0]

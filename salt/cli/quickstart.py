@@ -70,14 +70,14 @@ def add_knobs(q: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--teacher-warmup",
         type=nonneg_int,
-        help="the teacher's warmup steps, as optim.warmup_steps (at most 10%% of its steps; "
-        "default 10, the demo profile's)",
+        help="the teacher's warmup steps, as optim.warmup_steps (at most half of its steps; "
+        "default 10, the demo profile's; --long: 400)",
     )
     q.add_argument(
         "--student-warmup",
         type=nonneg_int,
-        help="the student's warmup steps, as optim.warmup_steps (at most 10%% of its steps; "
-        "default 10, the demo profile's)",
+        help="the student's warmup steps, as optim.warmup_steps (at most half of its steps; "
+        "default 10, the demo profile's; --long: 1200)",
     )
     q.add_argument(
         "--image-size", type=positive_int, help="clip height and width (default 112; --long: 64)"
