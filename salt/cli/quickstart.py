@@ -26,7 +26,7 @@ def register_commands(commands) -> None:
     preset.add_argument(
         "--long",
         action="store_true",
-        help="the recipe that reaches student > teacher > random in docs/results.md (~52 "
+        help="the recipe that reaches student > teacher > random in docs/results.md (~55 "
         "minutes alone on 2 CPU cores): 4000 teacher and 12000 student steps at 8x64 on the "
         "motion benchmark's clips, 10%% warmups, instance targets, future:0.5 masks, a "
         "low-shot whitened probe (448 labelled clips) on 7168 test clips",
