@@ -6,8 +6,8 @@
     python benchmarks/claim_curve.py --smoke --device cpu        # any machine: seconds
 
 A budget is the student's step count; the teacher's steps and both warmups scale with it
-from the preset (``--long``: the recipe's 4000 + 12000 steps, so budget 6000 is a 2000-step
-teacher and a 6000-step student, each with a 10% warmup). For each budget and seed it runs
+from the preset (``--long``: the recipe's 4000 + 9000 steps, so budget 4500 is a 2000-step
+teacher with a 200-step warmup and a 4500-step student with a 600-step one). For each budget and seed it runs
 the whole quick start (pixel teacher, cache, student, probes, the motion benchmark's
 attentive probe for student, teacher and random) into ``OUT/steps_N[_seed_S]`` and prints
 one row: the three top-1 scores, the gaps student - teacher and teacher - random in
@@ -46,9 +46,9 @@ GPU = QuickstartSettings(
 )
 GPU_BUDGETS = (1000, 3000, 6000)
 SMOKE_BUDGETS = (2, 4)
-# salt quickstart --long (the recipe: 8x64, low-shot whitened probe) on a CPU, at a quarter,
-# half and all of its steps.
-LONG_BUDGETS = (3000, 6000, 12000)
+# salt quickstart --long (the recipe: 8x64, low-shot whitened probe) on a CPU, at a third,
+# two thirds and all of its steps.
+LONG_BUDGETS = (3000, 6000, 9000)
 SIZES = {
     "gpu": (GPU, GPU_BUDGETS),
     "long": (LONG, LONG_BUDGETS),

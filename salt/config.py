@@ -215,6 +215,8 @@ TARGET_NORMS = ("none", "layer", "instance")
 # labelled by motion alone (salt.motion, salt.natural).
 BUILT_IN = ("synthetic", "motion", "motion-natural")
 MOTION_BENCHMARKS = BUILT_IN[1:]
+# The student checkpoint a quick start scores and exports: its best by held-out loss, or last.
+STUDENT_CHECKPOINTS = ("best", "last")
 
 
 @attrs.frozen

@@ -67,13 +67,13 @@ def test_one_size_at_a_time(tmp_path):
 
 def test_a_budget_scales_the_teacher_and_both_warmups_with_the_student():
     """Budget N: the student's steps; the teacher's steps and the warmups keep the preset's
-    shares (the recipe's 4000 + 12000 steps, 10% warmups)."""
+    shares (the recipe's 4000 + 9000 steps, 400- and 1200-step warmups)."""
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         from claim_curve import LONG, scaled
     finally:
         sys.path.remove(str(SCRIPT.parent))
-    half = scaled(LONG, 6000, seed=2)
-    assert (half.teacher_steps, half.student_steps, half.seed) == (2000, 6000, 2)
+    half = scaled(LONG, 4500, seed=2)
+    assert (half.teacher_steps, half.student_steps, half.seed) == (2000, 4500, 2)
     assert (half.teacher_warmup, half.student_warmup) == (200, 600)
     assert scaled(LONG, LONG.student_steps, seed=0) == LONG

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import re
+import shutil
 
 import attrs
 import pytest
@@ -30,6 +31,8 @@ from salt.quickstart import (
     check_out,
     remove_outputs,
     run_classify,
+    scored_checkpoint,
+    scored_description,
     stage_config,
 )
 from salt.synthetic import SyntheticMotion
@@ -129,8 +132,9 @@ def test_the_loss_curves_are_a_png_with_both_runs_drawn(quickstart):
 
 def test_the_student_export_reloads_with_the_checkpoint_tokens(quickstart):
     out, _, _ = quickstart
+    scored = json.loads((out / "quickstart.json").read_text())["student_checkpoint"]
     exported = VideoEncoder.from_pretrained(out / "encoders" / "student")
-    checkpoint = VideoEncoder.from_pretrained(out / "runs" / "student")
+    checkpoint = VideoEncoder.from_pretrained(scored["path"])
     clips = SyntheticMotion(length=1, num_frames=4, image_size=64, seed=1)
     video = clips[0]["video"][None]  # [1, T, C, H, W] uint8
     with torch.inference_mode():
@@ -251,6 +255,12 @@ def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         main(["quickstart", *out, "--eval-points", "0", "--student-checkpoints", "4"])
     assert seen[-1] == attrs.evolve(QuickstartSettings(), eval_points=0, student_checkpoints=4)
+    assert (LONG.student_checkpoint, QuickstartSettings().student_checkpoint) == ("best", "best")
+    with pytest.raises(KeyboardInterrupt):
+        main(["quickstart", *out, "--long", "--student-checkpoint", "last"])
+    assert seen[-1] == attrs.evolve(LONG, student_checkpoint="last")
+    with pytest.raises(SystemExit):
+        main(["quickstart", *out, "--student-checkpoint", "latest"])
     with pytest.raises(SystemExit):
         main(["quickstart", *out, "--target-norm", "batch"])
     with pytest.raises(KeyboardInterrupt):
@@ -273,18 +283,22 @@ def test_dry_run_sizes_every_stage_and_writes_nothing(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "data motion:2048 (2048 clips), 8x64px clips, grid (4, 4, 4)" in text
     assert "masks future:0.5, context 32 tokens" in text  # the first 2 of 4 time slices
-    assert "student (stage 2): 12000 steps" in text
+    assert "student (stage 2): 9000 steps" in text
     assert "14 classes, 448 train / 7168 test clips" in text
     assert "attentive probe, whitened" in text
     assert "targets instance (loss.target_norm), warmup 1200 (optim.warmup_steps)" in text
     assert "held-out loss every 500 steps on 128 clips of the cache's val split" in text
+    assert "scored and exported: the best checkpoint by held-out loss" in text
     assert not out.exists()
+    for flags in (["--student-checkpoint", "last"], ["--eval-points", "0"]):
+        assert main(["quickstart", "--long", "--dry-run", *flags, "--out", str(out)]) == 0
+        assert "scored and exported: the last checkpoint" in capsys.readouterr().out
     # The student's warmup as its run will use it: as given, up to half of its steps - and
     # the recipe's 1200 steps kept when its steps are cut, not 10% of them.
     for flags, used in (
         (["--student-warmup", "2400"], 2400),
         (["--student-warmup", "300"], 300),
-        (["--student-warmup", "7000"], 6000),
+        (["--student-warmup", "7000"], 4500),
         (["--student-steps", "9000"], 1200),
     ):
         flags = ["--long", "--dry-run", *flags, "--out", str(out)]
@@ -349,7 +363,7 @@ def test_only_the_student_standardizes_its_targets(quickstart, tmp_path):
 
 def test_each_run_takes_its_own_warmup(tmp_path):
     """--student-warmup and --teacher-warmup are each run's optim.warmup_steps; both default
-    to the demo profile's 10, and the recipe's (--long) to 10% of each run."""
+    to the demo profile's 10, and the recipe's (--long) to 400 and 1200 steps."""
     base = QuickstartSettings()
     for chosen, expected in (
         ({"student_warmup": 1200}, (10, 1200)),
@@ -369,13 +383,15 @@ def test_each_run_takes_its_own_warmup(tmp_path):
 def test_the_student_measures_its_held_out_loss_and_keeps_checkpoints(tmp_path):
     """The student scores its held-out loss eval_points times and keeps student_checkpoints
     evenly spaced checkpoints; the teacher keeps its last and scores nothing."""
-    student = stage_config(LONG, tmp_path, "student", f"cached:{tmp_path}", 12000, False)
+    student = stage_config(
+        LONG, tmp_path, "student", f"cached:{tmp_path}", LONG.student_steps, False
+    )
     t = student.train
     assert (t.eval_every, t.eval_batches, t.checkpoint_every, t.keep_checkpoints) == (
         500,
         16,
         1500,
-        8,
+        6,
     )
     teacher = stage_config(LONG, tmp_path, "teacher", "pixels", 4000, False).train
     assert (teacher.eval_every, teacher.checkpoint_every, teacher.keep_checkpoints) == (0, 4000, 1)
@@ -401,6 +417,71 @@ def test_the_quickstart_student_keeps_its_best_by_held_out_loss(quickstart):
     assert (summary["best_step"], summary["best_val_loss"]) == (step, pytest.approx(loss))
     row = next(line for line in text.splitlines() if "student, held-out (best)" in line)
     assert f"{loss:.4f} ({step})" in row
+
+
+def test_the_quickstart_scores_and_exports_the_students_best_checkpoint(quickstart):
+    """Every evaluation stage and the export use the checkpoint with the lowest held-out
+    loss (picked without labels), and the table and quickstart.json say which it was."""
+    out, text, _ = quickstart
+    report = json.loads((out / "quickstart.json").read_text())
+    summary, scored = report["student_summary"], report["student_checkpoint"]
+    best = out / "runs" / "student" / "checkpoints" / "best.pt"
+    assert scored == {
+        "which": "best",
+        "step": summary["best_step"],
+        "path": str(best),
+        "val_loss": pytest.approx(summary["best_val_loss"]),
+    }
+    config = json.loads((out / "encoders" / "student" / "config.json").read_text())["summary"]
+    assert (config["checkpoint_step"], config["checkpoint_val_loss"]) == (
+        summary["best_step"],
+        pytest.approx(summary["best_val_loss"]),
+    )
+    row = next(line for line in text.splitlines() if "student scored, exported" in line)
+    assert f"best ({summary['best_step']})" in row
+
+
+def test_the_scored_checkpoint_is_the_last_when_asked_or_without_a_best(quickstart, tmp_path):
+    out, _, _ = quickstart
+    run = out / "runs" / "student"
+    last = run / "checkpoints" / f"step_{FAST.student_steps:08d}.pt"
+    assert scored_checkpoint(run, FAST) == run / "checkpoints" / "best.pt"
+    assert scored_checkpoint(run, attrs.evolve(FAST, student_checkpoint="last")) == last
+    bare = tmp_path / "student"  # a run that measured no held-out loss: no best.pt
+    (bare / "checkpoints").mkdir(parents=True)
+    shutil.copy(last, bare / "checkpoints" / last.name)
+    assert scored_checkpoint(bare, FAST) == bare / "checkpoints" / last.name
+    assert scored_description(bare / "checkpoints" / last.name) == {
+        "which": "last",
+        "step": FAST.student_steps,
+        "path": str(bare / "checkpoints" / last.name),
+    }
+    with pytest.raises(ValueError, match="student_checkpoint"):
+        attrs.evolve(FAST, student_checkpoint="latest")
+
+
+def test_every_stage_after_the_student_uses_the_scored_checkpoint(tmp_path, monkeypatch):
+    """A scored checkpoint before the last step (as best.pt is when the held-out loss rises
+    at the end): the distillation loss, the student scored and its export are that step's."""
+    import salt.quickstart
+
+    picked = []
+
+    def third_step(run_dir, settings):
+        picked.append(run_dir / "checkpoints" / "step_00000003.pt")
+        return picked[-1]
+
+    monkeypatch.setattr(salt.quickstart, "scored_checkpoint", third_step)
+    settings = attrs.evolve(FAST, student_checkpoints=2, classify_seeds=2, classify_epochs=1)
+    result = salt.quickstart.run_quickstart(tmp_path / "qs", settings, progress=False)
+    assert (result.student_checkpoint["step"], result.distill.step) == (3, 3)
+    summary = json.loads((result.student_export / "config.json").read_text())["summary"]
+    assert summary["checkpoint_step"] == 3
+    video = SyntheticMotion(length=1, num_frames=4, image_size=64, seed=1)[0]["video"][None]
+    with torch.inference_mode():
+        exported = VideoEncoder.from_pretrained(result.student_export)(video)
+        assert torch.equal(exported, VideoEncoder.from_pretrained(picked[0])(video))
+        assert not torch.equal(exported, VideoEncoder.from_pretrained(result.student_run)(video))
 
 
 def test_classify_max_train_labels_only_the_first_clips(quickstart):
