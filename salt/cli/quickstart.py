@@ -104,6 +104,24 @@ def add_knobs(q: argparse.ArgumentParser) -> None:
         "same recipe; the motion benchmark and its probe seeds stay the same",
     )
     q.add_argument("--clips", type=positive_int, help="training clips (default 512; --long: 2048)")
+    q.add_argument("--workers", type=nonneg_int, help="DataLoader workers making clips (default 1)")
+    q.add_argument(
+        "--device",
+        help="cpu (default), auto (a GPU when there is one), cuda ...: both runs, the cache, "
+        "the distillation loss and the classify probes",
+    )
+    q.add_argument(
+        "--whiten",
+        action=argparse.BooleanOptionalAction,
+        help="probe the motion benchmark on ZCA-whitened tokens (default: raw tokens, V-JEPA's "
+        "protocol; --long whitens)",
+    )
+
+    add_checkpoint_knobs(q)
+
+
+def add_checkpoint_knobs(q: argparse.ArgumentParser) -> None:
+    """The student's held-out loss, the checkpoints it keeps and the one that is scored."""
     q.add_argument(
         "--eval-points",
         type=nonneg_int,
@@ -121,18 +139,6 @@ def add_knobs(q: argparse.ArgumentParser) -> None:
         help="the student checkpoint the evaluations score and the export writes: the run's "
         "best by held-out loss, picked without labels (default; the last when --eval-points "
         "is 0), or its last",
-    )
-    q.add_argument("--workers", type=nonneg_int, help="DataLoader workers making clips (default 1)")
-    q.add_argument(
-        "--device",
-        help="cpu (default), auto (a GPU when there is one), cuda ...: both runs, the cache, "
-        "the distillation loss and the classify probes",
-    )
-    q.add_argument(
-        "--whiten",
-        action=argparse.BooleanOptionalAction,
-        help="probe the motion benchmark on ZCA-whitened tokens (default: raw tokens, V-JEPA's "
-        "protocol; --long whitens)",
     )
 
 
