@@ -172,7 +172,7 @@ FAST = QuickstartSettings(
 # then a low-shot whitened attentive probe (32 labelled clips per class) scored on 7168 test
 # clips. The student's held-out loss is measured every 500 steps; the lowest is the
 # checkpoint scored and exported (student_checkpoint best: at the last step seed 3 missed by
-# 0.2 s.e., docs/results.md); 6 more are kept, so the label-free pick can be checked.
+# 0.2 s.e., docs/results.md); 6 checkpoints are kept too, so the pick can be checked.
 LONG = QuickstartSettings(
     data="motion",
     teacher_steps=4000,
