@@ -65,9 +65,11 @@ def test_one_size_at_a_time(tmp_path):
     assert "--smoke: not allowed with argument --long" in stderr
 
 
-def test_a_budget_scales_the_teacher_and_both_warmups_with_the_student():
-    """Budget N: the student's steps; the teacher's steps and the warmups keep the preset's
-    shares (the recipe's 4000 + 9000 steps, 400- and 1200-step warmups)."""
+def test_a_budget_scales_the_teacher_with_the_student_who_keeps_its_warmup():
+    """Budget N: the student's steps; the teacher's steps and warmup keep the preset's
+    shares (the recipe's 4000 + 9000 steps, a 400-step warmup), or --teacher-steps holds the
+    teacher; the student keeps the recipe's 1200 warmup steps, which it needs to leave its
+    plateau."""
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         from claim_curve import LONG, scaled
@@ -75,5 +77,13 @@ def test_a_budget_scales_the_teacher_and_both_warmups_with_the_student():
         sys.path.remove(str(SCRIPT.parent))
     half = scaled(LONG, 4500, seed=2)
     assert (half.teacher_steps, half.student_steps, half.seed) == (2000, 4500, 2)
-    assert (half.teacher_warmup, half.student_warmup) == (200, 600)
+    assert (half.teacher_warmup, half.student_warmup) == (200, 1200)
+    held = scaled(LONG, 6000, seed=0, teacher_steps=4000)
+    assert (held.teacher_steps, held.student_steps) == (4000, 6000)
+    assert (held.teacher_warmup, held.student_warmup) == (400, 1200)
     assert scaled(LONG, LONG.student_steps, seed=0) == LONG
+
+
+def test_the_teacher_steps_must_be_positive(tmp_path):
+    stderr = refused(tmp_path, "--long", "--teacher-steps", "0")
+    assert "--teacher-steps" in stderr
