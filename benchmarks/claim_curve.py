@@ -36,10 +36,11 @@ import attrs
 from salt.cli.options import positive_int
 from salt.distributed import resolve_device
 from salt.plots import Line, Panel, colour_of, draw_panels, save_png
-from salt.quickstart import FAST, LONG, MODELS, QuickstartSettings, run_quickstart
+from salt.quickstart import DEMO, FAST, LONG, MODELS, QuickstartSettings, run_quickstart
 
 # A GPU box (16 cores drawing clips): every 8x112 clip kept in memory by each worker.
-GPU = QuickstartSettings(
+GPU = attrs.evolve(
+    DEMO,
     data="motion",
     teacher_steps=1000,
     student_steps=1000,

@@ -9,6 +9,7 @@ import json
 import math
 import re
 import shutil
+import statistics
 
 import attrs
 import pytest
@@ -23,10 +24,12 @@ from salt.export import load_encoder
 from salt.metrics import read_series
 from salt.plots import PALETTE
 from salt.quickstart import (
+    DEMO,
     FAST,
     LONG,
     MODELS,
     STAGES,
+    QuickstartResult,
     QuickstartSettings,
     check_out,
     remove_outputs,
@@ -41,8 +44,8 @@ from salt.synthetic import SyntheticMotion
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory):
     """One fast quickstart through the CLI, in-process: (out dir, stdout, exit code). Its
-    student standardizes its targets, so that path runs end to end too (the docs test runs
-    the default one)."""
+    student standardizes its targets, so that path runs end to end too (the docs test's
+    --fast run keeps raw targets)."""
     out = tmp_path_factory.mktemp("quickstart") / "qs"
     stdout = io.StringIO()
     flags = ["--fast", "--no-progress", "--target-norm", "instance"]
@@ -69,10 +72,11 @@ def test_the_table_reports_every_stage_model_and_loss(quickstart):
     header = next(line for line in lines if line.startswith("motion:28 (top-1)"))
     assert header.split()[2:] == [*MODELS, "chance"]
     row = next(line for line in lines if line.startswith("  attentive probe"))
-    assert "whitened" not in row  # the default: raw tokens, V-JEPA's protocol
+    assert "whitened" not in row  # --fast's, as --demo's: raw tokens, V-JEPA's protocol
     assert len(re.findall(r"\d\.\d{3}\+-\d\.\d{3}", row)) == len(MODELS)
     assert re.search(r"^  clips labelled / tested +28 / 14$", text, re.M)
     assert re.search(r"^  student > teacher +[-+](\d+\.\d|inf) s\.e\.$", text, re.M)
+    assert re.search(r"^  student >= teacher > random +(not )?shown$", text, re.M)
     assert re.search(r"^  SALT's claim \(>= 3 s\.e\. each\) +(not )?reached$", text, re.M)
     assert (out / "summary.txt").read_text().strip() in text
     assert str(out / "loss_curves.png") in text
@@ -96,7 +100,7 @@ def test_the_numbers_are_finite_and_every_stage_is_timed(quickstart):
     for result in report["classify"].values():
         assert result["data"] == "motion:28" and result["train_clips"] == 28
         assert result["test_clips"] == 14 and result["chance"] == pytest.approx(1 / 14)
-        assert result["whitened"] is False  # the default: see --whiten
+        assert result["whitened"] is False  # --fast's: see --whiten
         attentive = result["scores"]["attentive"]
         assert len(attentive["accuracies"]) == 2  # --fast: two probe seeds
         assert all(a * 14 == round(a * 14) for a in attentive["accuracies"])  # hits / 14
@@ -105,6 +109,8 @@ def test_the_numbers_are_finite_and_every_stage_is_timed(quickstart):
     assert claim["reached"] == (
         claim["student_vs_teacher"] >= 3 and claim["teacher_vs_random"] >= 3
     )
+    means = [statistics.fmean(x["accuracies"]) for x in (student, teacher, random)]
+    assert claim["ordered"] == (means[0] >= means[1] > means[2])
     # Seeds and test clips both counted: the gaps follow from the reported hits.
     scores = [
         ProbeScore("attentive", tuple(x["accuracies"]), tuple(map(tuple, x["hits"])))
@@ -184,8 +190,8 @@ def test_classify_clips_below_one_per_class_is_a_clear_error(tmp_path, capsys):
 
 
 def test_flags_reach_the_settings(tmp_path, monkeypatch):
-    """--whiten, --data, --device, --batch-size, --clips and
-    --workers reach the settings; unset, the CPU demo's defaults stay."""
+    """--no-whiten, --data, --device, --batch-size, --clips and --workers reach the
+    settings; unset, the defaults (the recipe at the budget that shows the ordering) stay."""
     import salt.quickstart
 
     seen = []
@@ -195,29 +201,65 @@ def test_flags_reach_the_settings(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(salt.quickstart, "run_quickstart", stop)
-    flags = ["--whiten", "--data", "motion", "--device", "auto", "--batch-size", "32"]
+    flags = ["--no-whiten", "--data", "synthetic", "--device", "auto", "--batch-size", "32"]
     flags += ["--clips", "4096", "--workers", "4"]
     for extra in ([], flags):
         with pytest.raises(KeyboardInterrupt):
             main(["quickstart", "--out", str(tmp_path / "q"), *extra])
     default, chosen = seen
+    assert default == QuickstartSettings()
     assert (default.classify_whiten, default.data, default.device, default.batch_size) == (
-        False,
-        "synthetic",
+        True,
+        "motion",
         "cpu",
         8,
     )
+    assert (default.teacher_steps, default.student_steps, default.classify_spec) == (
+        4000,
+        6000,
+        "motion:14336",
+    )
     assert (chosen.classify_whiten, chosen.data, chosen.device, chosen.batch_size) == (
-        True,
-        "motion",
+        False,
+        "synthetic",
         "auto",
         32,
     )
-    assert (default.clips, default.workers, chosen.clips, chosen.workers) == (512, 1, 4096, 4)
+    assert (default.clips, default.workers, chosen.clips, chosen.workers) == (2048, 1, 4096, 4)
+
+
+class Scored:
+    """A classify report reduced to what the claim reads: its attentive probe's score."""
+
+    def __init__(self, *accuracies: float):
+        self.accuracies = accuracies
+
+    def score(self, probe: str) -> ProbeScore:
+        return ProbeScore(probe, self.accuracies)
+
+
+@pytest.mark.parametrize(
+    ("student", "teacher", "random", "ordered", "reached"),
+    [
+        ((0.27, 0.28), (0.23, 0.24), (0.19, 0.20), True, True),  # 0.04 apart: 5.7 s.e. each
+        ((0.235, 0.235), (0.23, 0.24), (0.19, 0.20), True, False),  # a tie counts as >=
+        ((0.22, 0.23), (0.23, 0.24), (0.19, 0.20), False, False),  # student under teacher
+        ((0.25, 0.26), (0.19, 0.20), (0.19, 0.20), False, False),  # teacher only ties random
+    ],
+)
+def test_the_ordering_and_the_claim_are_read_from_the_three_scores(
+    student, teacher, random, ordered, reached
+):
+    """``ordered`` is student >= teacher > random in mean top-1; ``reached`` needs both gaps
+    at >= 3 standard errors."""
+    classify = {"student": Scored(*student), "teacher": Scored(*teacher), "random": Scored(*random)}
+    fields = {f.name: None for f in attrs.fields(QuickstartResult)}
+    claim = QuickstartResult(**{**fields, "classify": classify}).claim()
+    assert (claim["ordered"], claim["reached"]) == (ordered, reached)
 
 
 def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
-    """--long starts from the LONG preset; flags given with it still win."""
+    """--long and --demo start from their presets; flags given with them still win."""
     import salt.quickstart
 
     seen = []
@@ -236,7 +278,7 @@ def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             main(["quickstart", *out, *extra])
     long, shortened, masked = seen
-    assert long == LONG
+    assert long == LONG == attrs.evolve(QuickstartSettings(), student_steps=9000)
     assert (long.mask, long.classify_max_train, long.classify_whiten) == ("future:0.5", 448, True)
     assert shortened == attrs.evolve(LONG, teacher_steps=100, classify_max_train=0)
     with pytest.raises(KeyboardInterrupt):
@@ -273,6 +315,17 @@ def test_long_and_mask_flags_reach_the_settings(tmp_path, monkeypatch):
         with pytest.raises(SystemExit):
             main(["quickstart", *out, flag, "-1"])
     assert (masked.mask, masked.image_size, masked.classify_max_train) == ("tube:0.75", 64, 28)
+    with pytest.raises(KeyboardInterrupt):
+        main(["quickstart", *out, "--demo", "--student-steps", "200"])
+    assert seen[-1] == attrs.evolve(DEMO, student_steps=200)
+    assert (DEMO.data, DEMO.image_size, DEMO.mask, DEMO.classify_spec) == (
+        "synthetic",
+        112,
+        "multiblock",
+        "motion:224",
+    )
+    with pytest.raises(SystemExit):  # one preset at a time
+        main(["quickstart", *out, "--demo", "--long"])
     with pytest.raises(SystemExit):
         main(["quickstart", *out, "--long", "--fast"])
 
@@ -362,9 +415,10 @@ def test_only_the_student_standardizes_its_targets(quickstart, tmp_path):
 
 
 def test_each_run_takes_its_own_warmup(tmp_path):
-    """--student-warmup and --teacher-warmup are each run's optim.warmup_steps; both default
-    to the demo profile's 10, and the recipe's (--long) to 400 and 1200 steps."""
-    base = QuickstartSettings()
+    """--student-warmup and --teacher-warmup are each run's optim.warmup_steps: by default
+    the recipe's 400 and 1200 steps, --demo's the demo profile's 10."""
+    assert (QuickstartSettings().teacher_warmup, QuickstartSettings().student_warmup) == (400, 1200)
+    base = DEMO
     for chosen, expected in (
         ({"student_warmup": 1200}, (10, 1200)),
         ({"teacher_warmup": 400}, (400, 10)),
