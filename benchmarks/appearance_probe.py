@@ -10,6 +10,11 @@ encoder's top-1 there measures the appearance it carries, where ``salt eval clas
     OMP_NUM_THREADS=2 python benchmarks/appearance_probe.py ENCODER [ENCODER ...] \
         [--labels background,object,motion] [--train 448] [--test 1792]
 
+``--per-class REPORT...`` instead splits saved motion scores by class: a quick start's
+``quickstart.json`` or ``salt eval classify ... --json``'s output on ``motion[:N]`` or
+``motion-natural[:N]`` (their test clip ``i`` is class ``i mod 14``; the reports keep each
+probe seed's hit on each clip), one column per encoder.
+
 An ENCODER is what ``salt export``/``VideoEncoder.from_pretrained`` take (a run, a
 checkpoint, an export folder), or ``random:ENCODER`` for a randomly initialized one of its
 architecture (the quick start's random encoder, seed 0). Prints one row per encoder and label: top-1 +- the probe
@@ -20,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
+from pathlib import Path
 
 import attrs
 from torch.utils.data import Dataset
@@ -94,15 +101,52 @@ def encoder(path: str):
     return load_encoder(path)
 
 
+def class_scores(report: dict) -> list[float]:
+    """Top-1 per motion class of one encoder's saved classify report (its attentive probe,
+    averaged over seeds)."""
+    hits = report["scores"]["attentive"]["hits"]
+    if tuple(report["classes"]) != tuple(CLASSES) or report.get("views", 1) != 1 or not hits:
+        raise ValueError(
+            f"{report['data']!r} is not the built-in motion benchmark scored one view a clip "
+            f"with per-clip hits: only motion[:N] and motion-natural[:N] reports split by class"
+        )
+    n = len(hits[0])
+    return [sum(seed[c:n:14].count(1) for seed in hits) / (len(hits) * len(range(c, n, 14)))
+            for c in range(len(CLASSES))]  # fmt: skip
+
+
+def per_class(paths: list[str]) -> list[str]:
+    """Markdown rows: each motion class's top-1 for every encoder the reports hold."""
+    columns: dict[str, list[float]] = {}
+    for path in paths:
+        saved = json.loads(Path(path).read_text())
+        reports = saved.get("classify", saved)  # a quick start's, or classify --json's
+        for model, report in reports.items():
+            columns[f"{path}:{model}"] = class_scores(report)
+    lines = [f"| class | {' | '.join(columns)} |", f"| --- |{' --- |' * len(columns)}"]
+    for c, name in enumerate(CLASSES):
+        lines.append(f"| {name} | {' | '.join(f'{v[c]:.3f}' for v in columns.values())} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("encoders", nargs="+")
+    parser.add_argument("encoders", nargs="+", help="encoders, or reports with --per-class")
+    parser.add_argument(
+        "--per-class", action="store_true", help="split saved motion scores by class instead"
+    )
     parser.add_argument("--labels", default="background,object,motion")
     parser.add_argument("--train", type=int, default=448, help="labelled clips (default 448)")
     parser.add_argument("--test", type=int, default=1792, help="test clips (default 1792)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.per_class:
+        try:
+            print("\n".join(per_class(args.encoders)))
+        except (OSError, ValueError, KeyError) as err:
+            parser.error(f"--per-class: {err}")
+        return 0
     labels = args.labels.split(",")
     unknown = [label for label in labels if label not in (*SURFACES, "motion")]
     if unknown:

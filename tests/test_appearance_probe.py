@@ -4,6 +4,7 @@ surface is cut from, scored with the quick start's probe."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -81,3 +82,28 @@ def test_an_unknown_label_is_refused_naming_the_choices(probe, capsys):
     with pytest.raises(SystemExit):
         probe.main(["run", "--labels", "colour"])
     assert "unknown ['colour']" in capsys.readouterr().err
+
+
+def test_per_class_splits_saved_hits_by_the_clips_class(probe, tmp_path, capsys):
+    from salt.motion import CLASSES
+
+    # 42 test clips (3 a class), 2 seeds: seed 0 gets every "right" clip (class 0) and the
+    # first "pan-left" one (class 13), seed 1 only the "right" ones.
+    hits = [[int(i % 14 == 0 or i == 13) for i in range(42)], [int(i % 14 == 0) for i in range(42)]]
+    report = {"classes": list(CLASSES), "views": 1, "data": "motion-natural:84"}
+    report["scores"] = {"attentive": {"hits": hits}}
+    (tmp_path / "quickstart.json").write_text(json.dumps({"classify": {"teacher": report}}))
+    (tmp_path / "classify.json").write_text(json.dumps({"enc": report}))
+    scores = probe.class_scores(report)
+    assert scores[0] == 1.0 and scores[13] == pytest.approx(1 / 6) and sum(scores[1:13]) == 0
+    paths = [str(tmp_path / "quickstart.json"), str(tmp_path / "classify.json")]
+    assert probe.main(["--per-class", *paths]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"| class | {paths[0]}:teacher | {paths[1]}:enc |"
+    assert out[2] == "| right | 1.000 | 1.000 |" and out[-1] == "| pan-left | 0.167 | 0.167 |"
+    # Another benchmark's classes cannot be split by index: refused, naming the data.
+    other = {**report, "classes": ["a", "b"], "data": "clips/"}
+    (tmp_path / "other.json").write_text(json.dumps({"enc": other}))
+    with pytest.raises(SystemExit):
+        probe.main(["--per-class", str(tmp_path / "other.json")])
+    assert "'clips/' is not the built-in motion benchmark" in capsys.readouterr().err
