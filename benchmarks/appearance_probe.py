@@ -17,8 +17,8 @@ probe seed's hit on each clip), one column per encoder.
 
 An ENCODER is what ``salt export``/``VideoEncoder.from_pretrained`` take (a run, a
 checkpoint, an export folder), or ``random:ENCODER`` for a randomly initialized one of its
-architecture (the quick start's random encoder, seed 0). Prints one row per encoder and label: top-1 +- the probe
-seeds' standard error (and the test clips' draw).
+architecture (the quick start's random encoder, seed 0). Prints one row per encoder and
+label: top-1 +- the probe seeds' standard error (and the test clips' draw).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from salt.export import load_encoder
 from salt.motion import CLASSES
 from salt.natural import PHOTOS
 
-# Where params() puts each surface's texture: the background's, and object A's (the one
-# every motion class moves).
-SURFACES = {"background": ("background",), "object": ("a",)}
+# The key of each surface in params(): the background, and object A (the one every motion
+# class moves).
+SURFACES = {"background": "background", "object": "a"}
 
 
 class PhotoLabels(Dataset):
@@ -59,7 +59,7 @@ class PhotoLabels(Dataset):
     def label(self, index: int) -> int:
         if self.surface == "motion":
             return self.clips.generator.label(index)
-        texture = self.clips.generator.params(index)[SURFACES[self.surface][0]]["texture"]
+        texture = self.clips.generator.params(index)[SURFACES[self.surface]]["texture"]
         return int(texture["photo"])
 
     def getitem(self, index: int, epoch: int = 0):
@@ -110,9 +110,9 @@ def class_scores(report: dict) -> list[float]:
             f"{report['data']!r} is not the built-in motion benchmark scored one view a clip "
             f"with per-clip hits: only motion[:N] and motion-natural[:N] reports split by class"
         )
-    n = len(hits[0])
-    return [sum(seed[c:n:14].count(1) for seed in hits) / (len(hits) * len(range(c, n, 14)))
-            for c in range(len(CLASSES))]  # fmt: skip
+    k = len(CLASSES)
+    return [sum(seed[c::k].count(1) for seed in hits) / (len(hits) * len(hits[0][c::k]))
+            for c in range(k)]  # fmt: skip
 
 
 def per_class(paths: list[str]) -> list[str]:
