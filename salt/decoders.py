@@ -18,8 +18,10 @@ fork.
 from __future__ import annotations
 
 import bisect
+import functools
 import importlib.util
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -153,7 +155,7 @@ class PyAVReader(VideoReader):
                     continue
                 if frame.pts > targets[t]:
                     raise VideoDecodeError(f"frame {wanted[t]} (pts {targets[t]}) was not decoded")
-                got[wanted[t]] = frame.to_ndarray(format="rgb24")
+                got[wanted[t]] = _rgb24(frame)
                 t += 1
                 # Seek again when a keyframe lies between here and the next wanted frame.
                 if t == len(targets) or self._keyframe_before(targets[t]) > frame.pts:
@@ -165,6 +167,25 @@ class PyAVReader(VideoReader):
 
     def close(self) -> None:
         self._container.close()
+
+
+# Per thread, a single-threaded RGB converter of our own. PyAV >= 17 converts through one
+# SwsContext per thread with swscale's slice threads; a DataLoader worker forked after the
+# parent converted a frame inherits that context without its threads and deadlocks when
+# it reconfigures it. One thread per conversion (as for decoding: parallelism comes from
+# the workers) starts no slice threads, so a context is safe on either side of a fork.
+_CONVERTER = threading.local()
+
+
+def _rgb24(frame) -> np.ndarray:
+    if not hasattr(_CONVERTER, "reformat"):
+        import av
+        from av.video.reformatter import VideoReformatter
+
+        # ``threads`` came with multithreaded reformatting (PyAV 17); earlier ones use one.
+        one = {"threads": 1} if int(av.__version__.split(".")[0]) >= 17 else {}
+        _CONVERTER.reformat = functools.partial(VideoReformatter().reformat, format="rgb24", **one)
+    return _CONVERTER.reformat(frame).to_ndarray()
 
 
 # Per process: a file's frame timestamps and keyframes, by (path, size, mtime). A worker

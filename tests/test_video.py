@@ -507,6 +507,30 @@ def test_a_loader_with_two_workers_collects_unreadable_videos_into_errors(folder
     assert sorted(good) == ["good.mp4", "good.webm"]
 
 
+def test_workers_forked_after_the_parent_decoded_read_their_clips(video_root):
+    """PyAV >= 17 converts frames with swscale slice threads; a worker forked after the
+    parent converted must neither inherit them nor hang (a timeout turns a hang into a
+    failure)."""
+    import av
+
+    with av.open(str(video_root / "cls_a/long.mp4")) as container:
+        next(container.decode(video=0)).to_ndarray(format="rgb24")  # PyAV's own converter
+    config = data_config(video_root, decoder="pyav")
+    dataset = VideoDataset(discover(str(video_root)), config, train=False)
+    parent = dataset.getitem(0, 0).video  # ours, in the parent
+    loader = DataLoader(
+        dataset,
+        batch_size=1,
+        num_workers=2,
+        collate_fn=collate,
+        timeout=60,
+        multiprocessing_context="fork",
+    )
+    batches = list(loader)
+    assert [b.size for b in batches] == [1] * len(CLIPS) and not any(b.errors for b in batches)
+    assert torch.equal(batches[0].video[0], parent)
+
+
 # --- data.fps --------------------------------------------------------------------------------
 
 
