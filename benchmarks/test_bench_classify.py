@@ -9,6 +9,9 @@ training, timed apart.
   encoders scored on ``motion:CLIPS`` at 8x64 (the ``--long`` geometry), the clips drawn
   once and shared (``share_clips``) or drawn again for each encoder, as before; the
   generator is part of what is measured.
+* ``test_render_clip``: one clip of the motion benchmark (or its photo-textured variant) at
+  8x64, rendered by its generator on one thread - what every classify, cache build and
+  training run on the built-in data draws.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pytest
 import torch
 
 from salt.config import DataConfig
-from salt.data import build_source, normalize_clips
+from salt.data import GENERATED, build_source, normalize_clips
 from salt.eval.classify import (
     ClassifySettings,
     classify,
@@ -128,3 +131,19 @@ def test_three_encoders(benchmark, summary, seconds_per_call, pin_threads, clips
     if times:
         mean, _ = times
         summary(f"3 encoders on motion:{CLIPS} (8x64), clips {clips}: {mean:.1f} s")
+
+
+@pytest.mark.parametrize("kind", ["motion", "motion-natural"])
+def test_render_clip(benchmark, summary, seconds_per_call, pin_threads, kind):
+    pin_threads(1)
+    generator = GENERATED[kind].generator_class(
+        length=14336, num_frames=8, image_size=64, frame_step=4, seed=0
+    )
+    indices = iter(range(10**9))
+    clip = benchmark(lambda: generator.clip(next(indices) % 14336))
+    assert clip.shape == (8, 3, 64, 64) and clip.dtype == torch.uint8
+    times = seconds_per_call(benchmark)
+    if times:
+        mean, best = times
+        benchmark.extra_info["ms_per_clip"] = mean * 1e3
+        summary(f"{kind} clip, 8x64, 1 thread: {mean * 1e3:.2f} ms (best {best * 1e3:.2f})")

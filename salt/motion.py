@@ -146,42 +146,35 @@ class MotionClasses(ProceduralClips):
         size = self.image_size
         coords = (np.arange(size, dtype=np.float32) + 0.5) / size
         yy, xx = np.meshgrid(coords, coords, indexing="ij")
-        out = np.empty((len(frames), size, size, 3), dtype=np.float32)
-        noise = np.random.default_rng(p["noise_seed"])
-        for k, frame in enumerate(frames):
-            t = float(frame) / SPAN
-            shake = p["shake"] * p["shake_draws"][k % len(p["shake_draws"])]
-            out[k] = self._frame(p, t, yy + shake[0], xx + shake[1])
+        draws = p["shake_draws"]
+        shakes = [p["shake"] * draws[k % len(draws)] for k in range(len(frames))]
+        # Every frame at once, [T, H, W]: each pixel's value is what a frame-by-frame
+        # render computes (the same float operations, in the same order), only vectorized.
+        # A per-frame number joins the arrays in the dtype the same number as a scalar
+        # would (float64 once shaken under NumPy 2's promotion, float32 under NumPy 1's).
+        dtype = np.result_type(yy, shakes[0][0]) if shakes else yy.dtype
+        y = yy + per_frame([s[0] for s in shakes], dtype)
+        x = xx + per_frame([s[1] for s in shakes], dtype)
+        out = self._frames(p, [float(frame) / SPAN for frame in frames], y, x)
         if p["noise"] > 0:
+            noise = np.random.default_rng(p["noise_seed"])
             out += noise.normal(scale=p["noise"], size=out.shape).astype(np.float32)
         return out.clip(0, 255).astype(np.uint8)
 
-    def _frame(self, p: dict, t: float, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-        """One frame ``float32 [H, W, 3]`` at clip time ``t`` (in SPANs)."""
-        label, amount = p["label"], p["amount"] * t
-        a, b, bar = dict(p["a"]), dict(p["b"]), dict(p["bar"])
-        pan = {12: amount, 13: -amount}.get(label, 0.0)
-        x = xx + pan  # the world coordinates each pixel shows
-        y = yy
-        moves = {0: (0, 1), 1: (0, -1), 2: (-1, 0), 3: (1, 0)}
-        if label in moves:
-            a["pos"] = a["pos"] + amount * np.array(moves[label])
-        elif label in (4, 5):
-            a["angle"] += p["turn"] * t * (1 if label == 4 else -1)
-        elif label in (6, 7):
-            a["size"] *= p["growth"] ** (t if label == 6 else -t)
-        elif label in (8, 9):
-            axis = b["pos"] - a["pos"]
-            axis = (axis + 0.5) % 1 - 0.5
-            axis = axis / max(np.linalg.norm(axis), 1e-6)
-            step = p["closing"] * t / 2 * (1 if label == 9 else -1)
-            a["pos"], b["pos"] = a["pos"] - step * axis, b["pos"] + step * axis
-        elif label in (10, 11):  # the bar slides away from A (uncover) or over it (cover)
-            bar["centre"] += bar["side"] * amount * (1 if label == 10 else -1)
+    def _frames(self, p: dict, times: list[float], y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The frames ``float32 [T, H, W, 3]`` at clip times ``times`` (in SPANs), from each
+        pixel's shaken coordinates ``y, x [T, H, W]``."""
+        moved = [_moved(p, t) for t in times]
+        x = x + per_frame([m["pan"] for m in moved], x.dtype)  # the world coordinates shown
         image = self.paint_background(p["background"], y, x)
-        for thing in (*p["distractors"], b, a):
-            self.paint_object(image, thing, *_placed(thing, y, x))
-        dx = (x - bar["centre"] + 0.5) % 1 - 0.5
+        # Painted in this order, each over the last; the distractors keep one pose, B and A
+        # have one per frame.
+        cast = [(thing, [thing]) for thing in p["distractors"]]
+        cast += [(p[key], [m[key] for m in moved]) for key in ("b", "a")]
+        for thing, poses in cast:
+            self.paint_object(image, thing, *_placed(poses, y, x))
+        bar = p["bar"]
+        dx = _wrap(x - per_frame([m["bar_centre"] for m in moved], x.dtype))
         inside = np.abs(dx) <= bar["width"] / 2
         self.paint_bar(image, bar, inside, y, dx)
         return image
@@ -197,7 +190,8 @@ class MotionClasses(ProceduralClips):
         }
 
     def paint_background(self, spec: dict, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """The background ``float32 [H, W, 3]`` at world coordinates ``(y, x)``."""
+        """The background ``float32 [..., 3]`` at world coordinates ``(y, x)`` (``[...]``:
+        the frames and pixels, ``[T, H, W]``)."""
         return _background(spec, y, x)
 
     def paint_object(self, image, thing, mask, u, v) -> None:
@@ -206,8 +200,9 @@ class MotionClasses(ProceduralClips):
 
     def paint_bar(self, image, bar, inside, y, dx) -> None:
         """Fill the bar's pixels ``inside`` (``dx``: offset from its centre line)."""
-        stripes = 0.85 + 0.15 * np.sign(np.sin(2 * math.pi * bar["stripes"] * y))
-        image[inside] = (bar["colour"][None, :] * stripes[inside][:, None]).astype(np.float32)
+        # Only the bar's own pixels: the stripes' sine is most of a frame's cost.
+        stripes = 0.85 + 0.15 * np.sign(np.sin(2 * math.pi * bar["stripes"] * y[inside]))
+        image[inside] = (bar["colour"][None, :] * stripes[:, None]).astype(np.float32)
 
 
 def _waves(rng: np.random.Generator) -> list[tuple[int, int, float, float]]:
@@ -222,22 +217,66 @@ def _waves(rng: np.random.Generator) -> list[tuple[int, int, float, float]]:
 
 
 def _background(spec: dict, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """A periodic texture of three plane waves, tinted ``float32 [H, W, 3]``."""
+    """A periodic texture of three plane waves, tinted ``float32 [..., 3]``."""
     gray = np.full(y.shape, spec["base"], dtype=np.float32)
     for fy, fx, amp, phase in spec["waves"]:
         gray += amp * np.sin(2 * math.pi * (fy * y + fx * x) + phase)
     return gray[..., None] + np.asarray(spec["tint"], dtype=np.float32)[None, None, :]
 
 
-def _placed(thing: dict, y: np.ndarray, x: np.ndarray):
-    """An object's pixels (its shape at its position, size and angle) and its own
-    coordinates ``u`` (along its axis) and ``v``, in units of its size."""
-    dy = (y - thing["pos"][0] + 0.5) % 1 - 0.5
-    dx = (x - thing["pos"][1] + 0.5) % 1 - 0.5
-    c, s = math.cos(thing["angle"]), math.sin(thing["angle"])
-    u = (c * dx + s * dy) / thing["size"]
-    v = (-s * dx + c * dy) / thing["size"]
-    return _shape(thing["shape"], u, v), u, v
+def _moved(p: dict, t: float) -> dict:
+    """What the class moves, at clip time ``t``: the pan, A and B (position, angle, size)
+    and the bar's centre."""
+    label, amount = p["label"], p["amount"] * t
+    a, b, bar = dict(p["a"]), dict(p["b"]), dict(p["bar"])
+    pan = {12: amount, 13: -amount}.get(label, 0.0)
+    moves = {0: (0, 1), 1: (0, -1), 2: (-1, 0), 3: (1, 0)}
+    if label in moves:
+        a["pos"] = a["pos"] + amount * np.array(moves[label])
+    elif label in (4, 5):
+        a["angle"] += p["turn"] * t * (1 if label == 4 else -1)
+    elif label in (6, 7):
+        a["size"] *= p["growth"] ** (t if label == 6 else -t)
+    elif label in (8, 9):
+        axis = b["pos"] - a["pos"]
+        axis = (axis + 0.5) % 1 - 0.5
+        axis = axis / max(np.linalg.norm(axis), 1e-6)
+        step = p["closing"] * t / 2 * (1 if label == 9 else -1)
+        a["pos"], b["pos"] = a["pos"] - step * axis, b["pos"] + step * axis
+    elif label in (10, 11):  # the bar slides away from A (uncover) or over it (cover)
+        bar["centre"] += bar["side"] * amount * (1 if label == 10 else -1)
+    return {"pan": pan, "a": a, "b": b, "bar_centre": bar["centre"]}
+
+
+def per_frame(values: list, dtype) -> np.ndarray:
+    """Per-frame numbers as ``[T, 1, 1]``, to broadcast against ``[T, H, W]`` (a single
+    pose - a still object - stays one number for every frame)."""
+    return np.asarray(values, dtype=dtype).reshape(-1, 1, 1)
+
+
+def _wrap(d: np.ndarray) -> np.ndarray:
+    """``(d + 0.5) % 1 - 0.5``, in place on a temporary: the offset on the torus, in
+    [-0.5, 0.5). ``w - floor(w)`` is exactly what ``w % 1`` gives (both the fraction of
+    ``w``, rounded once) at a fraction of its cost."""
+    w = d + 0.5
+    w -= np.floor(w)
+    w -= 0.5
+    return w
+
+
+def _placed(poses: list[dict], y: np.ndarray, x: np.ndarray):
+    """An object's pixels (its shape at each frame's position, size and angle: ``poses``,
+    one per frame, or one for all) and its own coordinates ``u`` (along its axis) and
+    ``v``, in units of its size."""
+    dtype = y.dtype
+    dy = _wrap(y - per_frame([pose["pos"][0] for pose in poses], dtype))
+    dx = _wrap(x - per_frame([pose["pos"][1] for pose in poses], dtype))
+    c = per_frame([math.cos(pose["angle"]) for pose in poses], dtype)
+    s = per_frame([math.sin(pose["angle"]) for pose in poses], dtype)
+    size = per_frame([pose["size"] for pose in poses], dtype)
+    u = (c * dx + s * dy) / size
+    v = (-s * dx + c * dy) / size
+    return _shape(poses[0]["shape"], u, v), u, v
 
 
 def _shape(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
