@@ -19,6 +19,7 @@ teacher is ``cached:NAME`` (decided in :mod:`salt.assemble`, nowhere else).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -135,6 +136,10 @@ class GeneratedClips(Dataset):
         clip_bytes = data.num_frames * 3 * data.image_size**2
         self.capacity = int(data.keep_clips_gb * 1e9 // clip_bytes)
         self.kept: dict[int, torch.Tensor] = {}
+        if _SHARED is not None:  # inside shared_clips(): one store per generator
+            g = self.generator
+            key = (type(g), g.num_frames, g.image_size, g.frame_step, g.seed)
+            self.kept = _SHARED.setdefault(key, self.kept)
 
     def __len__(self) -> int:
         return len(self.generator)
@@ -156,6 +161,67 @@ class GeneratedClips(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         return self.getitem(index)
+
+
+# The clips datasets keep, by generator, while shared_clips() is on (None: each its own).
+_SHARED: dict[tuple, dict[int, torch.Tensor]] | None = None
+
+
+@contextlib.contextmanager
+def shared_clips() -> Iterator[None]:
+    """Within the block, built-in datasets made in this process that draw the same clips
+    (one generator class, clip geometry and split seed; a clip does not depend on the
+    dataset's length) keep them in one store: a clip rendered for one - a training run's
+    data, a cache build, a held-out split - is read by the next, and loader workers forked
+    later inherit them. The quick start's stages render their clips once this way
+    (:func:`keep_rendered` renders them up front). Leaving the block lets the store go."""
+    global _SHARED
+    outer = _SHARED
+    _SHARED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _SHARED = outer
+
+
+def keep_rendered(dataset: GeneratedClips, indices: Sequence[int], workers: int) -> None:
+    """Render the clips at ``indices`` that ``dataset`` does not keep yet into its kept
+    clips, in ``workers`` processes (0: in this one), up to its capacity."""
+    todo = [i for i in indices if i not in dataset.kept]
+    todo = todo[: max(0, dataset.capacity - len(dataset.kept))]
+    loader = DataLoader(
+        _Rendered(dataset.generator, todo),
+        batch_size=16,
+        num_workers=min(workers, len(todo) // 16),
+        collate_fn=_stacked,
+    )
+    for batch, clips in loader:  # copied out of the workers' shared memory
+        dataset.kept.update((i, clip.clone()) for i, clip in zip(batch, clips, strict=True))
+
+
+def render_workers(workers: int) -> int:
+    """Processes that render clips up front: the configured loader workers, but no fewer
+    than torch's threads - rendering is all the CPU does meanwhile (0 stays 0: no worker
+    processes at all)."""
+    return max(workers, torch.get_num_threads()) if workers else 0
+
+
+class _Rendered(Dataset):
+    """``(index, clip)`` of some of a generator's clips."""
+
+    def __init__(self, generator: ProceduralClips, indices: list[int]):
+        self.generator, self.indices = generator, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
+        return self.indices[i], self.generator.clip(self.indices[i])
+
+
+def _stacked(batch: list[tuple[int, torch.Tensor]]) -> tuple[list[int], torch.Tensor]:
+    """One tensor per batch: a worker hands each tensor over by its own file handle."""
+    return [i for i, _ in batch], torch.stack([clip for _, clip in batch])
 
 
 class SyntheticClips(GeneratedClips):

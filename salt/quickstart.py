@@ -27,6 +27,7 @@ from salt.config import (
     STUDENT_CHECKPOINTS,
     TARGET_NORMS,
     Config,
+    DataConfig,
     build_config,
 )
 from salt.eval.classify import ClassifyReport, ClassifySettings, ProbeScore
@@ -464,10 +465,12 @@ def run_quickstart(
     ``progress`` shows the stages' tqdm bars; ``on_stage(number, description)`` is called as
     each stage starts (the CLI prints a header line with it).
     """
+    from salt.data import shared_clips
+
     out = Path(out)
     check_out(out, force)
     claim(out, QUICKSTART, "--out")
-    with WriterLock(out, QUICKSTART, "salt quickstart", hint=BUSY):
+    with WriterLock(out, QUICKSTART, "salt quickstart", hint=BUSY), shared_clips():
         remove_outputs(check_out(out, force))  # again, now that no other quickstart can start
         return _run_stages(out, settings, progress, on_stage)
 
@@ -497,6 +500,7 @@ def _run_stages(
 
     t0 = start("teacher")
     teacher_cfg = stage_config(settings, out, "teacher", "pixels", settings.teacher_steps, progress)
+    render_clips(settings, teacher_cfg.data)
     teacher = _finished(train(teacher_cfg), "teacher")
     seconds["teacher"] = time.perf_counter() - t0
 
@@ -563,6 +567,20 @@ def _run_stages(
     result.report.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     (out / "summary.txt").write_text(result.table() + "\n")
     return result
+
+
+def render_clips(settings: QuickstartSettings, data: DataConfig) -> None:
+    """Render the clips both runs, the cache and the held-out checks read - the training
+    clips and the val split's first - once, on every core, before the teacher trains: in
+    :func:`~salt.data.shared_clips`, each stage then reads them instead of drawing them
+    again in its loader worker, beside its training steps."""
+    from salt.data import build_source, keep_rendered, render_workers
+
+    held_out = max(settings.eval_batches, settings.distill_batches) * settings.batch_size
+    workers = render_workers(settings.workers)
+    for split, count in (("train", settings.clips), ("val", held_out)):
+        clips = build_source(data, split)  # the built-in data: TRAIN_DATA
+        keep_rendered(clips, range(min(count, len(clips))), workers)
 
 
 def stage_descriptions(settings: QuickstartSettings) -> dict[str, str]:

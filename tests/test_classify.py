@@ -207,7 +207,7 @@ def test_shared_clips_drawn_by_workers_are_the_clips():
 def test_shared_clips_are_drawn_on_every_thread_the_encoders_use(
     monkeypatch, workers, threads, drawers
 ):
-    import salt.eval.classify as classify_module
+    import salt.data as data_module
 
     seen = []
 
@@ -215,7 +215,7 @@ def test_shared_clips_are_drawn_on_every_thread_the_encoders_use(
         seen.append(num_workers)
         return torch.utils.data.DataLoader(*args, num_workers=0, **kwargs)
 
-    monkeypatch.setattr(classify_module, "DataLoader", loader)
+    monkeypatch.setattr(data_module, "DataLoader", loader)
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     splits = labelled_splits(DataConfig(spec="motion:64", num_frames=2, image_size=32))
     share_clips(splits, ClassifySettings(**{**QUICK, "workers": workers}))

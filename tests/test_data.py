@@ -17,7 +17,9 @@ from salt.data import (
     SyntheticClips,
     build_loader,
     build_source,
+    keep_rendered,
     normalize_clips,
+    shared_clips,
     steps_per_epoch,
 )
 from salt.masking import sample_keys
@@ -159,6 +161,32 @@ def test_built_in_clips_are_rendered_once_up_to_the_memory_budget(cls, monkeypat
         assert torch.equal(video, fresh[i].video)  # kept or not, the same pixels
     assert torch.equal(again[1], first[0]) and torch.equal(again[0], first[4])
     assert fresh.capacity == 0 and not fresh.kept and len(fresh) == 5
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_datasets_of_one_generator_share_their_clips_only_inside_shared_clips(workers):
+    data = build_config(overrides={"data.num_frames": 2, "data.image_size": 16}).data
+    with shared_clips():
+        first = MotionClips(data, "train", 40)
+        keep_rendered(first, range(20), workers)
+        again = MotionClips(data, "train", 8)  # a shorter dataset draws the same clips
+        other = MotionClips(data, "val", 40)  # another split: other clips
+        coarser = MotionClips(attrs.evolve(data, image_size=32), "train", 40)
+    after = MotionClips(data, "train", 40)
+    assert sorted(first.kept) == list(range(20)) and again.kept is first.kept
+    assert not other.kept and not coarser.kept and not after.kept
+    for i in (0, 7, 19):
+        assert torch.equal(again[i].video, after[i].video)  # kept, or rendered again
+    assert not torch.equal(other[0].video, after[0].video)
+
+
+def test_clips_rendered_up_front_stop_at_the_memory_budget():
+    # 2 frames x 3 x 16 x 16 = 1536 bytes a clip: room for 3 of them.
+    overrides = {"data.num_frames": 2, "data.image_size": 16, "data.keep_clips_gb": 4608e-9}
+    clips = SyntheticClips(build_config(overrides=overrides).data, "train", 10)
+    keep_rendered(clips, [5, 1], workers=0)
+    keep_rendered(clips, range(10), workers=0)
+    assert sorted(clips.kept) == [0, 1, 5]  # what was kept stays; the budget's rest filled
 
 
 def test_loader_yields_masked_batches_in_sampler_order():

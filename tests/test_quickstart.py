@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from salt.cli import main
+from salt.data import SPLIT_SEEDS
 from salt.encoder import VideoEncoder
 from salt.eval.classify import ProbeScore
 from salt.eval.stats import gap_in_stderr
@@ -536,6 +537,30 @@ def test_every_stage_after_the_student_uses_the_scored_checkpoint(tmp_path, monk
         exported = VideoEncoder.from_pretrained(result.student_export)(video)
         assert torch.equal(exported, VideoEncoder.from_pretrained(picked[0])(video))
         assert not torch.equal(exported, VideoEncoder.from_pretrained(result.student_run)(video))
+
+
+def test_the_stages_render_each_training_and_held_out_clip_once(tmp_path, monkeypatch):
+    """Both runs, the cache, the held-out checks and the distillation loss read one set of
+    rendered clips (rendered before the teacher, not again by each stage)."""
+    import salt.quickstart
+
+    renders = []
+    render = SyntheticMotion.render
+
+    def counted(self, index, frames=None, scene=0):
+        if frames is None:  # a whole clip (the temporal probes render frames of their own)
+            renders.append((self.seed, index))
+        return render(self, index, frames, scene)
+
+    monkeypatch.setattr(SyntheticMotion, "render", counted)
+    # The export's reload check renders two val clips of its own, outside the datasets.
+    monkeypatch.setattr(salt.quickstart, "tokens_difference", lambda a, b: 0.0)
+    settings = attrs.evolve(FAST, classify_seeds=2, classify_epochs=1)
+    salt.quickstart.run_quickstart(tmp_path / "qs", settings, progress=False)
+    train = sorted(i for seed, i in renders if seed == SPLIT_SEEDS["train"])
+    held_out = sorted(i for seed, i in renders if seed == SPLIT_SEEDS["val"])
+    assert train == list(range(settings.clips))
+    assert held_out == list(range(settings.eval_batches * settings.batch_size))
 
 
 def test_classify_max_train_labels_only_the_first_clips(quickstart):

@@ -32,10 +32,18 @@ import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from salt.config import MOTION_BENCHMARKS, DataConfig, OptimConfig
-from salt.data import BUILT_IN, GeneratedClips, VideoDataset, build_source, parse_data_spec
+from salt.data import (
+    BUILT_IN,
+    GeneratedClips,
+    VideoDataset,
+    build_source,
+    keep_rendered,
+    parse_data_spec,
+    render_workers,
+)
 from salt.eval.heads import Whitening, make_probe
 from salt.eval.report import format_rows
 from salt.eval.stats import gap_in_stderr, per_clip, standard_error
@@ -557,41 +565,8 @@ def share_clips(splits: LabelledSplits, settings: ClassifySettings) -> ClassifyS
     if any(len(part) > base.capacity for part, base in parts):
         return settings
     for part, base in parts:
-        todo = [i for i in range(len(part)) if i not in base.kept]
-        loader = DataLoader(
-            _Drawn(base, todo),
-            batch_size=16,
-            num_workers=min(_drawers(settings.workers), len(todo) // 16),
-            collate_fn=_stacked,
-        )
-        for indices, clips in loader:  # copied out of the workers' shared memory
-            base.kept.update((i, clip.clone()) for i, clip in zip(indices, clips, strict=True))
+        keep_rendered(base, range(len(part)), render_workers(settings.workers))
     return attrs.evolve(settings, workers=0)
-
-
-def _drawers(workers: int) -> int:
-    """Processes that draw the shared clips: the configured loader workers, but no fewer than
-    the threads the encoders will score with - drawing is all the CPU does meanwhile (0 stays
-    0: no worker processes at all)."""
-    return max(workers, torch.get_num_threads()) if workers else 0
-
-
-class _Drawn(Dataset):
-    """``(index, clip)`` of some of a built-in dataset's clips, drawn by its generator."""
-
-    def __init__(self, base: GeneratedClips, indices: list[int]):
-        self.base, self.indices = base, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
-        return self.indices[i], self.base.generator.clip(self.indices[i])
-
-
-def _stacked(batch: list[tuple[int, torch.Tensor]]) -> tuple[list[int], torch.Tensor]:
-    """One tensor per batch: a worker hands each tensor over by its own file handle."""
-    return [i for i, _ in batch], torch.stack([clip for _, clip in batch])
 
 
 def _limit(dataset: Dataset, count: int) -> Dataset:
