@@ -153,8 +153,8 @@ class MotionClasses(ProceduralClips):
         # A per-frame number joins the arrays in the dtype the same number as a scalar
         # would (float64 once shaken under NumPy 2's promotion, float32 under NumPy 1's).
         dtype = np.result_type(yy, shakes[0][0]) if shakes else yy.dtype
-        y = yy + per_frame([s[0] for s in shakes], dtype)
-        x = xx + per_frame([s[1] for s in shakes], dtype)
+        y = yy + _per_frame([s[0] for s in shakes], dtype)
+        x = xx + _per_frame([s[1] for s in shakes], dtype)
         out = self._frames(p, [float(frame) / SPAN for frame in frames], y, x)
         if p["noise"] > 0:
             noise = np.random.default_rng(p["noise_seed"])
@@ -165,7 +165,7 @@ class MotionClasses(ProceduralClips):
         """The frames ``float32 [T, H, W, 3]`` at clip times ``times`` (in SPANs), from each
         pixel's shaken coordinates ``y, x [T, H, W]``."""
         moved = [_moved(p, t) for t in times]
-        x = x + per_frame([m["pan"] for m in moved], x.dtype)  # the world coordinates shown
+        x = x + _per_frame([m["pan"] for m in moved], x.dtype)  # the world coordinates shown
         image = self.paint_background(p["background"], y, x)
         # Painted in this order, each over the last; the distractors keep one pose, B and A
         # have one per frame.
@@ -174,7 +174,7 @@ class MotionClasses(ProceduralClips):
         for thing, poses in cast:
             self.paint_object(image, thing, *_placed(poses, y, x))
         bar = p["bar"]
-        dx = _wrap(x - per_frame([m["bar_centre"] for m in moved], x.dtype))
+        dx = _wrap(x - _per_frame([m["bar_centre"] for m in moved], x.dtype))
         inside = np.abs(dx) <= bar["width"] / 2
         self.paint_bar(image, bar, inside, y, dx)
         return image
@@ -238,8 +238,7 @@ def _moved(p: dict, t: float) -> dict:
     elif label in (6, 7):
         a["size"] *= p["growth"] ** (t if label == 6 else -t)
     elif label in (8, 9):
-        axis = b["pos"] - a["pos"]
-        axis = (axis + 0.5) % 1 - 0.5
+        axis = _wrap(b["pos"] - a["pos"])
         axis = axis / max(np.linalg.norm(axis), 1e-6)
         step = p["closing"] * t / 2 * (1 if label == 9 else -1)
         a["pos"], b["pos"] = a["pos"] - step * axis, b["pos"] + step * axis
@@ -248,7 +247,7 @@ def _moved(p: dict, t: float) -> dict:
     return {"pan": pan, "a": a, "b": b, "bar_centre": bar["centre"]}
 
 
-def per_frame(values: list, dtype) -> np.ndarray:
+def _per_frame(values: list, dtype) -> np.ndarray:
     """Per-frame numbers as ``[T, 1, 1]``, to broadcast against ``[T, H, W]`` (a single
     pose - a still object - stays one number for every frame)."""
     return np.asarray(values, dtype=dtype).reshape(-1, 1, 1)
@@ -269,11 +268,11 @@ def _placed(poses: list[dict], y: np.ndarray, x: np.ndarray):
     one per frame, or one for all) and its own coordinates ``u`` (along its axis) and
     ``v``, in units of its size."""
     dtype = y.dtype
-    dy = _wrap(y - per_frame([pose["pos"][0] for pose in poses], dtype))
-    dx = _wrap(x - per_frame([pose["pos"][1] for pose in poses], dtype))
-    c = per_frame([math.cos(pose["angle"]) for pose in poses], dtype)
-    s = per_frame([math.sin(pose["angle"]) for pose in poses], dtype)
-    size = per_frame([pose["size"] for pose in poses], dtype)
+    dy = _wrap(y - _per_frame([pose["pos"][0] for pose in poses], dtype))
+    dx = _wrap(x - _per_frame([pose["pos"][1] for pose in poses], dtype))
+    c = _per_frame([math.cos(pose["angle"]) for pose in poses], dtype)
+    s = _per_frame([math.sin(pose["angle"]) for pose in poses], dtype)
+    size = _per_frame([pose["size"] for pose in poses], dtype)
     u = (c * dx + s * dy) / size
     v = (-s * dx + c * dy) / size
     return _shape(poses[0]["shape"], u, v), u, v
